@@ -1,0 +1,304 @@
+"""The configuration schema: typed dataclasses, YAML presets and dotted command-line overrides.
+
+A config is built from defaults, then a YAML preset, then ``section.key=value`` overrides, in that
+order. Every value is checked against the dataclass field's type annotation; an unknown key, a
+wrong type or an invalid value raises :class:`ConfigError` naming the key and what it expected.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+from graphrec_dist.errors import ConfigError
+
+
+@dataclass
+class SplitConfig:
+    mode: Literal["random", "last"] = "random"  # random leave-one-out, or the last two by file order
+    seed: int = 42
+    min_interactions: int = 3  # users with fewer stay train-only
+
+    def __post_init__(self) -> None:
+        _require(self.min_interactions >= 3, "data.split.min_interactions", "an integer >= 3")
+
+
+@dataclass
+class DataConfig:
+    source: Literal["synth", "goodbooks", "csv"] = "synth"
+    raw_dir: str = "data/raw/synth"  # where the raw CSV files are (or are generated to)
+    bundle_dir: str = "data/bundles/synth"  # the built Graph3 bundle
+    # Generator (source=synth): written to raw_dir when it holds no ratings file yet.
+    synth_users: int = 2000
+    synth_seed: int = 0
+    books_from: Optional[str] = None  # copy real books/tags/book_tags from here
+    # Bring-your-own-data (source=csv): a YAML spec of files and columns (see README).
+    csv_spec: Optional[str] = None
+    # The Graph3 recipe.
+    min_rating: int = 4
+    min_user_interactions: int = 5
+    min_book_interactions: int = 5
+    tag_min_books: int = 10
+    tag_top_per_book: int = 50
+    sim_top_k: int = 30
+    sim_min: float = 0.10
+    tfidf_min_df: int = 2
+    split: SplitConfig = field(default_factory=SplitConfig)
+
+    def __post_init__(self) -> None:
+        _require(self.synth_users > 0, "data.synth_users", "a positive integer")
+        _require(1 <= self.min_rating <= 5, "data.min_rating", "an integer in 1..5")
+        _require(self.min_user_interactions >= 1, "data.min_user_interactions", "an integer >= 1")
+        _require(self.min_book_interactions >= 1, "data.min_book_interactions", "an integer >= 1")
+        _require(self.sim_top_k >= 0, "data.sim_top_k", "an integer >= 0")
+        _require(0.0 <= self.sim_min <= 1.0, "data.sim_min", "a number in [0, 1]")
+        _require(self.source != "csv" or self.csv_spec is not None, "data.csv_spec",
+                 "a path to a CSV spec YAML when data.source=csv")
+
+
+ModelName = Literal["graphsage", "graphsage_ui", "popularity", "mf", "ease", "lightgcn", "lightgcn_ui"]
+
+
+@dataclass
+class ModelConfig:
+    name: ModelName = "graphsage"
+    emb_dim: int = 64  # learnable id embedding per node type
+    hidden_dim: int = 64
+    num_layers: int = 2
+    aggr: Literal["mean", "sum", "max"] = "mean"
+    hetero_aggr: Literal["sum", "mean", "max"] = "sum"  # how to_hetero merges relations
+    dropout: float = 0.0
+    norm: Literal["none", "layer", "batch"] = "none"
+    skip: bool = True  # add the input embedding to each layer's output (residual)
+    edge_weight: bool = True  # scale messages by edge_weight where a relation has one
+    lightgcn_layers: int = 3
+    ease_lambda: float = 500.0
+
+    def __post_init__(self) -> None:
+        _require(self.emb_dim > 0, "model.emb_dim", "a positive integer")
+        _require(self.hidden_dim > 0, "model.hidden_dim", "a positive integer")
+        _require(self.num_layers >= 1, "model.num_layers", "an integer >= 1")
+        _require(0.0 <= self.dropout < 1.0, "model.dropout", "a number in [0, 1)")
+        _require(self.ease_lambda > 0, "model.ease_lambda", "a positive number")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    lr: float = 1e-3
+    weight_decay: float = 0.0  # AdamW decoupled decay
+    l2: float = 1e-4  # L2 on the batch's input embeddings, added to the BPR loss
+    batch_size: int = 2048  # seed (user, positive) edges per batch
+    num_neighbors: list[int] = field(default_factory=lambda: [15, 10])
+    neg_per_pos: int = 1
+    edges_per_epoch: Optional[int] = None  # cap for quick runs; None = every training edge
+    max_steps: Optional[int] = None  # stop after this many optimiser steps (tests, smoke runs)
+    num_workers: int = 0  # sampling worker processes per rank
+    seed: int = 0
+    lr_schedule: Literal["none", "cosine"] = "none"
+    amp: bool = True  # only takes effect on CUDA
+    patience: int = 5  # evaluations without validation NDCG@10 improving before stopping
+    resume: str = "auto"  # auto | never | path to a checkpoint
+    checkpoint_every: int = 0  # steps between mid-epoch checkpoints (0 = end of epoch only)
+    fail_after_step: Optional[int] = None  # test-only: raise after this global step (fault tests)
+
+    def __post_init__(self) -> None:
+        _require(self.epochs >= 1, "train.epochs", "an integer >= 1")
+        _require(self.lr > 0, "train.lr", "a positive number")
+        _require(self.batch_size > 0, "train.batch_size", "a positive integer")
+        _require(len(self.num_neighbors) >= 1 and all(n > 0 or n == -1 for n in self.num_neighbors),
+                 "train.num_neighbors", "a non-empty list of positive integers (or -1 for all)")
+        _require(self.neg_per_pos >= 1, "train.neg_per_pos", "an integer >= 1")
+        _require(self.edges_per_epoch is None or self.edges_per_epoch > 0, "train.edges_per_epoch",
+                 "a positive integer or null")
+        _require(self.num_workers >= 0, "train.num_workers", "an integer >= 0")
+        _require(self.patience >= 1, "train.patience", "an integer >= 1")
+
+
+@dataclass
+class EvalConfig:
+    ks: list[int] = field(default_factory=lambda: [10, 20, 50])
+    every: int = 1  # validate every N epochs
+    protocol: Literal["full", "sampled"] = "full"
+    sampled_candidates: list[int] = field(default_factory=lambda: [200, 1000, 2000])
+    sampled_num_users: Optional[int] = None  # fixed user subset for the sampled protocol
+    sampled_seed: int = 0
+    exclude_other_holdout: bool = False  # mask the validation item when testing, and vice versa
+    user_chunk: int = 1024  # users scored per matrix multiply
+    infer_batch: int = 4096  # nodes per batch in layer-wise inference
+    export_per_user: bool = False  # write (user, held-out item, rank) per user
+
+    def __post_init__(self) -> None:
+        _require(len(self.ks) >= 1 and all(k > 0 for k in self.ks), "eval.ks", "a list of positive integers")
+        _require(self.every >= 1, "eval.every", "an integer >= 1")
+        _require(self.user_chunk > 0, "eval.user_chunk", "a positive integer")
+
+
+@dataclass
+class DistConfig:
+    backend: Literal["auto", "nccl", "gloo"] = "auto"  # auto: nccl on CUDA, gloo on CPU
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    launcher: Literal["local", "torchrun", "ray"] = "local"
+    num_workers: int = 2  # Ray workers
+    use_gpu: bool = False  # Ray workers get a GPU each
+    cpus_per_worker: int = 1
+    ray_address: Optional[str] = None  # None: start or join a local Ray
+    storage_path: Optional[str] = None  # Ray Train storage (folder, shared FS or cloud URI)
+    max_failures: int = 0  # Ray: restarts of a failed worker group
+
+    def __post_init__(self) -> None:
+        _require(self.num_workers >= 1, "dist.num_workers", "an integer >= 1")
+
+
+@dataclass
+class RunConfig:
+    out_dir: str = "runs/default"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    progress: bool = True  # tqdm bars on rank 0
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _require(ok: bool, key: str, expected: str) -> None:
+    if not ok:
+        raise ConfigError(f"config key '{key}': expected {expected}")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults, then the YAML preset at ``path`` (if any), then ``section.key=value`` overrides."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        tree = read_yaml(path)
+    for item in overrides:
+        key, value = parse_override(item)
+        _set_dotted(tree, key, value)
+    return from_dict(tree)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        tree = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
+    if tree is None:
+        return {}
+    if not isinstance(tree, dict):
+        raise ConfigError(f"config file {p}: expected a mapping of sections at the top level")
+    return tree
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``train.lr=1e-3`` -> ("train.lr", 0.001); the value is parsed as YAML (lists, null, bools)."""
+    if "=" not in item:
+        raise ConfigError(f"override '{item}': expected section.key=value")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"config key '{key}': '{part}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def from_dict(tree: dict[str, Any]) -> Config:
+    """Build and validate a :class:`Config` from a nested mapping."""
+    return _build(Config, tree, prefix="")
+
+
+def _build(cls: type, tree: Any, prefix: str) -> Any:
+    where = prefix.rstrip(".") or "config"
+    if not isinstance(tree, dict):
+        raise ConfigError(f"config key '{where}': expected a mapping, got {type(tree).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in tree.items():
+        if key not in names:
+            raise ConfigError(f"unknown config key '{prefix}{key}' (known in {where}: {', '.join(sorted(names))})")
+        kwargs[key] = _coerce(hints[key], value, f"{prefix}{key}")
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # pragma: no cover - guarded by the checks above
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value if value is not None else {}, prefix=key + ".")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, key)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"config key '{key}': expected one of {list(args)}, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
+        return [_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key '{key}': expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"config key '{key}': expected a string, got {value!r}")
+        return str(value)
+    raise ConfigError(f"config key '{key}': unsupported type {tp}")  # pragma: no cover
+
+
+def config_hash(section: Any) -> str:
+    """A stable short hash of a config section (used to key caches such as the data bundle)."""
+    blob = json.dumps(dataclasses.asdict(section), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -1,0 +1,90 @@
+"""The built dataset that training and evaluation load: Graph3 + splits + id maps + meta.
+
+This module is the contract between the data layer and the rest of the package.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch_geometric.data import HeteroData
+
+USER = "user"
+BOOK = "book"
+RATES = (USER, "rates", BOOK)
+REV_RATES = (BOOK, "rev_rates", USER)
+# Side relations of Graph3 (book -> X) and their reverses (X -> book). book-book similarity is
+# symmetric, so it is its own reverse.
+SIDE_RELATIONS = {
+    "tag": "has_tag",
+    "author": "written_by",
+    "language": "in_language",
+    "year_bin": "published_in",
+}
+SIMILAR = (BOOK, "similar_to", BOOK)
+
+
+def reverse_type(edge_type: tuple[str, str, str]) -> tuple[str, str, str]:
+    """('book','has_tag','tag') -> ('tag','rev_has_tag','book'); SIMILAR is its own reverse."""
+    src, rel, dst = edge_type
+    if edge_type == SIMILAR:
+        return edge_type
+    if rel.startswith("rev_"):
+        return (dst, rel[len("rev_"):], src)
+    return (dst, f"rev_{rel}", src)
+
+
+def edge_key(edge_type: tuple[str, str, str]) -> str:
+    """The ``src__rel__dst`` spelling used in meta.json."""
+    return "__".join(edge_type)
+
+
+@dataclass
+class Bundle:
+    """Graph3 with its splits.
+
+    ``graph``: every node type has ``num_nodes``; every edge type has ``edge_index`` (int64, [2, E])
+    and ``edge_weight`` (float32, [E]); user->book edges are TRAIN pairs only.
+    ``train``/``val``/``test``: int64 [n, 2] (user, book) rows; val/test hold one row per user with
+    a held-out item, users ascending. ``books``: one row per book index with at least
+    ``book_id`` (original id), ``title`` and ``authors``. ``users``: ``user_id`` (original id).
+    """
+
+    graph: HeteroData
+    train: torch.Tensor
+    val: torch.Tensor
+    test: torch.Tensor
+    books: pd.DataFrame
+    users: pd.DataFrame
+    meta: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+    _csr: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+
+    @property
+    def num_users(self) -> int:
+        return int(self.graph[USER].num_nodes)
+
+    @property
+    def num_books(self) -> int:
+        return int(self.graph[BOOK].num_nodes)
+
+    def split(self, name: str) -> torch.Tensor:
+        if name not in ("train", "val", "test"):
+            raise ValueError(f"unknown split {name!r}; expected train, val or test")
+        return getattr(self, name)
+
+    def train_csr(self) -> tuple[np.ndarray, np.ndarray]:
+        """(indptr [U+1], indices) of each user's training books, books sorted within a user."""
+        if self._csr is None:
+            u = self.train[:, 0].numpy()
+            b = self.train[:, 1].numpy()
+            order = np.lexsort((b, u))
+            counts = np.bincount(u, minlength=self.num_users)
+            indptr = np.zeros(self.num_users + 1, dtype=np.int64)
+            np.cumsum(counts, out=indptr[1:])
+            self._csr = (indptr, b[order].astype(np.int64))
+        return self._csr

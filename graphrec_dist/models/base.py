@@ -1,0 +1,52 @@
+"""What every recommender offers the trainer and the evaluator.
+
+Three kinds share one trainer:
+- ``sampled``: a GNN trained on LinkNeighborLoader subgraphs (graphsage, graphsage_ui);
+- ``triplet``: trained on plain (user, positive, negatives) index batches (mf, lightgcn);
+- ``closed_form``: fitted once, no gradient steps (popularity, ease).
+All of them hand the evaluator a :class:`Scorer`.
+"""
+from __future__ import annotations
+
+from typing import ClassVar, Literal, Protocol
+
+import torch
+
+ModelKind = Literal["sampled", "triplet", "closed_form"]
+
+
+class Scorer(Protocol):
+    """Scores users against every book; the evaluator only ever sees this."""
+
+    num_items: int
+
+    def scores(self, users: torch.Tensor) -> torch.Tensor:
+        """float32 [len(users), num_items] scores (higher = better)."""
+        ...
+
+
+class EmbeddingScorer:
+    """Dot product of user and item embedding tables (the GNN outputs, MF, LightGCN)."""
+
+    def __init__(self, user_emb: torch.Tensor, item_emb: torch.Tensor):
+        self.user_emb = user_emb
+        self.item_emb = item_emb
+        self.num_items = int(item_emb.shape[0])
+
+    def scores(self, users: torch.Tensor) -> torch.Tensor:
+        return self.user_emb[users.to(self.user_emb.device)] @ self.item_emb.T
+
+
+class Recommender(torch.nn.Module):
+    """Base class: subclasses set ``kind`` and implement what their kind needs."""
+
+    kind: ClassVar[ModelKind]
+
+    def fit(self, bundle, ctx) -> None:
+        """Closed-form models compute their parameters here (called once on every rank)."""
+        raise NotImplementedError(f"{type(self).__name__} has no closed-form fit")
+
+    @torch.no_grad()
+    def scorer(self, bundle, ctx, eval_cfg) -> Scorer:
+        """A scorer over all users and books (GNNs run full-neighbourhood inference here)."""
+        raise NotImplementedError

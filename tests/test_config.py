@@ -1,0 +1,89 @@
+import pytest
+
+from graphrec_dist.cli import main as cli_main
+from graphrec_dist.config import Config, from_dict, load_config
+from graphrec_dist.errors import ConfigError
+
+
+def test_defaults_then_yaml_then_overrides(tmp_path):
+    preset = tmp_path / "p.yaml"
+    preset.write_text("train:\n  lr: 0.01\n  epochs: 3\nmodel:\n  name: mf\n")
+    cfg = load_config(preset, ["train.lr=1e-3", "model.num_layers=3", "train.num_neighbors=[4,2]"])
+    assert cfg.train.lr == pytest.approx(1e-3)
+    assert cfg.train.epochs == 3
+    assert cfg.model.name == "mf"
+    assert cfg.model.num_layers == 3
+    assert cfg.train.num_neighbors == [4, 2]
+    assert cfg.data.split.seed == 42  # untouched default
+
+
+def test_nested_override_and_null():
+    cfg = load_config(None, ["data.split.mode=last", "train.edges_per_epoch=null"])
+    assert cfg.data.split.mode == "last"
+    assert cfg.train.edges_per_epoch is None
+
+
+def test_int_is_accepted_for_float():
+    assert load_config(None, ["train.lr=1"]).train.lr == 1.0
+
+
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ("train.lrr=1", "unknown config key 'train.lrr'"),
+        ("nosuch.key=1", "unknown config key 'nosuch'"),
+        ("train.epochs=ten", "'train.epochs': expected an integer"),
+        ("train.epochs=2.5", "'train.epochs': expected an integer"),
+        ("train.amp=yes please", "'train.amp': expected true or false"),
+        ("model.name=gcn", "'model.name': expected one of"),
+        ("train.epochs=0", "'train.epochs': expected an integer >= 1"),
+        ("model.dropout=1.5", "'model.dropout'"),
+        ("train.num_neighbors=5", "'train.num_neighbors': expected a list"),
+        ("train", "expected section.key=value"),
+        ("train.lr.x=1", "'train.lr': expected a number"),
+        ("train.lr=fast", "'train.lr': expected a number"),
+    ],
+)
+def test_bad_overrides_name_the_key(override, needle):
+    with pytest.raises(ConfigError, match=None) as err:
+        load_config(None, [override])
+    assert needle in str(err.value)
+
+
+def test_bad_yaml_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("42\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(scalar)
+
+
+def test_section_must_be_mapping():
+    with pytest.raises(ConfigError, match="'train': expected a mapping"):
+        from_dict({"train": 3})
+
+
+def test_round_trip_through_yaml(tmp_path):
+    cfg = load_config(None, ["train.lr=0.5", "data.split.mode=last"])
+    path = tmp_path / "c.yaml"
+    path.write_text(cfg.to_yaml())
+    assert load_config(path) == cfg
+
+
+@pytest.mark.parametrize("preset", ["configs/default.yaml", "configs/demo.yaml", "configs/debug.yaml"])
+def test_shipped_presets_load(preset):
+    assert isinstance(load_config(preset), Config)
+
+
+def test_cli_help_lists_subcommands(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for name in ("data", "train", "evaluate", "recommend", "bench"):
+        assert name in out
