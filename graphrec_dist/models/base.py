@@ -8,11 +8,33 @@ All of them hand the evaluator a :class:`Scorer`.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar, Literal, Protocol
 
 import torch
 
 ModelKind = Literal["sampled", "triplet", "closed_form"]
+
+
+@dataclass
+class TripletBatch:
+    """A ``triplet`` model's training batch: global user/book indices."""
+
+    users: torch.Tensor  # int64 [n]
+    pos: torch.Tensor  # int64 [n]
+    neg: torch.Tensor  # int64 [n, k]
+
+    def to(self, device: torch.device) -> "TripletBatch":
+        return TripletBatch(self.users.to(device), self.pos.to(device), self.neg.to(device))
+
+
+@dataclass
+class BPROutput:
+    """What the BPR loss needs from a model's forward pass on one batch."""
+
+    pos: torch.Tensor  # float [n] scores of (user, positive)
+    neg: torch.Tensor  # float [n, k] scores of (user, negatives)
+    reg: torch.Tensor  # float scalar: sum of squared input embeddings used by the batch / n
 
 
 class Scorer(Protocol):
@@ -41,6 +63,10 @@ class Recommender(torch.nn.Module):
     """Base class: subclasses set ``kind`` and implement what their kind needs."""
 
     kind: ClassVar[ModelKind]
+
+    def bpr_forward(self, batch) -> BPROutput:
+        """``sampled``: a LinkNeighborLoader HeteroData batch; ``triplet``: a TripletBatch."""
+        raise NotImplementedError(f"{type(self).__name__} is not trained by gradient steps")
 
     def fit(self, bundle, ctx) -> None:
         """Closed-form models compute their parameters here (called once on every rank)."""
