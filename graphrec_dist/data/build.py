@@ -1,0 +1,179 @@
+"""The Graph3 builder: raw files (per a :class:`SourceSpec`) -> edges, splits, tables and meta.
+
+``build_arrays`` does the work in memory; :mod:`graphrec_dist.data.prepare` caches and writes it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from graphrec_dist.config import DataConfig
+from graphrec_dist.data import graph3, interactions as inter
+from graphrec_dist.data.bundle import BOOK, RATES, SIMILAR, USER, edge_key, reverse_type
+from graphrec_dist.data.sources import check_range, find_file, read_table, to_int_column
+from graphrec_dist.data.spec import InteractionsSpec, SourceSpec
+from graphrec_dist.errors import DataError
+
+EdgeType = tuple[str, str, str]
+
+
+@dataclass
+class BuiltGraph:
+    """Everything a bundle directory holds, in memory."""
+
+    num_nodes: dict[str, int]
+    edges: dict[EdgeType, tuple[np.ndarray, np.ndarray]]  # (edge_index [2,E] int64, weight float32)
+    splits: dict[str, np.ndarray]  # int64 [n, 2]
+    books: pd.DataFrame
+    users: pd.DataFrame
+    vocab: dict[str, list[str]] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, Any]:
+        return {"num_nodes": dict(sorted(self.num_nodes.items())),
+                "num_edges": {edge_key(e): int(ei.shape[1]) for e, (ei, _) in sorted(self.edges.items())},
+                "splits": {k: int(v.shape[0]) for k, v in self.splits.items()}}
+
+
+def input_files(raw_dir: str | Path, spec: SourceSpec) -> dict[str, Path]:
+    """Name -> path of every input file the spec reads (missing required ones raise DataError)."""
+    files = {"interactions": find_file(raw_dir, _stem(spec.interactions.file)),
+             "items": find_file(raw_dir, _stem(spec.items.file))}
+    if spec.extra_interactions is not None:
+        files["extra_interactions"] = find_file(raw_dir, _stem(spec.extra_interactions.file))
+    if spec.item_tags is not None:
+        files["item_tags"] = find_file(raw_dir, _stem(spec.item_tags.file))
+    for extra in spec.extra_files:
+        found = find_file(raw_dir, _stem(extra), required=False)
+        if found is not None:
+            files[_stem(extra)] = found
+    return files
+
+
+def _stem(name: str) -> str:
+    for suffix in (".csv.gz", ".csv"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def read_interactions(path: Path, ispec: InteractionsSpec) -> pd.DataFrame:
+    """(user, item, rating) rows in file order, or in timestamp order (stable) when one is named."""
+    cols = [ispec.user, ispec.item] + [c for c in (ispec.rating, ispec.timestamp) if c]
+    frame = read_table(path, cols, int_columns=[ispec.user, ispec.item])
+    if ispec.rating:
+        rating = pd.to_numeric(frame[ispec.rating], errors="coerce")
+        if rating.isna().any():
+            pos = int(np.flatnonzero(rating.isna().to_numpy())[0])
+            raise DataError(f"{path}: column {ispec.rating!r}, line {pos + 2}: expected a number, "
+                            f"got {frame[ispec.rating].iloc[pos]!r}")
+        check_range(rating, ispec.rating_min, ispec.rating_max, path, ispec.rating)
+        frame[ispec.rating] = rating
+    if ispec.timestamp:
+        frame = frame.iloc[np.argsort(frame[ispec.timestamp].to_numpy(), kind="stable")]
+    out = pd.DataFrame({"user": frame[ispec.user].to_numpy(np.int64), "item": frame[ispec.item].to_numpy(np.int64)})
+    out["rating"] = frame[ispec.rating].to_numpy(np.float64) if ispec.rating else np.inf
+    return out
+
+
+def build_arrays(raw_dir: str | Path, spec: SourceSpec, cfg: DataConfig) -> BuiltGraph:
+    """Run the Graph3 recipe on the spec's files in ``raw_dir``."""
+    files = input_files(raw_dir, spec)
+    main = read_interactions(files["interactions"], spec.interactions)
+    extra = (read_interactions(files["extra_interactions"], spec.extra_interactions)
+             if spec.extra_interactions is not None else main.iloc[:0])
+    users, items = inter.positives(main["user"].to_numpy(), main["item"].to_numpy(), main["rating"].to_numpy(),
+                                   extra["user"].to_numpy(), extra["item"].to_numpy(), cfg.min_rating)
+    keep = inter.k_core(users, items, cfg.min_user_interactions, cfg.min_book_interactions)
+    if not keep.any():
+        raise DataError(f"{files['interactions']}: no interactions left after keeping rating >= "
+                        f"{cfg.min_rating} and users/items with >= {cfg.min_user_interactions}/"
+                        f"{cfg.min_book_interactions} interactions")
+    pairs = inter.remap(users[keep], items[keep])
+    n_users, n_books = len(pairs.user_ids), len(pairs.book_ids)
+    train_rows, val_rows, test_rows = inter.leave_one_out(
+        pairs.users, n_users, cfg.split.mode, cfg.split.seed, cfg.split.min_interactions)
+    stacked = np.stack([pairs.users, pairs.books], axis=1)
+    train = stacked[train_rows]
+    train = train[np.lexsort((train[:, 1], train[:, 0]))]
+    splits = {"train": train, "val": stacked[val_rows], "test": stacked[test_rows]}
+    item_table = _item_table(files["items"], spec, pairs.book_ids)
+    built = BuiltGraph({USER: n_users, BOOK: n_books}, {}, splits,
+                       _books_frame(item_table, spec), pd.DataFrame({"user_id": pairs.user_ids}))
+    _add(built, RATES, train[:, 0], train[:, 1], np.ones(len(train), np.float32), None)
+    _add_side_relations(built, item_table, spec, cfg, files)
+    return built
+
+
+def _item_table(path: Path, spec: SourceSpec, book_ids: np.ndarray) -> pd.DataFrame:
+    """One row per kept item in index order, with every column the spec uses."""
+    ispec = spec.items
+    cols = list(dict.fromkeys([ispec.id] + [c for c in (ispec.title, ispec.authors, ispec.key) if c]
+                              + [c.column for c in ispec.columns.values()] + list(ispec.text)
+                              + ([ispec.bin.column] if ispec.bin else [])))
+    ints = [ispec.id] + ([ispec.key] if ispec.key and ispec.key != ispec.id else [])
+    table = read_table(path, cols, int_columns=ints)
+    dup = table[ispec.id].duplicated()
+    if dup.any():
+        pos = int(np.flatnonzero(dup.to_numpy())[0])
+        raise DataError(f"{path}: column {ispec.id!r}, line {pos + 2}: duplicate id {table[ispec.id].iloc[pos]}")
+    table = table.set_index(ispec.id, drop=False)
+    missing = np.setdiff1d(book_ids, table.index.to_numpy())
+    if len(missing):
+        raise DataError(f"{path}: {len(missing)} item id(s) used in the interactions are not in column "
+                        f"{ispec.id!r}, e.g. {missing[:5].tolist()}")
+    return table.loc[book_ids].reset_index(drop=True)
+
+
+def _books_frame(table: pd.DataFrame, spec: SourceSpec) -> pd.DataFrame:
+    ispec = spec.items
+    out = pd.DataFrame({"book_id": table[ispec.id].to_numpy(np.int64)})
+    out["title"] = table[ispec.title].astype(str) if ispec.title else out["book_id"].astype(str)
+    out["authors"] = table[ispec.authors].fillna("").astype(str) if ispec.authors else ""
+    return out
+
+
+def _add(built: BuiltGraph, etype: EdgeType, src: np.ndarray, dst: np.ndarray, w: np.ndarray,
+         vocab: list[str] | None) -> None:
+    """Add a relation and its reverse (same weights); register a side node type's vocabulary."""
+    if vocab is not None:
+        built.vocab[etype[2]] = vocab
+        built.num_nodes[etype[2]] = len(vocab)
+    built.edges[etype] = (np.stack([src, dst]).astype(np.int64), w.astype(np.float32))
+    rev = reverse_type(etype)
+    if rev != etype:
+        built.edges[rev] = (np.stack([dst, src]).astype(np.int64), w.astype(np.float32))
+
+
+def _add_side_relations(built: BuiltGraph, table: pd.DataFrame, spec: SourceSpec, cfg: DataConfig,
+                        files: dict[str, Path]) -> None:
+    ispec = spec.items
+    if spec.item_tags is not None:
+        tspec = spec.item_tags
+        cols = [tspec.item, tspec.tag] + ([tspec.count] if tspec.count else [])
+        tags = read_table(files["item_tags"], cols, int_columns=[tspec.item, tspec.tag])
+        counts = (pd.to_numeric(tags[tspec.count], errors="coerce").fillna(0).to_numpy()
+                  if tspec.count else np.ones(len(tags)))
+        key = table[ispec.key or ispec.id]
+        keys = to_int_column(key, files["items"], ispec.key or ispec.id).to_numpy()
+        rel = graph3.tag_relation(keys, tags[tspec.item].to_numpy(), tags[tspec.tag].to_numpy(), counts,
+                                  cfg.tag_min_books, cfg.tag_top_per_book)
+        _add(built, (BOOK, tspec.relation or f"has_{tspec.node_type}", tspec.node_type),
+             rel.src, rel.dst, rel.weight, rel.vocab)
+    for ntype, cspec in ispec.columns.items():
+        rel = graph3.multi_value_relation(table[cspec.column], cspec.sep, cspec.missing)
+        _add(built, (BOOK, cspec.relation or f"has_{ntype}", ntype), rel.src, rel.dst, rel.weight, rel.vocab)
+    if ispec.bin is not None:
+        b = ispec.bin
+        rel = graph3.year_bin_relation(table[b.column], b.edges, b.labels)
+        _add(built, (BOOK, b.relation or f"has_{b.node_type}", b.node_type), rel.src, rel.dst, rel.weight,
+             rel.vocab)
+    if ispec.text:
+        text = table[ispec.text[0]].fillna("").astype(str)
+        for col in ispec.text[1:]:
+            text = text + " " + table[col].fillna("").astype(str)
+        src, dst, w = graph3.similarity_edges(text.tolist(), cfg.sim_top_k, cfg.sim_min, cfg.tfidf_min_df)
+        _add(built, SIMILAR, src, dst, w, None)

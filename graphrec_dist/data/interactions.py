@@ -1,0 +1,98 @@
+"""Graph3 interactions: positives, iterated k-core filter, id remap and leave-one-out splits.
+
+Pure functions over numpy arrays; the order of rows is the file order (ratings first, then
+to_read), which the ``last`` split mode and the random split's permutation both depend on.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Interactions:
+    """Positive (user, book) pairs in concatenated file order, ids remapped to 0..U-1 / 0..B-1."""
+
+    users: np.ndarray  # int64 [n] user index
+    books: np.ndarray  # int64 [n] book index
+    user_ids: np.ndarray  # int64 [U] original user id of each index (sorted)
+    book_ids: np.ndarray  # int64 [B] original book id of each index (sorted)
+
+
+def positives(rating_users: np.ndarray, rating_books: np.ndarray, ratings: np.ndarray,
+              read_users: np.ndarray, read_books: np.ndarray, min_rating: int) -> tuple[np.ndarray, np.ndarray]:
+    """Ratings >= ``min_rating`` then every to_read pair; duplicates dropped keeping the first."""
+    keep = ratings >= min_rating
+    users = np.concatenate([rating_users[keep], read_users]).astype(np.int64)
+    books = np.concatenate([rating_books[keep], read_books]).astype(np.int64)
+    if len(users) == 0:
+        return users, books
+    # One int64 key per pair; np.unique's first-occurrence indices keep the file order.
+    key = _pair_key(users, books)
+    _, first = np.unique(key, return_index=True)
+    first.sort()
+    return users[first], books[first]
+
+
+def _pair_key(users: np.ndarray, books: np.ndarray) -> np.ndarray:
+    b_lo, b_span = int(books.min()), int(books.max() - books.min()) + 1
+    return (users - int(users.min())) * b_span + (books - b_lo)
+
+
+def k_core(users: np.ndarray, books: np.ndarray, min_user: int, min_book: int) -> np.ndarray:
+    """Boolean mask of rows kept once users have >= min_user and books >= min_book rows (to a fixpoint)."""
+    mask = np.ones(len(users), dtype=bool)
+    if len(users) == 0:
+        return mask
+    _, u_inv = np.unique(users, return_inverse=True)
+    _, b_inv = np.unique(books, return_inverse=True)
+    while True:
+        u_cnt = np.bincount(u_inv[mask], minlength=u_inv.max() + 1)
+        b_cnt = np.bincount(b_inv[mask], minlength=b_inv.max() + 1)
+        new = mask & (u_cnt[u_inv] >= min_user) & (b_cnt[b_inv] >= min_book)
+        if new.sum() == mask.sum():
+            return new
+        mask = new
+
+
+def remap(users: np.ndarray, books: np.ndarray) -> Interactions:
+    """Sorted unique original ids -> contiguous indices, keeping both maps."""
+    user_ids, u_idx = np.unique(users, return_inverse=True)
+    book_ids, b_idx = np.unique(books, return_inverse=True)
+    return Interactions(u_idx.astype(np.int64), b_idx.astype(np.int64),
+                        user_ids.astype(np.int64), book_ids.astype(np.int64))
+
+
+def leave_one_out(users: np.ndarray, num_users: int, mode: str = "random", seed: int = 42,
+                  min_interactions: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row indices (into ``users``) of the train, validation and test pairs.
+
+    ``random``: one ``default_rng(seed)``; users ascending; ``perm = rng.permutation(n)`` over the
+    user's rows in their given order; ``perm[0]`` is test, ``perm[1]`` validation. ``last``: the
+    last row is test, the one before it validation. Users with fewer than ``min_interactions``
+    rows are train-only (and draw nothing from the generator). Val/test come out users ascending.
+    """
+    order = np.argsort(users, kind="stable")  # rows grouped by user, file order within a user
+    counts = np.bincount(users, minlength=num_users)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    eligible = np.flatnonzero(counts >= min_interactions)
+    test_pos = np.empty(len(eligible), dtype=np.int64)
+    val_pos = np.empty(len(eligible), dtype=np.int64)
+    if mode == "random":
+        rng = np.random.default_rng(seed)
+        for i, u in enumerate(eligible):
+            perm = rng.permutation(int(counts[u]))
+            test_pos[i], val_pos[i] = perm[0], perm[1]
+    elif mode == "last":
+        test_pos[:] = counts[eligible] - 1
+        val_pos[:] = counts[eligible] - 2
+    else:
+        raise ValueError(f"unknown split mode {mode!r}; expected random or last")
+    test_rows = order[starts[eligible] + test_pos]
+    val_rows = order[starts[eligible] + val_pos]
+    held = np.zeros(len(users), dtype=bool)
+    held[test_rows] = True
+    held[val_rows] = True
+    train_rows = np.flatnonzero(~held)
+    return train_rows, val_rows, test_rows

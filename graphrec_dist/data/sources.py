@@ -1,0 +1,94 @@
+"""Reading raw tabular files (.csv or .csv.gz) with checks that name the file, column and line.
+
+Every failure here is a :class:`DataError` (exit code 2) that says what to fix; nothing is written.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import zlib
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from graphrec_dist.errors import DataError
+
+GOODBOOKS_FILES = ("ratings", "to_read", "books", "book_tags", "tags")
+
+
+def find_file(raw_dir: str | Path, stem: str, required: bool = True) -> Path | None:
+    """``raw_dir/stem.csv`` or ``raw_dir/stem.csv.gz`` (plain CSV wins when both exist)."""
+    base = Path(raw_dir)
+    for name in (f"{stem}.csv", f"{stem}.csv.gz"):
+        if (base / name).is_file():
+            return base / name
+    if required:
+        raise DataError(f"missing input file: {base / (stem + '.csv')} (nor {stem}.csv.gz) in {base}")
+    return None
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
+    """Hex sha256 of a file's bytes (used for the bundle cache key and meta.json)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(chunk)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_table(path: str | Path, columns: Iterable[str], int_columns: Iterable[str] = (),
+               dtype: dict | None = None) -> pd.DataFrame:
+    """Read ``path`` and check it has ``columns``; ``int_columns`` must be whole numbers.
+
+    Returns only the requested columns. Raises :class:`DataError` for a missing file, an empty
+    file, a missing column, a garbled gzip or a non-numeric value (with its line number).
+    """
+    path = Path(path)
+    columns = list(columns)
+    if not path.is_file():
+        raise DataError(f"missing input file: {path}")
+    try:
+        frame = pd.read_csv(path, dtype=dtype or {}, usecols=lambda c: c in columns, low_memory=False,
+                            keep_default_na=True)
+        header = list(pd.read_csv(path, nrows=0).columns)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: file is empty (expected a header with columns {', '.join(columns)})") from None
+    except (EOFError, OSError, zlib.error, gzip.BadGzipFile) as exc:
+        raise DataError(f"{path}: cannot read the file (truncated or garbled gzip?): {exc}") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise DataError(f"{path}: cannot parse as CSV: {exc}") from None
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(repr(c) for c in missing)}; "
+                        f"found {', '.join(repr(c) for c in header)}")
+    for col in int_columns:
+        frame[col] = to_int_column(frame[col], path, col)
+    return frame[columns]
+
+
+def to_int_column(series: pd.Series, path: Path | str, col: str) -> pd.Series:
+    """Whole-number int64 column, or a DataError naming the first bad line (1 = header)."""
+    if pd.api.types.is_integer_dtype(series.dtype):
+        return series.astype(np.int64)
+    numeric = pd.to_numeric(series, errors="coerce")
+    bad = numeric.isna() | (numeric != np.floor(numeric))
+    if bad.any():
+        pos = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(f"{path}: column {col!r}, line {pos + 2}: expected an integer id, "
+                        f"got {series.iloc[pos]!r}")
+    return numeric.astype(np.int64)
+
+
+def check_range(series: pd.Series, lo: float, hi: float, path: Path | str, col: str) -> None:
+    """DataError naming the first line whose value lies outside [lo, hi]."""
+    values = series.to_numpy()
+    bad = (values < lo) | (values > hi)
+    if bad.any():
+        pos = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{path}: column {col!r}, line {pos + 2}: value {values[pos]!r} outside "
+                        f"the allowed range {lo}..{hi}")

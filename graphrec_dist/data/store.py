@@ -1,0 +1,108 @@
+"""Bundle on disk: .npy arrays, CSV tables and JSON, byte-for-byte reproducible and read-only to load.
+
+Layout of a bundle directory::
+
+    meta.json                      schema, recipe config + hash, input checksums, counts
+    graph/<src__rel__dst>.edge_index.npy   int64 [2, E]
+    graph/<src__rel__dst>.edge_weight.npy  float32 [E]
+    splits/{train,val,test}.npy    int64 [n, 2] (user, book)
+    books.csv, users.csv           one row per node index (original ids, titles, authors)
+    vocab/<node type>.json         the label of each node of a side type (tag id, author, ...)
+
+No zip or pickle is involved (their timestamps and memo ids would break reproducibility).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch_geometric.data import HeteroData
+
+from graphrec_dist.data.bundle import Bundle, edge_key
+from graphrec_dist.errors import DataError
+from graphrec_dist.io_utils import atomic_dir
+
+SCHEMA_VERSION = 1
+SPLITS = ("train", "val", "test")
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
+
+
+def write_bundle_dir(out: Path, edges: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]],
+                     splits: dict[str, np.ndarray], books: pd.DataFrame, users: pd.DataFrame,
+                     vocab: dict[str, list[str]], meta: dict[str, Any]) -> None:
+    """Write a bundle into ``out`` (an existing, empty directory; the caller renames it into place)."""
+    for etype, (edge_index, weight) in sorted(edges.items()):
+        _save_npy(out / "graph" / f"{edge_key(etype)}.edge_index.npy", edge_index.astype(np.int64))
+        _save_npy(out / "graph" / f"{edge_key(etype)}.edge_weight.npy", weight.astype(np.float32))
+    for name in SPLITS:
+        _save_npy(out / "splits" / f"{name}.npy", splits[name].astype(np.int64).reshape(-1, 2))
+    books.to_csv(out / "books.csv", index=False, lineterminator="\n")
+    users.to_csv(out / "users.csv", index=False, lineterminator="\n")
+    (out / "vocab").mkdir(exist_ok=True)
+    for ntype, labels in sorted(vocab.items()):
+        (out / "vocab" / f"{ntype}.json").write_text(json.dumps(labels, ensure_ascii=False) + "\n")
+    (out / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+def save_bundle(bundle: Bundle, path: str | Path) -> Path:
+    """Write an in-memory :class:`Bundle` atomically to ``path`` (its meta must hold num_nodes)."""
+    path = Path(path)
+    edges = {}
+    for etype in bundle.graph.edge_types:
+        store = bundle.graph[etype]
+        edges[etype] = (store.edge_index.numpy(), store.edge_weight.numpy())
+    vocab = dict(bundle.meta.get("vocab_inline", {}))
+    meta = {k: v for k, v in bundle.meta.items() if k != "vocab_inline"}
+    with atomic_dir(path) as tmp:
+        write_bundle_dir(tmp, edges, {s: bundle.split(s).numpy() for s in SPLITS}, bundle.books,
+                         bundle.users, vocab, meta)
+    return path
+
+
+def read_meta(path: str | Path) -> dict[str, Any] | None:
+    """The bundle's meta.json, or None when there is no readable one."""
+    try:
+        return json.loads((Path(path) / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Load a bundle directory; reads only (safe on every rank at once while nothing rebuilds it)."""
+    path = Path(path)
+    meta = read_meta(path)
+    if meta is None:
+        raise DataError(f"no bundle at {path} (meta.json missing or unreadable); build it with "
+                        f"'graphrec-dist data build'")
+    if meta.get("schema_version") != SCHEMA_VERSION:
+        raise DataError(f"bundle {path} has schema version {meta.get('schema_version')!r}; this code "
+                        f"reads version {SCHEMA_VERSION}: rebuild it with --force")
+    try:
+        graph = HeteroData()
+        for ntype, n in meta["counts"]["num_nodes"].items():
+            graph[ntype].num_nodes = int(n)
+        for key in meta["counts"]["num_edges"]:
+            etype = tuple(key.split("__"))
+            graph[etype].edge_index = torch.from_numpy(np.load(path / "graph" / f"{key}.edge_index.npy"))
+            graph[etype].edge_weight = torch.from_numpy(np.load(path / "graph" / f"{key}.edge_weight.npy"))
+        splits = {s: torch.from_numpy(np.load(path / "splits" / f"{s}.npy")) for s in SPLITS}
+        books = pd.read_csv(path / "books.csv", keep_default_na=False, na_values=[""])
+        users = pd.read_csv(path / "users.csv")
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(f"bundle {path} is incomplete or corrupt ({exc}); rebuild it with --force") from None
+    return Bundle(graph=graph, train=splits["train"], val=splits["val"], test=splits["test"],
+                  books=books, users=users, meta=meta, path=path)
+
+
+def load_vocab(path: str | Path, ntype: str) -> list[str]:
+    """Labels of the nodes of a side type (e.g. tag ids, author names) of a saved bundle."""
+    return json.loads((Path(path) / "vocab" / f"{ntype}.json").read_text())
