@@ -1,0 +1,1 @@
+"""Benchmarks: speed, memory and quality measurements behind `graphrec-dist bench`."""

@@ -1,0 +1,354 @@
+"""Sharded full-ranking evaluation (and the notebooks' sampled-candidate protocol).
+
+Users with a held-out item in the split are cut into contiguous shards, one per rank. Each rank
+scores its users against every book in chunks of ``eval.user_chunk`` (one matrix multiply per
+chunk, so memory is bounded by the chunk, not by users x books) and finds the rank of each
+held-out item without sorting: rank = #unmasked other items whose score is not below the held-out
+item's (ties, and NaN scores, count against the model). Training items are masked; with
+``eval.exclude_other_holdout`` the user's item of the other held-out split is masked too.
+
+Every rank turns its ranks into per-user metric values and fixed-point int64 sums
+(:mod:`graphrec_dist.metrics`); one all_reduce of the sums and counts (plus the per-user ranks
+when exporting) follows, and every rank divides once. Integer sums make the result bit-identical
+for any number of workers.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from graphrec_dist import metrics
+from graphrec_dist.config import EvalConfig
+from graphrec_dist.data.bundle import Bundle
+from graphrec_dist.distributed import DistContext, all_reduce_sum, barrier, cleanup, init_distributed
+from graphrec_dist.errors import ConfigError
+from graphrec_dist.io_utils import atomic_path
+from graphrec_dist.logging_utils import get_logger
+from graphrec_dist.models.base import Scorer
+
+OTHER_SPLIT = {"val": "test", "test": "val"}
+SAMPLED_BLOCK = 256  # users per negative-sampling block; fixed so negatives never depend on world size
+
+log = get_logger("evaluate")
+
+
+@dataclass
+class Holdout:
+    """The held-out rows of one split, grouped by user (rows sorted by user)."""
+
+    users: np.ndarray  # int64 [U] users with at least one held-out row, ascending
+    row_ptr: np.ndarray  # int64 [U+1] rows of users[i] are row_ptr[i]:row_ptr[i+1]
+    items: np.ndarray  # int64 [n] held-out book of each row
+
+    @classmethod
+    def from_pairs(cls, pairs: torch.Tensor) -> "Holdout":
+        arr = pairs.cpu().numpy().astype(np.int64).reshape(-1, 2)
+        arr = arr[np.lexsort((arr[:, 1], arr[:, 0]))]
+        users, counts = np.unique(arr[:, 0], return_counts=True)
+        row_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        return cls(users.astype(np.int64), row_ptr, arr[:, 1].copy())
+
+
+@dataclass
+class Masks:
+    """Per-user items that never count in a ranking: training items (+ the other held-out split)."""
+
+    csrs: list[tuple[np.ndarray, np.ndarray]]
+
+    @classmethod
+    def for_split(cls, bundle: Bundle, split: str, cfg: EvalConfig) -> "Masks":
+        csrs = [bundle.train_csr()]
+        if cfg.exclude_other_holdout:
+            csrs.append(_csr(bundle.split(OTHER_SPLIT[split]), bundle.num_users))
+        return cls(csrs)
+
+    def pairs(self, row_users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(row, item) of every masked item of each row's user, duplicates removed."""
+        rows, cols = zip(*(_ragged(indptr, indices, row_users) for indptr, indices in self.csrs))
+        row, col = np.concatenate(rows), np.concatenate(cols)
+        # One CSR is sorted within each row: a neighbour check finds duplicates without sorting.
+        if len(self.csrs) > 1 or np.any((row[1:] == row[:-1]) & (col[1:] == col[:-1])):
+            width = int(col.max()) + 1 if col.size else 1
+            key = np.unique(row * width + col)
+            row, col = key // width, key % width
+        return row, col
+
+
+def _csr(pairs: torch.Tensor, num_users: int) -> tuple[np.ndarray, np.ndarray]:
+    arr = pairs.cpu().numpy().astype(np.int64).reshape(-1, 2)
+    arr = arr[np.lexsort((arr[:, 1], arr[:, 0]))]
+    indptr = np.zeros(num_users + 1, dtype=np.int64)
+    np.cumsum(np.bincount(arr[:, 0], minlength=num_users), out=indptr[1:])
+    return indptr, arr[:, 1].copy()
+
+
+def _ragged(indptr: np.ndarray, indices: np.ndarray, owners: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(position in ``owners``, item) for every CSR entry of each owner, without a Python loop."""
+    starts = indptr[owners]
+    lens = indptr[owners + 1] - starts
+    pos = np.repeat(np.arange(len(owners), dtype=np.int64), lens)
+    offsets = np.arange(int(lens.sum()), dtype=np.int64) - np.repeat(np.cumsum(lens) - lens, lens)
+    return pos, indices[np.repeat(starts, lens) + offsets]
+
+
+def _row_owners(hold: Holdout, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    """For users[lo:hi]: (their rows' global indices, each row's user position within the chunk)."""
+    counts = np.diff(hold.row_ptr[lo:hi + 1])
+    rows = np.arange(hold.row_ptr[lo], hold.row_ptr[hi], dtype=np.int64)
+    return rows, np.repeat(np.arange(hi - lo, dtype=np.int64), counts)
+
+
+def full_ranks(scores: torch.Tensor, row_local: np.ndarray, targets: np.ndarray,
+               mask_row: np.ndarray, mask_col: np.ndarray) -> torch.Tensor:
+    """int64 [n] tie-aware rank of each held-out row among all items, masked items left out.
+
+    ``scores`` [u, I] (not modified); row i belongs to score row ``row_local[i]`` and holds out
+    ``targets[i]``; (``mask_row``, ``mask_col``) are the distinct masked (row, item) pairs.
+    """
+    dev = scores.device
+    rows = scores if _is_identity(row_local, scores.shape[0]) else scores[torch.as_tensor(row_local, device=dev)]
+    tgt = torch.as_tensor(targets, device=dev).unsqueeze(1)
+    t = rows.gather(1, tgt)
+    # Rank = others not strictly below the target; "not below" also catches NaN scores.
+    below = torch.count_nonzero(rows < t, dim=1)
+    rank = rows.shape[1] - 1 - below
+    keep = mask_col != targets[mask_row]  # the target itself is never masked out
+    mr = torch.as_tensor(mask_row[keep], device=dev)
+    mc = torch.as_tensor(mask_col[keep], device=dev)
+    counted = ~(rows[mr, mc] < t[mr, 0])
+    rank -= torch.bincount(mr[counted], minlength=rows.shape[0])
+    return rank.cpu()
+
+
+def _is_identity(row_local: np.ndarray, n: int) -> bool:
+    return len(row_local) == n and bool(np.array_equal(row_local, np.arange(n)))
+
+
+def sampled_ranks(scores: torch.Tensor, row_local: np.ndarray, targets: np.ndarray,
+                  negatives: np.ndarray) -> torch.Tensor:
+    """int64 [n] rank of each held-out row among its sampled negatives [n, C-1] (ties count against)."""
+    dev = scores.device
+    r = torch.as_tensor(row_local, device=dev)
+    t = scores[r, torch.as_tensor(targets, device=dev)].unsqueeze(1)
+    neg = scores[r.unsqueeze(1), torch.as_tensor(negatives, device=dev)]
+    return torch.count_nonzero(~(neg < t), dim=1).cpu()
+
+
+def draw_negatives(num_items: int, targets: np.ndarray, mask_row: np.ndarray, mask_col: np.ndarray,
+                   count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` uniform draws with replacement per row from items that are neither masked nor the target.
+
+    Returns (negatives int64 [n, count], ok bool [n]); rows with no allowed item have ok=False.
+    Exact (no rejection loop): the j-th allowed item is found by a search in the allowed prefix counts.
+    """
+    n = len(targets)
+    allowed = torch.ones(n, num_items, dtype=torch.bool)
+    allowed[torch.as_tensor(mask_row), torch.as_tensor(mask_col)] = False
+    allowed[torch.arange(n), torch.as_tensor(targets)] = False
+    prefix = torch.cumsum(allowed, dim=1, dtype=torch.int64)
+    num_allowed = prefix[:, -1].numpy()
+    ok = num_allowed > 0
+    pick = np.floor(rng.random((n, count)) * np.maximum(num_allowed, 1)[:, None]).astype(np.int64)
+    pick = np.minimum(pick, np.maximum(num_allowed - 1, 0)[:, None])
+    neg = torch.searchsorted(prefix, torch.as_tensor(pick + 1), side="left").numpy()
+    return np.minimum(neg, num_items - 1), ok
+
+
+def _shard(n: int, ctx: DistContext) -> tuple[int, int]:
+    return n * ctx.rank // ctx.world_size, n * (ctx.rank + 1) // ctx.world_size
+
+
+@dataclass
+class Part:
+    """One protocol's local results: metric names, fixed-point sums, user count, row ranks."""
+
+    names: list[str]
+    sums: torch.Tensor
+    count: int
+    ranks: torch.Tensor  # int64 [n rows of the split]; 0 for rows other ranks own, -1 if left out
+
+
+def _full_part(scorer: Scorer, hold: Holdout, masks: Masks, cfg: EvalConfig, ctx: DistContext) -> Part:
+    lo, hi = _shard(len(hold.users), ctx)
+    all_ranks = torch.zeros(len(hold.items), dtype=torch.int64)
+    values = []
+    for c0 in range(lo, hi, cfg.user_chunk):
+        c1 = min(c0 + cfg.user_chunk, hi)
+        rows, row_local = _row_owners(hold, c0, c1)
+        mask_row, mask_col = masks.pairs(hold.users[c0:c1][row_local])
+        with torch.no_grad():
+            scores = scorer.scores(torch.as_tensor(hold.users[c0:c1]))
+            ranks = full_ranks(scores, row_local, hold.items[rows], mask_row, mask_col)
+        all_ranks[rows] = ranks
+        values.append(metrics.per_user_values(ranks, torch.as_tensor(row_local), c1 - c0, cfg.ks))
+    return _part(metrics.metric_names(cfg.ks), values, hi - lo, all_ranks, len(cfg.ks))
+
+
+def _part(names: list[str], values: list[torch.Tensor], count: int, ranks: torch.Tensor, num_ks: int) -> Part:
+    if values:
+        sums = metrics.fixed_point_sums(torch.cat(values))
+    else:
+        sums = torch.zeros(3 * num_ks + 1, dtype=torch.int64)
+    return Part(names, sums, count, ranks)
+
+
+def sampled_users(hold: Holdout, cfg: EvalConfig) -> np.ndarray:
+    """Positions (into ``hold.users``) of the fixed user subset of the sampled protocol, ascending."""
+    n = len(hold.users)
+    if cfg.sampled_num_users is None or cfg.sampled_num_users >= n:
+        return np.arange(n, dtype=np.int64)
+    rng = np.random.default_rng([cfg.sampled_seed, 0x5EED])
+    return np.sort(rng.choice(n, size=cfg.sampled_num_users, replace=False)).astype(np.int64)
+
+
+def _sampled_part(scorer: Scorer, hold: Holdout, masks: Masks, cfg: EvalConfig, ctx: DistContext,
+                  num_items: int, candidates: int) -> Part:
+    subset = sampled_users(hold, cfg)
+    blocks = [subset[i:i + SAMPLED_BLOCK] for i in range(0, len(subset), SAMPLED_BLOCK)]
+    b_lo, b_hi = _shard(len(blocks), ctx)
+    all_ranks = torch.zeros(len(hold.items), dtype=torch.int64)
+    values, count = [], 0
+    for b in range(b_lo, b_hi):
+        pos = blocks[b]
+        parts = [_row_owners(hold, p, p + 1) for p in pos]
+        rows = np.concatenate([r for r, _ in parts])
+        row_local = np.repeat(np.arange(len(pos)), [len(r) for r, _ in parts])
+        targets = hold.items[rows]
+        mask_row, mask_col = masks.pairs(hold.users[pos][row_local])
+        rng = np.random.default_rng([cfg.sampled_seed, candidates, b])
+        negatives, ok = draw_negatives(num_items, targets, mask_row, mask_col, candidates - 1, rng)
+        with torch.no_grad():
+            scores = scorer.scores(torch.as_tensor(hold.users[pos]))
+            ranks = sampled_ranks(scores, row_local, targets, negatives)
+        ranks[torch.as_tensor(~ok)] = -1
+        all_ranks[rows] = ranks
+        users_ok = np.unique(row_local[ok])  # users whose every row could draw negatives
+        users_ok = users_ok[[bool(ok[row_local == u].all()) for u in users_ok]]
+        keep = np.isin(row_local, users_ok)
+        group = np.searchsorted(users_ok, row_local[keep])
+        values.append(metrics.per_user_values(ranks[torch.as_tensor(keep)], torch.as_tensor(group),
+                                              len(users_ok), cfg.ks))
+        count += len(users_ok)
+    suffix = f"/C={candidates}"
+    return _part(metrics.metric_names(cfg.ks, suffix), values, count, all_ranks, len(cfg.ks))
+
+
+def _reduce(parts: list[Part], ctx: DistContext, with_ranks: bool) -> tuple[dict[str, float], list[torch.Tensor]]:
+    """One all_reduce of every part's sums and counts (and ranks when exporting); divide once."""
+    pieces = []
+    for part in parts:
+        pieces += [part.sums, torch.tensor([part.count], dtype=torch.int64)]
+        if with_ranks:
+            pieces.append(part.ranks)
+    flat = torch.cat(pieces)
+    if ctx.device.type == "cuda" and ctx.is_distributed:  # NCCL reduces device tensors only
+        flat = all_reduce_sum(flat.to(ctx.device), ctx).cpu()
+    else:
+        flat = all_reduce_sum(flat, ctx)
+    out: dict[str, float] = {}
+    ranks, at = [], 0
+    for part in parts:
+        m = len(part.sums)
+        count = int(flat[at + m])
+        out.update(metrics.finalize(flat[at:at + m], count, part.names))
+        suffix = part.names[-1][len("mrr"):]
+        out[f"num_users{suffix}"] = float(count)
+        at += m + 1
+        if with_ranks:
+            ranks.append(flat[at:at + len(part.ranks)])
+            at += len(part.ranks)
+    return out, ranks
+
+
+def evaluate_scorer(scorer: Scorer, bundle: Bundle, split: str, cfg: EvalConfig, ctx: DistContext,
+                    per_user_path: Path | None = None) -> dict[str, float]:
+    """Metrics of ``scorer`` on the held-out ``split`` (val or test); the same dict on every rank.
+
+    Full protocol: ``hit@K``, ``ndcg@K``, ``recall@K`` for K in ``cfg.ks``, ``mrr``, ``num_users``.
+    Sampled protocol: the same keys with ``/C=<candidates>`` appended, for each of
+    ``cfg.sampled_candidates``. With ``per_user_path``, rank 0 writes (user, book, rank) per
+    held-out row as CSV (atomically), then all ranks meet at a barrier.
+    """
+    if split not in OTHER_SPLIT:
+        raise ConfigError(f"evaluation split must be 'val' or 'test', got {split!r}")
+    start = time.perf_counter()
+    hold = Holdout.from_pairs(bundle.split(split))
+    masks = Masks.for_split(bundle, split, cfg)
+    if cfg.protocol == "full":
+        parts = [_full_part(scorer, hold, masks, cfg, ctx)]
+    else:
+        parts = [_sampled_part(scorer, hold, masks, cfg, ctx, int(scorer.num_items), c)
+                 for c in cfg.sampled_candidates]
+    result, ranks = _reduce(parts, ctx, with_ranks=per_user_path is not None)
+    if per_user_path is not None:
+        if ctx.is_main:
+            write_per_user(per_user_path, bundle, hold, parts, ranks)
+        barrier(ctx)
+    log.info("evaluated %s (%s protocol) on %d users in %.1f s", split, cfg.protocol,
+             len(hold.users), time.perf_counter() - start)
+    return result
+
+
+def write_per_user(path: str | Path, bundle: Bundle, hold: Holdout, parts: list[Part],
+                   ranks: list[torch.Tensor]) -> None:
+    """CSV: user, book (indices), original ids when the bundle has them, one rank column per part."""
+    row_users = np.repeat(hold.users, np.diff(hold.row_ptr))
+    frame = pd.DataFrame({"user": row_users, "book": hold.items})
+    if "user_id" in bundle.users.columns and len(bundle.users) == bundle.num_users:
+        frame["user_id"] = bundle.users["user_id"].to_numpy()[row_users]
+    if "book_id" in bundle.books.columns and len(bundle.books) == bundle.num_books:
+        frame["book_id"] = bundle.books["book_id"].to_numpy()[hold.items]
+    for part, r in zip(parts, ranks):
+        frame["rank" + part.names[-1][len("mrr"):].replace("/", "_")] = r.numpy()
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="graphrec-dist evaluate",
+                                     description="Evaluate a trained run or checkpoint; prints metrics as JSON.")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", help="run directory (its latest checkpoint is used)")
+    source.add_argument("--checkpoint", help="checkpoint file")
+    parser.add_argument("--split", choices=sorted(OTHER_SPLIT), default="test")
+    parser.add_argument("--per-user", default=None,
+                        help="write (user, book, rank) per held-out row to this CSV "
+                             "(default with eval.export_per_user=true: beside the run)")
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. eval.protocol=sampled")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    """``graphrec-dist evaluate``: load the model, evaluate on every rank, print JSON on rank 0."""
+    args = build_parser().parse_args(argv)
+    from graphrec_dist.checkpoint import load_run  # imported here: the trainer's module is heavy
+
+    source = Path(args.run or args.checkpoint)
+    cfg, model, bundle = load_run(source, list(args.overrides))
+    per_user = Path(args.per_user) if args.per_user else None
+    if per_user is None and cfg.eval.export_per_user:
+        per_user = (source if source.is_dir() else source.parent) / f"per_user_{args.split}.csv"
+    ctx = init_distributed(cfg.dist.backend, cfg.dist.device)
+    try:
+        model.eval()
+        scorer = model.scorer(bundle, ctx, cfg.eval)
+        result = evaluate_scorer(scorer, bundle, args.split, cfg.eval, ctx, per_user)
+        if ctx.is_main:
+            print(json.dumps({"split": args.split, "protocol": cfg.eval.protocol, **result}, indent=2))
+        return result
+    finally:
+        cleanup(ctx)
+
+
+if __name__ == "__main__":
+    from graphrec_dist.cli import run_command
+
+    sys.exit(run_command("evaluate", sys.argv[1:]))
