@@ -1,0 +1,201 @@
+import json
+import math
+import os
+import sys
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch_geometric.data import HeteroData
+
+from graphrec_dist import evaluate
+from graphrec_dist.config import EvalConfig, load_config
+from graphrec_dist.data.bundle import Bundle
+from graphrec_dist.distributed import DistContext
+from graphrec_dist.errors import ConfigError
+from graphrec_dist.models.base import EmbeddingScorer
+
+CTX = DistContext()
+
+
+class MatrixScorer:
+    """A scorer that returns rows of a fixed score matrix."""
+
+    def __init__(self, matrix: torch.Tensor):
+        self.matrix = matrix
+        self.num_items = matrix.shape[1]
+
+    def scores(self, users: torch.Tensor) -> torch.Tensor:
+        return self.matrix[users]
+
+
+def make_bundle(train, val, test, num_users: int, num_books: int) -> Bundle:
+    train, val, test = (torch.as_tensor(x, dtype=torch.int64).reshape(-1, 2) for x in (train, val, test))
+    graph = HeteroData()
+    graph["user"].num_nodes = num_users
+    graph["book"].num_nodes = num_books
+    graph["user", "rates", "book"].edge_index = train.T.contiguous()
+    books = pd.DataFrame({"book_id": np.arange(num_books) + 100, "title": "t", "authors": "a"})
+    users = pd.DataFrame({"user_id": np.arange(num_users) + 1000})
+    return Bundle(graph, train, val, test, books, users)
+
+
+def random_bundle(seed: int, num_users: int = 40, num_books: int = 30, per_user: int = 6) -> Bundle:
+    """Leave-one-out splits over random histories (users ascending in val/test)."""
+    rng = np.random.default_rng(seed)
+    train, val, test = [], [], []
+    for u in range(num_users):
+        items = rng.choice(num_books, size=per_user, replace=False)
+        train += [(u, b) for b in items[:-2]]
+        if u % 7 != 3:  # some users have no held-out item (train-only)
+            val.append((u, items[-2]))
+            test.append((u, items[-1]))
+    return make_bundle(train, val, test, num_users, num_books)
+
+
+# Hand example: 3 users, 6 books.
+HAND_SCORES = torch.tensor([
+    [5.0, 4.0, 3.0, 3.0, 1.0, 0.0],  # user 0: train {0}, val 2, test 3 (tie with item 2)
+    [1.0, 1.0, 1.0, 1.0, 1.0, 1.0],  # user 1: constant; train {0, 1}, val 4, test 5
+    [0.0, 1.0, 2.0, 3.0, 4.0, 9.0],  # user 2: train {5} (the top score, masked), val 0, test 4
+])
+
+
+def hand_bundle() -> Bundle:
+    return make_bundle([[0, 0], [1, 0], [1, 1], [2, 5]], [[0, 2], [1, 4], [2, 0]],
+                       [[0, 3], [1, 5], [2, 4]], 3, 6)
+
+
+def test_hand_example_full_protocol_ranks_ties_and_masks(tmp_path):
+    out = tmp_path / "per_user.csv"
+    res = evaluate.evaluate_scorer(MatrixScorer(HAND_SCORES), hand_bundle(), "test", EvalConfig(ks=[1, 3]), CTX, out)
+    # test ranks: user 0 -> 2 (item 1 higher, item 2 tied; item 0 masked), user 1 -> 3 (four unmasked
+    # items, all tied), user 2 -> 0 (only the masked item 5 scores higher).
+    assert pd.read_csv(out)["rank"].tolist() == [2, 3, 0]
+    assert res["num_users"] == 3.0
+    assert res["hit@1"] == pytest.approx(1 / 3) and res["recall@1"] == res["hit@1"]
+    assert res["hit@3"] == pytest.approx(2 / 3) and res["recall@3"] == res["hit@3"]
+    assert res["ndcg@1"] == pytest.approx(1 / 3)
+    assert res["ndcg@3"] == pytest.approx((1 / math.log2(4) + 1.0) / 3)
+    assert res["mrr"] == pytest.approx((1 / 3 + 1 / 4 + 1) / 3)
+
+
+def test_hand_example_exclude_other_holdout_and_val_split(tmp_path):
+    out = tmp_path / "per_user.csv"
+    cfg = EvalConfig(ks=[1, 3], exclude_other_holdout=True)
+    evaluate.evaluate_scorer(MatrixScorer(HAND_SCORES), hand_bundle(), "test", cfg, CTX, out)
+    assert pd.read_csv(out)["rank"].tolist() == [1, 2, 0]  # the val item no longer counts
+    evaluate.evaluate_scorer(MatrixScorer(HAND_SCORES), hand_bundle(), "val", EvalConfig(ks=[1]), CTX, out)
+    frame = pd.read_csv(out)
+    assert frame["rank"].tolist() == [2, 3, 4]
+    assert frame["user_id"].tolist() == [1000, 1001, 1002] and frame["book_id"].tolist() == [102, 104, 100]
+    evaluate.evaluate_scorer(MatrixScorer(HAND_SCORES), hand_bundle(), "val", cfg, CTX, out)
+    assert pd.read_csv(out)["rank"].tolist() == [1, 2, 3]
+
+
+def test_full_ranks_never_modifies_scores_and_counts_nan_against_the_model():
+    scores = torch.tensor([[float("nan"), 2.0, 1.0, 5.0], [1.0, float("nan"), 3.0, 0.0]])
+    before = scores.clone()
+    ranks = evaluate.full_ranks(scores, np.array([0, 1]), np.array([1, 1]),
+                                np.array([0, 1]), np.array([3, 2]))
+    # row 0: item 3 masked, the NaN item 0 counts against; row 1: NaN target is worst of {0, 3}.
+    assert ranks.tolist() == [1, 2]
+    assert torch.equal(torch.isnan(scores), torch.isnan(before))
+    assert torch.equal(scores.nan_to_num(-1), before.nan_to_num(-1))
+
+
+def test_hand_example_sampled_protocol(tmp_path):
+    out = tmp_path / "per_user.csv"
+    cfg = EvalConfig(ks=[1, 3], protocol="sampled", sampled_candidates=[3, 50])
+    res = evaluate.evaluate_scorer(MatrixScorer(HAND_SCORES), hand_bundle(), "test", cfg, CTX, out)
+    frame = pd.read_csv(out)
+    for c in (3, 50):
+        ranks = frame[f"rank_C={c}"].tolist()
+        assert ranks[1] == c - 1  # constant scores: every negative ties, counted against
+        assert ranks[2] == 0  # the only higher item is a training item, never drawn
+        assert 0 <= ranks[0] <= c - 1
+        assert res[f"num_users/C={c}"] == 3.0
+        assert res[f"hit@1/C={c}"] == pytest.approx(sum(r < 1 for r in ranks) / 3)
+        assert res[f"mrr/C={c}"] == pytest.approx(sum(1 / (r + 1) for r in ranks) / 3)
+    # With 49 draws from {1, 2, 4, 5} user 0 surely hits items 1 (higher) or 2 (tie).
+    assert frame["rank_C=50"][0] > 0
+    assert set(res) == {f"{m}/C={c}" for c in (3, 50) for m in
+                        ["hit@1", "ndcg@1", "recall@1", "hit@3", "ndcg@3", "recall@3", "mrr", "num_users"]}
+
+
+def test_sampled_ranks_by_hand_with_ties_and_duplicates():
+    scores = torch.tensor([[3.0, 1.0, 3.0, 4.0, 0.0]])
+    ranks = evaluate.sampled_ranks(scores, np.array([0]), np.array([0]), np.array([[1, 2, 2, 4, 3]]))
+    assert ranks.tolist() == [3]  # item 2 twice (a tie, drawn twice) and item 3 (higher)
+
+
+def test_draw_negatives_exclude_masked_and_target_and_are_uniform():
+    rng = np.random.default_rng(0)
+    neg, ok = evaluate.draw_negatives(10, np.array([3, 0]), np.array([0, 0, 1]), np.array([1, 7, 9]),
+                                      20000, rng)
+    assert ok.tolist() == [True, True]
+    assert set(np.unique(neg[0])) == {0, 2, 4, 5, 6, 8, 9}
+    assert set(np.unique(neg[1])) == set(range(1, 9))
+    freq = np.bincount(neg[0], minlength=10)[[0, 2, 4, 5, 6, 8, 9]] / 20000
+    assert np.all(np.abs(freq - 1 / 7) < 0.02)
+    _, ok = evaluate.draw_negatives(2, np.array([0]), np.array([0]), np.array([1]), 5, rng)
+    assert ok.tolist() == [False]
+
+
+def straightforward(user_emb, item_emb, bundle, split, ks, exclude_other=False):
+    """The definition, one user and one item at a time, in plain Python."""
+    train = {}
+    for u, b in bundle.train.tolist():
+        train.setdefault(u, set()).add(b)
+    other = dict(bundle.split("test" if split == "val" else "val").tolist())
+    totals, n = {}, 0
+    for u, target in bundle.split(split).tolist():
+        s = (user_emb[u] @ item_emb.T).tolist()
+        masked = train.get(u, set()) | ({other[u]} if exclude_other and u in other else set())
+        rank = sum(1 for j in range(len(s)) if j != target and j not in masked and s[j] >= s[target])
+        vals = {"mrr": 1 / (rank + 1)}
+        for k in ks:
+            vals[f"hit@{k}"] = vals[f"recall@{k}"] = float(rank < k)
+            vals[f"ndcg@{k}"] = 1 / math.log2(rank + 2) if rank < k else 0.0
+        for key, v in vals.items():
+            totals[key] = totals.get(key, 0.0) + v
+        n += 1
+    return {key: v / n for key, v in totals.items()}
+
+
+@pytest.mark.parametrize("integer_embeddings,exclude_other", [(False, False), (True, False), (True, True)])
+def test_known_embeddings_match_straightforward_computation(integer_embeddings, exclude_other):
+    gen = torch.Generator().manual_seed(1)
+    bundle = random_bundle(5)
+    if integer_embeddings:  # small integers: many exact ties
+        user_emb = torch.randint(-1, 2, (40, 3), generator=gen).float()
+        item_emb = torch.randint(-1, 2, (30, 3), generator=gen).float()
+    else:
+        user_emb, item_emb = torch.randn(40, 8, generator=gen), torch.randn(30, 8, generator=gen)
+    cfg = EvalConfig(ks=[1, 5, 10], user_chunk=7, exclude_other_holdout=exclude_other)
+    for split in ("val", "test"):
+        got = evaluate.evaluate_scorer(EmbeddingScorer(user_emb, item_emb), bundle, split, cfg, CTX)
+        want = straightforward(user_emb, item_emb, bundle, split, [1, 5, 10], exclude_other)
+        assert got["num_users"] == len(bundle.split(split))
+        for key, value in want.items():
+            assert got[key] == pytest.approx(value, abs=1e-9), key
+
+
+def test_constant_model_scores_about_zero_and_perfect_model_one():
+    bundle = random_bundle(2)
+    cfg = EvalConfig(ks=[10, 20])
+    const = evaluate.evaluate_scorer(MatrixScorer(torch.zeros(40, 30)), bundle, "test", cfg, CTX)
+    assert const["hit@10"] == 0.0 and const["ndcg@10"] == 0.0 and const["mrr"] < 0.05
+    perfect = torch.zeros(40, 30)
+    perfect[bundle.test[:, 0], bundle.test[:, 1]] = 1.0
+    best = evaluate.evaluate_scorer(MatrixScorer(perfect), bundle, "test", cfg, CTX)
+    assert best["hit@10"] == 1.0 and best["ndcg@10"] == 1.0 and best["mrr"] == 1.0
+
+
+def test_bad_split_is_a_config_error():
+    with pytest.raises(ConfigError, match="train"):
+        evaluate.evaluate_scorer(MatrixScorer(HAND_SCORES), hand_bundle(), "train", EvalConfig(), CTX)
