@@ -1,7 +1,7 @@
 """Sharded full-ranking evaluation (and the notebooks' sampled-candidate protocol).
 
-Users with a held-out item in the split are cut into contiguous shards, one per rank. Each rank
-scores its users against every book in chunks of ``eval.user_chunk`` (one matrix multiply per
+Users with a held-out item in the split are cut into chunks of ``eval.user_chunk`` and each rank
+takes a contiguous run of chunks. It scores each chunk against every book (one matrix multiply per
 chunk, so memory is bounded by the chunk, not by users x books) and finds the rank of each
 held-out item without sorting: rank = #unmasked other items whose score is not below the held-out
 item's (ties, and NaN scores, count against the model). Training items are masked; with
@@ -177,7 +177,11 @@ class Part:
 
 
 def _full_part(scorer: Scorer, hold: Holdout, masks: Masks, cfg: EvalConfig, ctx: DistContext) -> Part:
-    lo, hi = _shard(len(hold.users), ctx)
+    # Chunks are cut from the global user list and then dealt out, so a user is scored in the same
+    # chunk (same matrix-multiply shape, same floating-point result) for any world size.
+    n = len(hold.users)
+    k_lo, k_hi = _shard(-(-n // cfg.user_chunk), ctx)
+    lo, hi = min(k_lo * cfg.user_chunk, n), min(k_hi * cfg.user_chunk, n)
     all_ranks = torch.zeros(len(hold.items), dtype=torch.int64)
     values = []
     for c0 in range(lo, hi, cfg.user_chunk):

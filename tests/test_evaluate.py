@@ -199,3 +199,57 @@ def test_constant_model_scores_about_zero_and_perfect_model_one():
 def test_bad_split_is_a_config_error():
     with pytest.raises(ConfigError, match="train"):
         evaluate.evaluate_scorer(MatrixScorer(HAND_SCORES), hand_bundle(), "train", EvalConfig(), CTX)
+
+
+def _dist_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
+    """One rank of a gloo group: evaluate both protocols, write the metrics as JSON."""
+    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world_size),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    from graphrec_dist.distributed import cleanup, init_distributed
+
+    ctx = init_distributed(backend="gloo", device="cpu", timeout_s=60)
+    try:
+        results = _both_protocols(ctx, Path(out_dir) / f"per_user_ws{world_size}.csv")
+        (Path(out_dir) / f"ws{world_size}_rank{rank}.json").write_text(json.dumps(results))
+    finally:
+        cleanup(ctx)
+
+
+def _both_protocols(ctx: DistContext, per_user: Path) -> dict:
+    evaluate.SAMPLED_BLOCK = 4  # several sampling blocks, so ranks share them out
+    bundle = random_bundle(11, num_users=60, num_books=50)
+    gen = torch.Generator().manual_seed(3)
+    scorer = EmbeddingScorer(torch.randn(60, 8, generator=gen), torch.randn(50, 8, generator=gen))
+    full = evaluate.evaluate_scorer(scorer, bundle, "test", EvalConfig(ks=[1, 5, 10], user_chunk=4), ctx, per_user)
+    sampled_cfg = EvalConfig(ks=[1, 5], protocol="sampled", sampled_candidates=[5, 20], sampled_num_users=30)
+    return {"full": full, "sampled": evaluate.evaluate_scorer(scorer, bundle, "val", sampled_cfg, ctx)}
+
+
+def _spawn(world_size: int, port: int, out_dir: Path, timeout_s: float = 120.0) -> None:
+    import torch.multiprocessing as mp
+
+    procs = mp.start_processes(_dist_worker, args=(world_size, port, str(out_dir)), nprocs=world_size,
+                               join=False, start_method="spawn")
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not procs.join(timeout=1.0):
+            if time.monotonic() > deadline:
+                pytest.fail(f"world size {world_size}: workers did not finish in {timeout_s:.0f} s")
+    finally:
+        for p in procs.processes:
+            if p.is_alive():
+                p.kill()
+
+
+@pytest.mark.slow
+@pytest.mark.multiproc
+def test_world_sizes_1_2_3_give_bit_identical_metrics(tmp_path, monkeypatch):
+    monkeypatch.setattr(evaluate, "SAMPLED_BLOCK", 4)
+    single = _both_protocols(CTX, tmp_path / "per_user_ws1.csv")
+    assert single["full"]["num_users"] == 51.0 and single["sampled"]["num_users/C=5"] == 30.0
+    for world_size, port in ((2, 29817), (3, 29818)):
+        _spawn(world_size, port, tmp_path)
+        for rank in range(world_size):
+            got = json.loads((tmp_path / f"ws{world_size}_rank{rank}.json").read_text())
+            assert got == single, (world_size, rank)  # exact equality of every float
+        assert (tmp_path / f"per_user_ws{world_size}.csv").read_text() == (tmp_path / "per_user_ws1.csv").read_text()
