@@ -253,3 +253,48 @@ def test_world_sizes_1_2_3_give_bit_identical_metrics(tmp_path, monkeypatch):
             got = json.loads((tmp_path / f"ws{world_size}_rank{rank}.json").read_text())
             assert got == single, (world_size, rank)  # exact equality of every float
         assert (tmp_path / f"per_user_ws{world_size}.csv").read_text() == (tmp_path / "per_user_ws1.csv").read_text()
+
+
+class _HandModel(torch.nn.Module):
+    def scorer(self, bundle, ctx, eval_cfg):
+        return MatrixScorer(HAND_SCORES)
+
+
+def _fake_checkpoint(monkeypatch, calls: list) -> None:
+    """Stand in for graphrec_dist.checkpoint.load_run (the trainer's module) with the hand example."""
+    from graphrec_dist.errors import DataError
+
+    def load_run(path, overrides):
+        calls.append((Path(path), list(overrides)))
+        if not Path(path).exists():
+            raise DataError(f"no checkpoint at {path}")
+        return load_config(None, overrides), _HandModel(), hand_bundle()
+
+    monkeypatch.setitem(sys.modules, "graphrec_dist.checkpoint", types.SimpleNamespace(load_run=load_run))
+
+
+def test_cli_prints_json_and_exports_per_user(tmp_path, monkeypatch, capsys):
+    calls = []
+    _fake_checkpoint(monkeypatch, calls)
+    ckpt = tmp_path / "ckpt.pt"
+    ckpt.write_bytes(b"")
+    result = evaluate.main(["--checkpoint", str(ckpt), "--split", "val", "eval.ks=[1]",
+                            "eval.export_per_user=true"])
+    printed = json.loads(capsys.readouterr().out)
+    assert calls == [(ckpt, ["eval.ks=[1]", "eval.export_per_user=true"])]
+    assert printed["split"] == "val" and printed["mrr"] == pytest.approx((1 / 3 + 1 / 4 + 1 / 5) / 3)
+    assert printed["hit@1"] == result["hit@1"] == 0.0 and "hit@10" not in printed
+    assert pd.read_csv(tmp_path / "per_user_val.csv")["rank"].tolist() == [2, 3, 4]
+
+
+def test_cli_user_errors_exit_2(tmp_path, monkeypatch, capsys):
+    from graphrec_dist import cli
+
+    _fake_checkpoint(monkeypatch, [])
+    assert cli.main(["evaluate", "--run", str(tmp_path / "missing")]) == 2
+    assert "no checkpoint at" in capsys.readouterr().err
+    assert cli.main(["evaluate", "--run", str(tmp_path), "eval.protocol=bogus"]) == 2
+    assert "eval.protocol" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        evaluate.main(["--split", "test"])  # neither --run nor --checkpoint
+    assert exc.value.code == 2
