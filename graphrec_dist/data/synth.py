@@ -31,6 +31,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from graphrec_dist.data.sources import find_file, read_table
+from graphrec_dist.errors import ConfigError
 from graphrec_dist.io_utils import atomic_dir
 
 GENERATOR_VERSION = 1
@@ -65,6 +66,8 @@ def generate(out: str | Path, users: int = 2000, seed: int = 0, books_from: str 
     """Write the five Goodbooks CSV files (and a stamp) into ``out``, atomically as a directory."""
     from graphrec_dist.data.synth_books import generate_books
 
+    if users < 1:
+        raise ConfigError(f"synth: --users must be a positive integer, got {users}")
     out = Path(out)
     with atomic_dir(out) as tmp:
         if books_from is not None:
