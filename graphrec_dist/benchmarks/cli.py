@@ -1,0 +1,123 @@
+"""``graphrec-dist bench``: run the benchmark sections, write one JSON per section, then the
+report (PNG plots + docs/RESULTS.md) from whatever JSON the output folder holds.
+
+    graphrec-dist bench                      # reduced sizes (make bench), < 15 min on 2 cores
+    graphrec-dist bench --full               # the issue's sizes (hours)
+    graphrec-dist bench --sections sampling,evaluation
+    graphrec-dist bench --report-only        # redraw docs/RESULTS.md from bench_out/*.json
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from graphrec_dist.benchmarks.common import BenchError, section_payload, write_section
+from graphrec_dist.benchmarks.plan import BenchPlan, full_plan, reduced_plan
+from graphrec_dist.errors import UserError
+from graphrec_dist.logging_utils import get_logger, setup_logging
+
+# Run order matters only for sharing: quality trains the graphsage run that training and
+# evaluation reuse; memory's Goodbooks-scale point is reused by the sweep's 100% point.
+SECTIONS: dict[str, str] = {
+    "quality": "graphrec_dist.benchmarks.quality:run_section",
+    "training": "graphrec_dist.benchmarks.training:run_section",
+    "evaluation": "graphrec_dist.benchmarks.ranking:run_section",
+    "sampling": "graphrec_dist.benchmarks.sampling:run_section",
+    "scaling": "graphrec_dist.benchmarks.scaling:run_section",
+    "memory": "graphrec_dist.benchmarks.memory:run_memory",
+    "sweep": "graphrec_dist.benchmarks.memory:run_sweep",
+}
+
+log = get_logger("bench")
+
+
+@dataclass
+class BenchResult:
+    """What a bench invocation did: section JSON paths, failures, the report path."""
+
+    written: dict[str, Path] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    report: Path | None = None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="graphrec-dist bench", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--full", action="store_true", help="the issue's full sizes (hours on 2 cores)")
+    p.add_argument("--sections", default="all", help=f"comma-separated subset of: {', '.join(SECTIONS)} (default all)")
+    p.add_argument("--out", default="bench_out", help="folder for JSON, runs, data and logs (default bench_out)")
+    p.add_argument("--docs", default="docs", help="where RESULTS.md and img/ go (default docs)")
+    p.add_argument("--repeats", type=int, default=None, help="repeats per timed figure (medians are reported)")
+    p.add_argument("--reuse", action="store_true", help="reuse datasets and training runs of an earlier invocation")
+    p.add_argument("--report-only", action="store_true", help="only regenerate the report from existing JSON")
+    p.add_argument("--no-report", action="store_true", help="write JSON only")
+    return p
+
+
+def parse_sections(text: str) -> list[str]:
+    if text == "all":
+        return list(SECTIONS)
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [n for n in names if n not in SECTIONS]
+    if unknown or not names:
+        raise UserError(f"--sections: unknown section(s) {', '.join(unknown) or '(none given)'}; "
+                        f"expected a comma-separated subset of {', '.join(SECTIONS)}")
+    return [n for n in SECTIONS if n in names]  # always the canonical order
+
+
+def make_plan(args: argparse.Namespace) -> BenchPlan:
+    out = Path(args.out)
+    plan = full_plan(out) if args.full else reduced_plan(out)
+    if args.repeats is not None:
+        if args.repeats < 1:
+            raise UserError("--repeats: expected a positive integer")
+        plan.repeats = args.repeats
+    plan.reuse = args.reuse
+    plan.invocation = datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
+    return plan
+
+
+def run_section(name: str, plan: BenchPlan, command: str) -> Path:
+    """Run one section and write its JSON; returns the JSON path."""
+    module_name, func_name = SECTIONS[name].split(":")
+    func = getattr(importlib.import_module(module_name), func_name)
+    t0 = time.perf_counter()
+    results: dict[str, Any] = func(plan)
+    results["section_wall_s"] = round(time.perf_counter() - t0, 1)
+    results["plan"] = plan.as_dict()
+    return write_section(plan.out_dir, section_payload(name, plan.mode, command, results))
+
+
+def main(argv: list[str] | None = None) -> BenchResult:
+    args = build_parser().parse_args(argv)
+    setup_logging(0, "INFO")
+    plan = make_plan(args)
+    sections = [] if args.report_only else parse_sections(args.sections)
+    command = "graphrec-dist bench" + (" --full" if args.full else "")
+    if args.sections != "all":
+        command += f" --sections {','.join(sections)}"
+    result = BenchResult()
+    for name in sections:
+        log.info("bench section %s (%s)", name, plan.mode)
+        t0 = time.perf_counter()
+        try:
+            result.written[name] = run_section(name, plan, command)
+        except Exception as exc:  # one broken section must not cost the others their figures
+            result.failed[name] = f"{type(exc).__name__}: {exc}"
+            log.error("section %s failed: %s", name, exc, exc_info=not isinstance(exc, UserError))
+            continue
+        log.info("section %s done in %.0f s -> %s", name, time.perf_counter() - t0, result.written[name])
+    if not args.no_report:
+        from graphrec_dist.benchmarks.report import generate
+
+        result.report = generate(plan.out_dir, Path(args.docs))
+        log.info("report written: %s", result.report)
+    if result.failed:
+        raise BenchError("sections failed (their JSON was not written; logs under "
+                         f"{plan.out_dir / 'logs'}): " + "; ".join(f"{k}: {v}" for k, v in result.failed.items()))
+    return result

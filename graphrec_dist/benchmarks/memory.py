@@ -1,0 +1,85 @@
+"""Peak RSS and time of the three heavy stages (data build, training, evaluation) at one size,
+and the scale sweep that repeats them at several sizes.
+
+Each stage runs in its own child process:
+- data build: generate + build the bundle (:func:`datasets.build_child`);
+- training: ``graphrec_dist.train.profile_steps`` for a few steps (training alone, no evaluation);
+- evaluation: load a short graphsage run, embedding inference for every user and book, then
+  full ranking of the test split (:func:`eval_child`).
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from graphrec_dist.benchmarks.common import call_in_child, median
+from graphrec_dist.benchmarks.datasets import ensure_bundle
+from graphrec_dist.benchmarks.plan import BenchPlan, data_overrides, users_at
+from graphrec_dist.benchmarks.quality import MAIN_PRESET
+from graphrec_dist.benchmarks.runs import train_run
+from graphrec_dist.benchmarks.training import profile
+
+
+def eval_child(run_dir: str, repeats: int = 1) -> dict[str, Any]:
+    """Embedding inference (``model.scorer``) and full ranking of the test split of a run."""
+    import torch
+
+    from graphrec_dist.checkpoint import load_run
+    from graphrec_dist.distributed import DistContext
+    from graphrec_dist.evaluate import evaluate_scorer
+
+    cfg, model, bundle = load_run(run_dir, [])
+    ctx = DistContext()
+    infer, rank, metrics = [], [], {}
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            scorer = model.scorer(bundle, ctx, cfg.eval)
+        t1 = time.perf_counter()
+        metrics = evaluate_scorer(scorer, bundle, "test", cfg.eval, ctx)
+        t2 = time.perf_counter()
+        infer.append(t1 - t0)
+        rank.append(t2 - t1)
+    return {"inference_s": round(median(infer), 3), "ranking_s": round(median(rank), 3),
+            "ranked_users": metrics.get("num_users"), "num_users": bundle.num_users, "num_books": bundle.num_books}
+
+
+def measure_point(plan: BenchPlan, users: int, steps: int) -> dict[str, Any]:
+    """Build, train-profile and evaluate at ``users`` scale; seconds and peak RSS of each stage."""
+    build = ensure_bundle(plan, users)
+    prof = profile(plan, users, steps, tag=f"profile-{users}-{steps}")
+    run = train_run(plan.out_dir, f"short-graphsage-{users}", MAIN_PRESET,
+                    data_overrides(plan, users) + ["model.name=graphsage", "train.epochs=1",
+                                                   f"train.max_steps={steps}", "train.seed=0"],
+                    timeout_s=4 * 3600, salt=plan.invocation)
+    ev = call_in_child("graphrec_dist.benchmarks.memory:eval_child", {"run_dir": run["run_dir"]},
+                       plan.out_dir, timeout_s=4 * 3600, tag=f"eval-{users}")
+    return {
+        "users": users, "num_books": build["num_books"], "train_edges": build["train_edges"],
+        "graph_edges": build["graph_edges"],
+        "data_build": {"synth_s": build["synth_s"], "build_s": build["build_s"], "wall_s": build["child_wall_s"],
+                       "peak_rss_mb": build["child_peak_rss_mb"]},
+        "training": {"steps": steps, "seed_edges_per_s": prof.get("seed_edges_per_s"),
+                     "peak_rss_mb": prof["child_peak_rss_mb"], "wall_s": prof["child_wall_s"]},
+        "evaluation": {"inference_s": ev["inference_s"], "ranking_s": ev["ranking_s"],
+                       "peak_rss_mb": ev["child_peak_rss_mb"], "wall_s": ev["child_wall_s"]},
+        "short_run": {"command": run["command"], "peak_rss_mb": run["peak_rss_mb"], "wall_s": run["wall_s"]},
+    }
+
+
+def run_memory(plan: BenchPlan) -> dict[str, Any]:
+    """Peak RSS of data build, training and evaluation at ``plan.memory_users`` (Goodbooks scale)."""
+    point = measure_point(plan, plan.memory_users, plan.sweep_steps)
+    point["training_target_mb"] = 6 * 1024
+    point["training_under_target"] = point["training"]["peak_rss_mb"] < 6 * 1024
+    return point
+
+
+def run_sweep(plan: BenchPlan) -> dict[str, Any]:
+    """The same measurements at each of ``plan.sweep_percents`` of Goodbooks users."""
+    points = []
+    for pct in plan.sweep_percents:
+        point = measure_point(plan, users_at(pct), plan.sweep_steps)
+        point["percent"] = pct
+        points.append(point)
+    return {"points": points}

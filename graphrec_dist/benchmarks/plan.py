@@ -1,0 +1,88 @@
+"""What a bench run measures and at which sizes: the reduced plan (``make bench``, < 15 minutes on
+2 cores) and the full plan (``graphrec-dist bench --full``, hours).
+
+Every size is a number of generated users; 53,424 (Goodbooks-10k) is 100%.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from graphrec_dist.benchmarks.common import GOODBOOKS_USERS
+
+QUALITY_MODELS = ("popularity", "mf", "ease", "lightgcn_ui", "lightgcn", "graphsage_ui", "graphsage")
+
+
+@dataclass
+class BenchPlan:
+    """Sizes, step counts and repeats of every section."""
+
+    mode: str
+    out_dir: Path = Path("bench_out")
+    repeats: int = 3
+    reuse: bool = False  # reuse runs and bundles of an earlier invocation with the same key
+    invocation: str = ""  # salts run keys so that a fresh invocation retrains unless reuse
+    # sampling
+    sampling_users: int = GOODBOOKS_USERS
+    sampling_workers: list[int] = field(default_factory=lambda: [0, 1, 2])
+    sampling_batches: int = 10
+    # training: per-phase profile, and the reference notebook's loop vs the trainer
+    profile_users: int = GOODBOOKS_USERS
+    profile_steps: int = 20
+    compare_users: int = 2000
+    compare_budget_s: float = 60.0
+    compare_eval_every: int = 5  # reference-loop steps between validations
+    # evaluation
+    eval_users: int = GOODBOOKS_USERS
+    eval_books: int = 10_000
+    # scaling: 1 vs 2 gloo processes
+    scaling_users: int = 2000
+    scaling_steps: int = 30
+    # memory and the scale sweep (percent of Goodbooks users)
+    memory_users: int = GOODBOOKS_USERS
+    sweep_percents: list[float] = field(default_factory=lambda: [1.0, 3.0, 10.0])
+    sweep_steps: int = 10
+    # quality table
+    quality_users: int = 2000
+    quality_models: list[str] = field(default_factory=lambda: list(QUALITY_MODELS))
+    quality_epochs: int | None = None  # None: each preset's own epochs
+    sampled_candidates: list[int] = field(default_factory=lambda: [1000, 2000])
+    ablation: bool = False  # graphsage without one relation type at a time
+
+    def as_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["out_dir"] = str(self.out_dir)
+        return out
+
+
+def reduced_plan(out_dir: Path) -> BenchPlan:
+    """``make bench``: small sizes where a figure does not need full scale."""
+    return BenchPlan(mode="reduced", out_dir=out_dir)
+
+
+def full_plan(out_dir: Path) -> BenchPlan:
+    """``graphrec-dist bench --full``: the issue's sizes (hours on 2 cores)."""
+    return BenchPlan(
+        mode="full", out_dir=out_dir, repeats=5, sampling_workers=[0, 1, 2, 4], sampling_batches=50,
+        profile_steps=200, compare_users=GOODBOOKS_USERS, compare_budget_s=1800.0, compare_eval_every=27,
+        scaling_users=GOODBOOKS_USERS, scaling_steps=100, sweep_percents=[10.0, 30.0, 100.0, 300.0],
+        sweep_steps=50, quality_users=GOODBOOKS_USERS, ablation=True,
+    )
+
+
+def users_at(percent: float) -> int:
+    return max(100, round(GOODBOOKS_USERS * percent / 100.0))
+
+
+def data_overrides(plan: BenchPlan, users: int) -> list[str]:
+    """Config overrides that point a run at the generated dataset of ``users`` users."""
+    base = plan.out_dir / "data"
+    return [
+        "data.source=synth", f"data.synth_users={users}", "data.synth_seed=0",
+        f"data.raw_dir={base / 'raw' / f'synth-{users}'}", f"data.bundle_dir={base / 'bundles' / f'synth-{users}'}",
+    ]
+
+
+def bundle_dir(plan: BenchPlan, users: int) -> str:
+    return str(plan.out_dir / "data" / "bundles" / f"synth-{users}")

@@ -1,0 +1,105 @@
+"""The quality table: every model trained on the same generated data with the same seed through
+``graphrec-dist train``, ranked by the full-ranking evaluator on the leave-one-out test split;
+``graphsage`` also under the notebooks' sampled protocol.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from graphrec_dist.benchmarks.datasets import ensure_bundle
+from graphrec_dist.benchmarks.plan import BenchPlan, data_overrides
+from graphrec_dist.benchmarks.runs import evaluate_run, train_run
+
+MAIN_PRESET = "configs/demo.yaml"
+METRIC_KEYS = ("hit@10", "hit@20", "hit@50", "ndcg@10", "ndcg@20", "ndcg@50", "mrr")
+
+
+def preset_for(model: str) -> tuple[str, list[str]]:
+    """The config preset a model trains with, and the overrides that select it."""
+    own = Path("configs/baselines") / f"{model}.yaml"
+    if own.is_file():
+        return str(own), []
+    return MAIN_PRESET, [f"model.name={model}"]
+
+
+def val_value(row: dict[str, Any], metric: str = "ndcg@10") -> float | None:
+    """A validation metric from one metrics.jsonl row, whatever nesting the trainer used."""
+    for key in (f"val/{metric}", f"val_{metric}", f"val.{metric}"):
+        if key in row:
+            return row[key]
+    nested = row.get("val")
+    if isinstance(nested, dict):
+        return nested.get(metric)
+    return None
+
+
+def epoch_seconds(row: dict[str, Any]) -> float | None:
+    for key in ("epoch_time_s", "epoch_s", "epoch_time", "train_time_s", "time_s"):
+        if key in row:
+            return float(row[key])
+    return None
+
+
+def summarize_run(record: dict[str, Any]) -> dict[str, Any]:
+    """Test metrics, best validation epoch, training time and curve of one run."""
+    rows = record["epochs"]
+    curve = [{"epoch": r.get("epoch", i + 1), "val_ndcg@10": val_value(r), "loss": r.get("loss"),
+              "epoch_s": epoch_seconds(r)} for i, r in enumerate(rows)]
+    scored = [c for c in curve if c["val_ndcg@10"] is not None]
+    best = max(scored, key=lambda c: c["val_ndcg@10"]) if scored else None
+    times = [c["epoch_s"] for c in curve if c["epoch_s"] is not None]
+    test = record.get("test_metrics", {})
+    return {
+        "command": record["command"], "run_dir": record["run_dir"], "config": str(Path(record["run_dir"]) / "config.yaml"),
+        "test": {k: test.get(k) for k in METRIC_KEYS if k in test},
+        "best_val_epoch": best["epoch"] if best else None,
+        "best_val_ndcg@10": best["val_ndcg@10"] if best else None,
+        "train_s": round(sum(times), 2) if times else None, "wall_s": record["wall_s"],
+        "peak_rss_mb": record["peak_rss_mb"], "reused": record["reused"], "curve": curve,
+    }
+
+
+def common_overrides(plan: BenchPlan, users: int) -> list[str]:
+    """Same data, same seed (and the same epoch cap, if any) for every model."""
+    out = data_overrides(plan, users) + ["train.seed=0"]
+    if plan.quality_epochs is not None:
+        out.append(f"train.epochs={plan.quality_epochs}")
+    return out
+
+
+def model_run(plan: BenchPlan, model: str, users: int) -> dict[str, Any]:
+    """Train (or reuse, within this invocation) ``model`` on the ``users`` dataset."""
+    ensure_bundle(plan, users)
+    preset, extra = preset_for(model)
+    return train_run(plan.out_dir, f"quality-{model}-{users}", preset, extra + common_overrides(plan, users),
+                     timeout_s=4 * 3600, salt=plan.invocation)
+
+
+def run_section(plan: BenchPlan) -> dict[str, Any]:
+    """Train every model of ``plan.quality_models``; sampled-protocol evaluation of graphsage."""
+    data = ensure_bundle(plan, plan.quality_users)
+    common = common_overrides(plan, plan.quality_users)
+    models = {m: summarize_run(model_run(plan, m, plan.quality_users)) for m in plan.quality_models}
+    out: dict[str, Any] = {"num_users": data["num_users"], "num_books": data["num_books"],
+                           "train_edges": data["train_edges"], "models": models}
+    if "graphsage" in models:
+        cands = [c for c in plan.sampled_candidates if c < data["num_books"]]
+        sampled = evaluate_run(plan.out_dir, models["graphsage"]["run_dir"],
+                               ["eval.protocol=sampled", f"eval.sampled_candidates=[{','.join(map(str, cands))}]"],
+                               timeout_s=3600, tag=f"graphsage-sampled-{plan.quality_users}")
+        out["graphsage_sampled"] = {"candidates": cands, **sampled}
+    out["ranking"] = rank_models(models)
+    out["ablation"] = run_ablation(plan, common) if plan.ablation else {"run": False, "why": "--full only"}
+    return out
+
+
+def rank_models(models: dict[str, dict[str, Any]], metric: str = "ndcg@10") -> list[str]:
+    """Model names by test ``metric``, best first."""
+    have = [m for m in models if models[m]["test"].get(metric) is not None]
+    return sorted(have, key=lambda m: -models[m]["test"][metric])
+
+
+def run_ablation(plan: BenchPlan, common: list[str]) -> dict[str, Any]:
+    """graphsage with one Graph3 relation removed at a time, same budget (where a knob exists)."""
+    return {"run": False, "why": "no config switch to drop one relation type yet"}

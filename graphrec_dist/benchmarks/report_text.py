@@ -1,0 +1,307 @@
+"""The Markdown parts of docs/RESULTS.md, one function per section (numbers from JSON only)."""
+from __future__ import annotations
+
+from typing import Any
+
+from graphrec_dist.benchmarks.common import GOODBOOKS_USERS
+
+Section = dict[str, Any] | None
+QUALITY_COLUMNS = ("hit@10", "hit@20", "hit@50", "ndcg@10", "ndcg@20", "ndcg@50")
+
+
+def fmt(x: Any, nd: int = 4) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, int):
+        return f"{x:,}"
+    if isinstance(x, float):
+        if abs(x) >= 1000:
+            return f"{x:,.0f}"
+        return f"{x:.{nd}f}"
+    return str(x)
+
+
+def pick(d: dict[str, Any] | None, *keys: str) -> Any:
+    """The first of ``keys`` present (and not None) in ``d``."""
+    for k in keys:
+        if d and d.get(k) is not None:
+            return d[k]
+    return None
+
+
+def reproduce(payload: dict[str, Any], name: str) -> str:
+    full = " --full" if payload.get("mode") == "full" else ""
+    return f"`graphrec-dist bench{full} --sections {name}`"
+
+
+def scale_of(users: int | None) -> str:
+    if not users:
+        return "–"
+    return f"{users:,} users ({100.0 * users / GOODBOOKS_USERS:.0f}% of Goodbooks)"
+
+
+def not_run(title: str, name: str) -> str:
+    return f"## {title}\n\nNot run into this bench folder (run `graphrec-dist bench --sections {name}`)."
+
+
+def machine_table(present: dict[str, dict[str, Any]]) -> str:
+    if not present:
+        return "## Machine\n\nNo section has been run yet."
+    m = next(iter(present.values()))["machine"]
+    rows = [("CPU", m.get("cpu_model")), ("cores (usable / logical)", f"{m.get('usable_cores')} / {m.get('logical_cores')}"),
+            ("RAM", f"{m.get('ram_gb')} GB"), ("torch threads", m.get("torch_threads")),
+            ("GPU", m.get("gpus") if m.get("cuda") else "none"), ("python", m.get("python")),
+            ("torch", m.get("torch")), ("torch_geometric", m.get("torch_geometric")),
+            ("sampling backends", ", ".join(f"{k} {v}" if v else f"{k}: not installed"
+                                            for k, v in (m.get("sampling_backends") or {}).items())),
+            ("platform", m.get("platform"))]
+    lines = ["## Machine", "", "| | |", "|---|---|"] + [f"| {k} | {fmt(v)} |" for k, v in rows]
+    lines.append("")
+    lines.append("Shared machine: the 1-minute load average when each section finished is in the table below; "
+                 "figures taken under load are slower than the machine can do.")
+    return "\n".join(lines)
+
+
+def _section_scale(name: str, res: dict[str, Any]) -> str:
+    plan = res.get("plan", {})
+    if name == "quality":
+        return scale_of(res.get("num_users"))
+    if name == "training":
+        return f"profile {scale_of(plan.get('profile_users'))}; race {scale_of(plan.get('compare_users'))}"
+    if name == "evaluation":
+        return f"evaluator vs bare: {scale_of(plan.get('eval_users'))}; inference: {scale_of(plan.get('quality_users'))}"
+    if name == "sampling":
+        return scale_of(res.get("num_users"))
+    if name in ("scaling", "memory"):
+        return scale_of(res.get("users"))
+    if name == "sweep":
+        return ", ".join(f"{p['percent']:g}%" for p in res.get("points", []))
+    return "–"
+
+
+def scale_table(sections: dict[str, Section]) -> str:
+    lines = ["## What was run, at which scale", "",
+             "| section | mode | scale | commit | finished (UTC) | load avg | section time | reproduce |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, payload in sections.items():
+        if not payload:
+            lines.append(f"| {name} | not run | – | – | – | – | – | `graphrec-dist bench --sections {name}` |")
+            continue
+        res = payload["results"]
+        lines.append(f"| {name} | {payload['mode']} | {_section_scale(name, res)} | {payload['machine'].get('git_commit')} "
+                     f"| {payload['finished_at']} | {fmt(payload['machine'].get('load_avg_1m'), 2)} "
+                     f"| {fmt(res.get('section_wall_s'), 0)} s | {reproduce(payload, name)} |")
+    return "\n".join(lines)
+
+
+def eval_ratio(res: dict[str, Any] | None) -> tuple[Any, Any, Any]:
+    """(evaluator seconds, bare matmul+top-k seconds, ratio) from bench_evaluation's dict."""
+    v = (res or {}).get("versus_bare") or {}
+    ev = pick(v, "evaluator_s", "evaluate_s", "evaluator_median_s")
+    bare = pick(v, "bare_s", "baseline_s", "bare_median_s", "matmul_topk_s")
+    ratio = pick(v, "ratio", "overhead_ratio")
+    if ratio is None and ev and bare:
+        ratio = ev / bare
+    return ev, bare, ratio
+
+
+def phases_per_step(prof: dict[str, Any]) -> dict[str, float]:
+    """Seconds per step of sampling / forward / backward / optimizer from profile_steps' dict."""
+    src = prof.get("phases") if isinstance(prof.get("phases"), dict) else prof
+    steps = pick(prof, "steps", "timed_steps") or 1
+    per_step = "per_step" in str(prof.get("units", ""))
+    out = {}
+    for phase in ("sampling", "forward", "backward", "optimizer"):
+        v = pick(src, f"{phase}_s_per_step", f"{phase}_per_step_s")
+        if v is None:
+            total = pick(src, f"{phase}_s", phase)
+            v = total if per_step or total is None else total / steps
+        if v is not None:
+            out[phase] = float(v)
+    return out
+
+
+def headline(sections: dict[str, Section]) -> str:
+    res = {k: (v or {}).get("results") for k, v in sections.items()}
+    lines = ["## Headline figures", ""]
+    q = res.get("quality")
+    if q and q.get("ranking"):
+        rank = q["ranking"]
+        pos = rank.index("graphsage") + 1 if "graphsage" in rank else None
+        lines.append(f"- Quality: best test NDCG@10 is **{rank[0]}** "
+                     f"({fmt(q['models'][rank[0]]['test'].get('ndcg@10'))}); graphsage ranks "
+                     f"{pos if pos else 'n/a'} of {len(rank)}.")
+    t = res.get("training")
+    if t:
+        r = t["compare"]["race"]
+        ratio = r.get("time_ratio_reference_over_trainer")
+        lines.append(f"- Time to validation NDCG@10 ≥ {fmt(r['target_val_ndcg@10'])}: reference loop / trainer = "
+                     f"{fmt(ratio, 2)}× (trainer {fmt((r.get('trainer') or {}).get('train_s'), 1)} s, reference "
+                     f"{fmt((r.get('reference') or {}).get('train_s'), 1)} s; best within budget: trainer "
+                     f"{fmt(r['best_trainer'])}, reference {fmt(r['best_reference'])}).")
+        sps = pick(t.get("profile"), "seed_edges_per_s", "edges_per_s")
+        lines.append(f"- Training throughput (graphsage, {fmt(t['profile'].get('users'))} users): {fmt(sps, 0)} seed edges/s.")
+    ev, bare, ratio = eval_ratio(res.get("evaluation"))
+    if ratio is not None:
+        lines.append(f"- Full-ranking evaluator / bare chunked matmul + top-k: **{fmt(ratio, 2)}×** (target ≤ 1.5×; "
+                     f"{fmt(ev, 2)} s vs {fmt(bare, 2)} s).")
+    s = res.get("sampling")
+    if s:
+        rows = [r for r in s["rows"] if r.get("seed_edges_per_s")]
+        if rows:
+            best = max(rows, key=lambda r: r["seed_edges_per_s"])
+            base = next((r for r in rows if r["num_workers"] == 0 and r["backend"] == best["backend"]), None)
+            gain = best["seed_edges_per_s"] / base["seed_edges_per_s"] if base else None
+            lines.append(f"- Sampling: {fmt(best['seed_edges_per_s'], 0)} seed edges/s ({best['backend']}, "
+                         f"num_workers={best['num_workers']}; {fmt(gain, 2)}× num_workers=0).")
+    sc = res.get("scaling")
+    if sc and len(sc["rows"]) > 1:
+        lines.append(f"- DDP 2 vs 1 gloo processes on CPU: {fmt(sc['rows'][1].get('speedup'), 2)}× throughput.")
+    m = res.get("memory")
+    if m:
+        lines.append(f"- Peak RSS at {fmt(m['users'])} users: data build {fmt(m['data_build']['peak_rss_mb'] / 1024, 2)} GiB, "
+                     f"training {fmt(m['training']['peak_rss_mb'] / 1024, 2)} GiB (target < 6 GB: "
+                     f"{'met' if m.get('training_under_target') else 'NOT met'}), evaluation "
+                     f"{fmt(m['evaluation']['peak_rss_mb'] / 1024, 2)} GiB.")
+    if len(lines) == 2:
+        lines.append("No section has been run yet.")
+    return "\n".join(lines)
+
+
+def _img(rel: dict[str, str], key: str, alt: str, payload: dict[str, Any], name: str) -> list[str]:
+    if key not in rel:
+        return []
+    return ["", f"![{alt}]({rel[key]})", "", f"*Figure: {alt}. Reproduce: {reproduce(payload, name)}.*"]
+
+
+def quality_part(payload: Section, rel: dict[str, str]) -> str:
+    from graphrec_dist.benchmarks.report_quality import quality_markdown
+
+    if not payload:
+        return not_run("Quality", "quality")
+    return quality_markdown(payload, rel, _img)
+
+
+def training_part(payload: Section, rel: dict[str, str]) -> str:
+    if not payload:
+        return not_run("Training speed", "training")
+    res = payload["results"]
+    prof, comp = res["profile"], res["compare"]
+    phases = phases_per_step(prof)
+    lines = ["## Training speed", "",
+             f"graphsage on Graph3, {fmt(prof.get('users'))} users, {fmt(pick(prof, 'steps', 'timed_steps'))} profiled "
+             f"steps (`{prof.get('command')}`): **{fmt(pick(prof, 'seed_edges_per_s', 'edges_per_s'), 0)} seed edges/s**.", ""]
+    if phases:
+        total = sum(phases.values())
+        lines += ["| phase | ms per step | share |", "|---|---|---|"]
+        lines += [f"| {k} | {v * 1000:.1f} | {100 * v / total:.0f}% |" for k, v in phases.items()]
+    lines += _img(rel, "phases", "seconds per graphsage training step by phase", payload, "training")
+    ref, race = comp["reference"], comp["race"]
+    lines += ["", f"### Trainer vs the reference notebook loop ({fmt(comp['users'])} users, same data, same evaluator)", "",
+              f"Reference loop: {fmt(ref['steps'])} steps ({fmt(ref['steps_per_epoch'])} per epoch) in "
+              f"{fmt(ref['train_s'], 1)} s, {fmt(ref.get('seed_users_per_s'), 0)} seed users/s; "
+              f"{fmt(100 * ref['fallback_share_pos'], 1)}% of positives and {fmt(100 * ref['fallback_share_neg'], 1)}% "
+              "of negatives fell outside the sampled subgraph and were scored with raw embeddings.", "",
+              "| loop | reaches target at (training s) | at step | best val NDCG@10 in budget |", "|---|---|---|---|",
+              f"| trainer (graphsage, Graph3) | {fmt((race.get('trainer') or {}).get('train_s'), 1)} | "
+              f"{fmt((race.get('trainer') or {}).get('step'))} | {fmt(race['best_trainer'])} |",
+              f"| reference notebook loop | {fmt((race.get('reference') or {}).get('train_s'), 1)} | "
+              f"{fmt((race.get('reference') or {}).get('step'))} | {fmt(race['best_reference'])} |", "",
+              f"Target: validation NDCG@10 ≥ {fmt(race['target_val_ndcg@10'])} (90% of the lower of the two bests). "
+              f"Trainer run: `{comp['trainer']['command']}`."]
+    lines += _img(rel, "race", "validation NDCG@10 against training time", payload, "training")
+    return "\n".join(lines)
+
+
+def evaluation_part(payload: Section, memory: Section) -> str:
+    if not payload:
+        return not_run("Evaluation speed", "evaluation")
+    res = payload["results"]
+    ev, bare, ratio = eval_ratio(res)
+    args = res["versus_bare"].get("args", {})
+    inf = res["graphsage_inference"]
+    lines = ["## Evaluation speed", "",
+             f"Full ranking of {fmt(args.get('num_users'))} users × {fmt(args.get('num_books'))} books (dim "
+             f"{args.get('dim')}, random embeddings): evaluator {fmt(ev, 3)} s vs bare chunked matmul + top-k "
+             f"{fmt(bare, 3)} s → **{fmt(ratio, 2)}×** (target ≤ {res['versus_bare'].get('target_ratio')}×). "
+             f"Reproduce: {reproduce(payload, 'evaluation')}.", "",
+             f"Trained graphsage ({fmt(inf.get('num_users'))} users, {fmt(inf.get('num_books'))} books): embedding "
+             f"inference for every node {fmt(inf.get('inference_s'), 3)} s, full ranking of the test split "
+             f"{fmt(inf.get('ranking_s'), 3)} s."]
+    if memory:
+        m = memory["results"]
+        lines.append(f"At {fmt(m['users'])} users: inference {fmt(m['evaluation']['inference_s'], 2)} s, ranking "
+                     f"{fmt(m['evaluation']['ranking_s'], 2)} s (memory section).")
+    return "\n".join(lines)
+
+
+def sampling_part(payload: Section, rel: dict[str, str]) -> str:
+    if not payload:
+        return not_run("Sampling throughput", "sampling")
+    res = payload["results"]
+    lines = ["## Sampling throughput", "",
+             f"Triplet LinkNeighborLoader on Graph3 ({fmt(res['num_users'])} users, {fmt(res['train_edges'])} training "
+             f"edges), batch {res['batch_size']} seed edges, fanout {res['num_neighbors']}, {res['neg_per_pos']} "
+             f"negative per positive; median of {res['repeats']} repeats of {payload['results']['rows'][0].get('batches', '?')} batches "
+             "after the first.", "",
+             "| backend | num_workers | seed edges/s | s per batch | startup s |", "|---|---|---|---|---|"]
+    for r in res["rows"]:
+        if not r.get("installed"):
+            lines.append(f"| {r['backend']} | – | not installed | – | – |")
+        else:
+            lines.append(f"| {r['backend']} {r['version']} | {r['num_workers']} | {fmt(r['seed_edges_per_s'], 0)} "
+                         f"| {fmt(r['seconds_per_batch'])} | {fmt(r['startup_s'], 2)} |")
+    lines += _img(rel, "sampling", "sampling throughput per backend and num_workers", payload, "sampling")
+    return "\n".join(lines)
+
+
+def scaling_part(payload: Section, rel: dict[str, str]) -> str:
+    if not payload:
+        return not_run("Scaling", "scaling")
+    res = payload["results"]
+    lines = ["## Scaling (DDP, gloo, CPU)", "", "| processes | global seed edges/s | speedup | peak RSS (MiB, largest process) | command |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {r['processes']} | {fmt(r['seed_edges_per_s'], 0)} | {fmt(r.get('speedup'), 2)} | {fmt(r['peak_rss_mb'], 0)} "
+              f"| `{r['command']}` |" for r in res["rows"]]
+    lines += ["", "Both runs use every core of this machine (torchrun gives each of 2 processes one thread), so on "
+              "2 cores this measures what DDP costs, not added hardware. Expected N-GPU scaling and its limits: "
+              "see [BENCHMARKS.md](BENCHMARKS.md#scaling-to-n-gpus)."]
+    lines += _img(rel, "scaling", "global throughput with 1 and 2 processes", payload, "scaling")
+    return "\n".join(lines)
+
+
+def memory_part(payload: Section) -> str:
+    if not payload:
+        return not_run("Memory", "memory")
+    m = payload["results"]
+    lines = [f"## Memory at {scale_of(m['users'])}", "", "| stage | peak RSS (GiB) | seconds |", "|---|---|---|",
+             f"| data build (generate + Graph3) | {m['data_build']['peak_rss_mb'] / 1024:.2f} | "
+             f"{fmt(m['data_build']['synth_s'] + m['data_build']['build_s'], 1)} |",
+             f"| training ({m['training']['steps']} steps, no evaluation) | {m['training']['peak_rss_mb'] / 1024:.2f} | "
+             f"{fmt(m['training']['wall_s'], 1)} |",
+             f"| evaluation (load, inference, full ranking) | {m['evaluation']['peak_rss_mb'] / 1024:.2f} | "
+             f"{fmt(m['evaluation']['wall_s'], 1)} |",
+             f"| whole short run (train + validation + test) | {m['short_run']['peak_rss_mb'] / 1024:.2f} | "
+             f"{fmt(m['short_run']['wall_s'], 1)} |", "",
+             f"Training target < 6 GB on CPU: **{'met' if m.get('training_under_target') else 'NOT met'}**. "
+             f"Reproduce: {reproduce(payload, 'memory')}."]
+    return "\n".join(lines)
+
+
+def sweep_part(payload: Section, rel: dict[str, str]) -> str:
+    if not payload:
+        return not_run("Scale sweep", "sweep")
+    pts = payload["results"]["points"]
+    lines = ["## Scale sweep", "",
+             "| % users | users | train edges | build s | build GiB | train seed edges/s | train GiB | inference s | ranking s | eval GiB |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for p in pts:
+        lines.append(f"| {p['percent']:g} | {fmt(p['users'])} | {fmt(p['train_edges'])} | "
+                     f"{fmt(p['data_build']['synth_s'] + p['data_build']['build_s'], 1)} | {p['data_build']['peak_rss_mb'] / 1024:.2f} | "
+                     f"{fmt(p['training']['seed_edges_per_s'], 0)} | {p['training']['peak_rss_mb'] / 1024:.2f} | "
+                     f"{fmt(p['evaluation']['inference_s'], 2)} | {fmt(p['evaluation']['ranking_s'], 2)} | "
+                     f"{p['evaluation']['peak_rss_mb'] / 1024:.2f} |")
+    lines += _img(rel, "sweep", "time and peak memory against the number of users", payload, "sweep")
+    return "\n".join(lines)

@@ -1,0 +1,113 @@
+"""Training and evaluation runs made through the public CLI (``graphrec-dist train|evaluate``),
+each in a child process so its wall time and peak RSS are its own.
+
+A run lives in ``<out>/runs/<name>``. Sections that need the same run (the quality table and the
+training comparison both train ``graphsage`` on the demo data) share it: a run is reused when its
+key (config file text, overrides, and the bench invocation unless ``--reuse`` was given) matches.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+from pathlib import Path
+from typing import Any, Sequence
+
+from graphrec_dist.benchmarks.common import BenchError, python_cmd, run_child
+from graphrec_dist.io_utils import write_json_atomic
+
+
+def _key(config_path: str | None, overrides: Sequence[str], salt: str) -> str:
+    text = Path(config_path).read_text() if config_path else ""
+    blob = json.dumps([text, list(overrides), salt])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Rows of a JSON-lines file (missing file: no rows; a torn last line is skipped)."""
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def display_command(args: Sequence[str]) -> str:
+    """The user-facing spelling of a ``graphrec-dist`` command."""
+    return "graphrec-dist " + " ".join(shlex.quote(a) for a in args)
+
+
+def train_run(root: str | Path, name: str, config_path: str | None, overrides: Sequence[str],
+              timeout_s: float, salt: str, torchrun_nproc: int = 0) -> dict[str, Any]:
+    """Train (or reuse) run ``name``; return its command, cost, per-epoch metrics and test metrics.
+
+    ``torchrun_nproc`` > 0 launches ``python -m torch.distributed.run --nproc_per_node=N`` (gloo on
+    CPU) instead of one process.
+    """
+    run_dir = Path(root) / "runs" / name
+    key = _key(config_path, overrides, f"{salt}|{torchrun_nproc}")
+    args = ["train"] + ([config_path] if config_path else []) + list(overrides) + [
+        f"run.out_dir={run_dir}", "run.progress=false"]
+    stamp = run_dir / "bench_key.json"
+    if stamp.is_file() and json.loads(stamp.read_text()).get("key") == key and (run_dir / "test_metrics.json").is_file():
+        record = json.loads(stamp.read_text())["record"]
+        record["reused"] = True
+        return _with_outputs(record, run_dir)
+    if torchrun_nproc > 0:
+        cmd = python_cmd("-m", "torch.distributed.run", f"--nproc_per_node={torchrun_nproc}",
+                         "--master_addr=127.0.0.1", f"--master_port={_free_port()}", "-m", "graphrec_dist.train",
+                         *args[1:])
+        shown = f"torchrun --nproc_per_node={torchrun_nproc} -m graphrec_dist.train " + " ".join(
+            shlex.quote(a) for a in args[1:])
+    else:
+        cmd = python_cmd("-m", "graphrec_dist", *args)
+        shown = display_command(args)
+    res = run_child(cmd, timeout_s, Path(root) / "logs" / f"train-{name}.log")
+    if res.returncode != 0:
+        raise BenchError(f"training run '{name}' failed (exit code {res.returncode}): {shown}; "
+                         f"see {res.log_path}.err")
+    record = {"name": name, "command": shown, "config_path": config_path, "overrides": list(overrides),
+              "run_dir": str(run_dir), "wall_s": round(res.wall_s, 2), "peak_rss_mb": round(res.peak_rss_mb, 1),
+              "reused": False}
+    write_json_atomic(stamp, {"key": key, "record": record})
+    return _with_outputs(record, run_dir)
+
+
+def _with_outputs(record: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    test_path = run_dir / "test_metrics.json"
+    record["test_metrics"] = json.loads(test_path.read_text()) if test_path.is_file() else {}
+    record["epochs"] = read_jsonl(run_dir / "metrics.jsonl")
+    return record
+
+
+def evaluate_run(root: str | Path, run_dir: str | Path, overrides: Sequence[str], timeout_s: float,
+                 tag: str, split: str = "test") -> dict[str, Any]:
+    """``graphrec-dist evaluate --run DIR --split SPLIT overrides``: metrics, wall time, peak RSS."""
+    args = ["evaluate", "--run", str(run_dir), "--split", split, *overrides]
+    res = run_child(python_cmd("-m", "graphrec_dist", *args), timeout_s, Path(root) / "logs" / f"eval-{tag}.log")
+    shown = display_command(args)
+    if res.returncode != 0:
+        raise BenchError(f"evaluation '{tag}' failed (exit code {res.returncode}): {shown}; see {res.log_path}.err")
+    return {"command": shown, "metrics": _last_json_object(Path(res.log_path).read_text()),
+            "wall_s": round(res.wall_s, 2), "peak_rss_mb": round(res.peak_rss_mb, 1)}
+
+
+def _last_json_object(text: str) -> dict[str, Any]:
+    """The JSON object a command printed on stdout (the whole text, or its last ``{...}`` block)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        start = text.rfind("\n{")
+        return json.loads(text[start + 1:] if start >= 0 else text[text.find("{"):])
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

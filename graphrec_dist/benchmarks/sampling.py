@@ -1,0 +1,119 @@
+"""Sampling throughput: seed edges/s of the triplet LinkNeighborLoader on Graph3, per installed
+sampling backend (pyg-lib, torch-sparse) and per ``num_workers``.
+
+The loader is the trainer's own (:func:`graphrec_dist.sampling` factory when it offers one);
+the timed loop only iterates it, so the figure is the data path alone, without the model.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any, Iterator
+
+import torch
+
+from graphrec_dist.benchmarks.common import median, sampling_backends
+
+
+@contextlib.contextmanager
+def forced_backend(name: str) -> Iterator[None]:
+    """Make PyG's NeighborSampler use ``name`` ('pyg-lib' or 'torch-sparse') inside the block.
+
+    PyG picks pyg-lib whenever it is importable; hiding it (``WITH_PYG_LIB = False``) makes it
+    fall through to torch-sparse. Worker processes are forked inside the block and inherit it.
+    """
+    import torch_geometric.typing as pyg_typing
+
+    saved = (pyg_typing.WITH_PYG_LIB, pyg_typing.WITH_TORCH_SPARSE)
+    if name == "torch-sparse":
+        pyg_typing.WITH_PYG_LIB = False
+    elif name != "pyg-lib":
+        raise ValueError(f"unknown sampling backend {name!r}")
+    try:
+        yield
+    finally:
+        pyg_typing.WITH_PYG_LIB, pyg_typing.WITH_TORCH_SPARSE = saved
+
+
+def build_triplet_loader(bundle, batch_size: int, num_neighbors: list[int], neg_per_pos: int,
+                         num_workers: int, seed: int):
+    """The training loader: seed (user, book) training edges, ``triplet`` negatives, Graph3."""
+    from graphrec_dist import sampling
+
+    factory = getattr(sampling, "bench_loader", None) or getattr(sampling, "make_link_loader", None)
+    if factory is None:
+        raise RuntimeError("graphrec_dist.sampling offers no loader factory (expected make_link_loader)")
+    return factory(bundle, batch_size=batch_size, num_neighbors=num_neighbors, neg_per_pos=neg_per_pos,
+                   num_workers=num_workers, seed=seed)
+
+
+def time_loader(make_loader, batches: int) -> dict[str, float]:
+    """Startup (first batch) and steady-state seconds of ``batches`` further batches."""
+    loader = make_loader()
+    t0 = time.perf_counter()
+    it = iter(loader)
+    next(it)
+    startup = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    done = 0
+    for _ in range(batches):
+        try:
+            next(it)
+        except StopIteration:
+            break
+        done += 1
+    steady = time.perf_counter() - t1
+    del it, loader
+    return {"startup_s": startup, "steady_s": steady, "batches": done}
+
+
+def measure_sampling(bundle_dir: str, batch_size: int = 2048, num_neighbors: list[int] | None = None,
+                     neg_per_pos: int = 1, workers: list[int] | None = None, batches: int = 20,
+                     repeats: int = 3, seed: int = 0) -> dict[str, Any]:
+    """Seed edges/s per (backend, num_workers), medians of ``repeats``; runs in a child process."""
+    from graphrec_dist.data.store import load_bundle
+
+    torch.manual_seed(seed)
+    bundle = load_bundle(bundle_dir)
+    fanout = list(num_neighbors or [15, 10])
+    installed = sampling_backends()
+    rows = []
+    for backend, version in installed.items():
+        if version is None:
+            rows.append({"backend": backend, "installed": False})
+            continue
+        for nw in workers or [0, 2]:
+            runs = []
+            with forced_backend(backend):
+                for r in range(repeats):
+                    runs.append(time_loader(lambda: build_triplet_loader(
+                        bundle, batch_size, fanout, neg_per_pos, nw, seed + r), batches))
+            steady = median([x["steady_s"] for x in runs])
+            done = runs[0]["batches"]
+            rows.append({
+                "backend": backend, "installed": True, "version": version, "num_workers": nw,
+                "batches": done, "startup_s": round(median([x["startup_s"] for x in runs]), 4),
+                "seconds_per_batch": round(steady / max(done, 1), 5),
+                "seed_edges_per_s": round(done * batch_size / steady, 1) if steady > 0 else None,
+                "repeats_steady_s": [round(x["steady_s"], 4) for x in runs],
+            })
+    return {
+        "bundle_dir": bundle_dir, "num_users": bundle.num_users, "num_books": bundle.num_books,
+        "train_edges": int(bundle.train.shape[0]), "batch_size": batch_size, "num_neighbors": fanout,
+        "neg_per_pos": neg_per_pos, "repeats": repeats, "rows": rows,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def run_section(plan) -> dict[str, Any]:
+    """Seed edges/s of the trainer's loader on Graph3 at ``plan.sampling_users`` (a child process)."""
+    from graphrec_dist.benchmarks.common import call_in_child
+    from graphrec_dist.benchmarks.datasets import ensure_bundle
+    from graphrec_dist.benchmarks.plan import bundle_dir
+
+    ensure_bundle(plan, plan.sampling_users)
+    args = {"bundle_dir": bundle_dir(plan, plan.sampling_users), "batch_size": 2048, "num_neighbors": [15, 10],
+            "neg_per_pos": 1, "workers": plan.sampling_workers, "batches": plan.sampling_batches,
+            "repeats": plan.repeats}
+    return call_in_child("graphrec_dist.benchmarks.sampling:measure_sampling", args, plan.out_dir,
+                         timeout_s=3 * 3600, tag=f"sampling-{plan.sampling_users}")

@@ -1,0 +1,43 @@
+"""Data-parallel scaling: the same short graphsage training under torchrun with 1 and 2 gloo
+processes on CPU; throughput is global seed edges per second of training time.
+
+torchrun gives each of N > 1 processes one OpenMP thread (OMP_NUM_THREADS=1), and one process
+keeps torch's default (all cores), so both runs use the whole machine; on 2 cores the figure is
+the cost of DDP (gradient all_reduce, per-rank sampling), not extra hardware.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from graphrec_dist.benchmarks.datasets import ensure_bundle
+from graphrec_dist.benchmarks.plan import BenchPlan, data_overrides
+from graphrec_dist.benchmarks.quality import MAIN_PRESET, epoch_seconds
+from graphrec_dist.benchmarks.runs import train_run
+
+THROUGHPUT_KEYS = ("edges_per_s", "seed_edges_per_s", "train_edges_per_s", "edges/s")
+
+
+def throughput(row: dict[str, Any]) -> float | None:
+    """Global seed edges/s that the trainer logged for an epoch."""
+    for key in THROUGHPUT_KEYS:
+        if row.get(key) is not None:
+            return float(row[key])
+    return None
+
+
+def run_section(plan: BenchPlan) -> dict[str, Any]:
+    users = plan.scaling_users
+    ensure_bundle(plan, users)
+    overrides = data_overrides(plan, users) + ["model.name=graphsage", "train.epochs=1",
+                                               f"train.max_steps={plan.scaling_steps}", "train.seed=0"]
+    rows = []
+    for nproc in (1, 2):
+        rec = train_run(plan.out_dir, f"scaling-{nproc}p-{users}", MAIN_PRESET, overrides,
+                        timeout_s=4 * 3600, salt=plan.invocation, torchrun_nproc=nproc)
+        last = rec["epochs"][-1] if rec["epochs"] else {}
+        rows.append({"processes": nproc, "command": rec["command"], "seed_edges_per_s": throughput(last),
+                     "epoch_s": epoch_seconds(last), "peak_rss_mb": rec["peak_rss_mb"], "wall_s": rec["wall_s"]})
+    base = rows[0]["seed_edges_per_s"]
+    for row in rows:
+        row["speedup"] = round(row["seed_edges_per_s"] / base, 3) if base and row["seed_edges_per_s"] else None
+    return {"users": users, "steps": plan.scaling_steps, "backend": "gloo", "device": "cpu", "rows": rows}

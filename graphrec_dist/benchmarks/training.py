@@ -1,0 +1,93 @@
+"""Training speed: the trainer's per-phase profile (sampling / forward / backward / optimizer) and
+the race between the trainer and the reference notebook's loop to a validation NDCG@10.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from graphrec_dist.benchmarks.common import call_in_child
+from graphrec_dist.benchmarks.datasets import ensure_bundle
+from graphrec_dist.benchmarks.plan import BenchPlan, data_overrides
+from graphrec_dist.benchmarks.quality import (MAIN_PRESET, common_overrides, epoch_seconds, model_run, preset_for,
+                                              val_value)
+from graphrec_dist.config import load_config
+
+PHASES = ("sampling", "forward", "backward", "optimizer")
+
+
+def profile_child(config_path: str, overrides: list[str], steps: int) -> dict[str, Any]:
+    """``graphrec_dist.train.profile_steps`` on the configured data, in this (child) process."""
+    from graphrec_dist.config import load_config
+    from graphrec_dist.train import profile_steps
+
+    cfg = load_config(config_path, overrides)
+    return dict(profile_steps(cfg, steps))
+
+
+def profile(plan: BenchPlan, users: int, steps: int, tag: str) -> dict[str, Any]:
+    """Per-phase seconds and seed edges/s of ``steps`` graphsage steps at ``users`` scale."""
+    ensure_bundle(plan, users)
+    overrides = data_overrides(plan, users) + ["model.name=graphsage", "run.progress=false"]
+    res = call_in_child("graphrec_dist.benchmarks.training:profile_child",
+                        {"config_path": preset, "overrides": overrides, "steps": steps},
+                        plan.out_dir, timeout_s=3 * 3600, tag=tag)
+    res["users"] = users
+    res["command"] = f"graphrec_dist.train.profile_steps({MAIN_PRESET} {' '.join(overrides)}, steps={steps})"
+    return res
+
+
+def first_reach(points: list[dict[str, Any]], target: float) -> dict[str, Any] | None:
+    """The first point of a curve whose val_ndcg@10 is at least ``target``."""
+    for p in points:
+        if p.get("val_ndcg@10") is not None and p["val_ndcg@10"] >= target:
+            return p
+    return None
+
+
+def trainer_curve(record: dict[str, Any], steps_per_epoch: int) -> list[dict[str, Any]]:
+    """(step, cumulative training seconds, val NDCG@10) after each epoch of a trainer run."""
+    out, elapsed = [], 0.0
+    for i, row in enumerate(record["epochs"]):
+        elapsed += epoch_seconds(row) or 0.0
+        epoch = row.get("epoch", i + 1)
+        steps = row.get("global_step") or row.get("step") or epoch * steps_per_epoch
+        out.append({"epoch": epoch, "step": steps, "train_s": round(elapsed, 3), "val_ndcg@10": val_value(row)})
+    return out
+
+
+def race(ref: list[dict[str, Any]], ours: list[dict[str, Any]]) -> dict[str, Any]:
+    """Who reaches 90% of the lower of the two best validation NDCG@10s first, in time and steps."""
+    best_ref = max((p["val_ndcg@10"] or 0.0) for p in ref)
+    best_ours = max((p["val_ndcg@10"] or 0.0) for p in ours)
+    target = 0.9 * min(best_ref, best_ours)
+    r, o = first_reach(ref, target), first_reach(ours, target)
+    return {
+        "target_val_ndcg@10": round(target, 5), "best_reference": best_ref, "best_trainer": best_ours,
+        "reference": r and {"train_s": r["train_s"], "step": r["step"]},
+        "trainer": o and {"train_s": o["train_s"], "step": o["step"]},
+        "time_ratio_reference_over_trainer": round(r["train_s"] / o["train_s"], 3) if r and o and o["train_s"] > 0 else None,
+    }
+
+
+def compare(plan: BenchPlan) -> dict[str, Any]:
+    """Trainer (graphsage on Graph3) vs the notebook's loop (user–book graph) on the same data."""
+    users = plan.compare_users
+    data = ensure_bundle(plan, users)
+    ours = model_run(plan, "graphsage", users)
+    preset, extra = preset_for("graphsage")
+    overrides = extra + common_overrides(plan, users)
+    batch = load_config(preset, overrides).train.batch_size
+    ours_curve = trainer_curve(ours, math.ceil(data["train_edges"] / batch))
+    budget = max(plan.compare_budget_s, ours_curve[-1]["train_s"] if ours_curve else 0.0)
+    ref = call_in_child("graphrec_dist.benchmarks.reference_loop:run_reference",
+                        {"config_path": preset, "overrides": overrides, "time_budget_s": budget,
+                         "max_steps": 10 ** 9, "eval_every_steps": plan.compare_eval_every},
+                        plan.out_dir, timeout_s=budget * 4 + 600, tag=f"reference-loop-{users}")
+    return {"users": users, "trainer": {"command": ours["command"], "curve": ours_curve},
+            "reference": ref, "race": race(ref["curve"], ours_curve)}
+
+
+def run_section(plan: BenchPlan) -> dict[str, Any]:
+    return {"profile": profile(plan, plan.profile_users, plan.profile_steps, f"profile-{plan.profile_users}"),
+            "compare": compare(plan)}
