@@ -90,5 +90,5 @@ def check_range(series: pd.Series, lo: float, hi: float, path: Path | str, col: 
     bad = (values < lo) | (values > hi)
     if bad.any():
         pos = int(np.flatnonzero(bad)[0])
-        raise DataError(f"{path}: column {col!r}, line {pos + 2}: value {values[pos]!r} outside "
+        raise DataError(f"{path}: column {col!r}, line {pos + 2}: value {values[pos].item()!r} outside "
                         f"the allowed range {lo}..{hi}")
