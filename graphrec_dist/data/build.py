@@ -14,7 +14,7 @@ import pandas as pd
 from graphrec_dist.config import DataConfig
 from graphrec_dist.data import graph3, interactions as inter
 from graphrec_dist.data.bundle import BOOK, RATES, SIMILAR, USER, edge_key, reverse_type
-from graphrec_dist.data.sources import check_range, find_file, read_table, to_int_column
+from graphrec_dist.data.sources import check_range, find_file, read_header, read_table, to_int_column
 from graphrec_dist.data.spec import InteractionsSpec, SourceSpec
 from graphrec_dist.errors import DataError
 
@@ -53,6 +53,25 @@ def input_files(raw_dir: str | Path, spec: SourceSpec) -> dict[str, Path]:
     return files
 
 
+def check_columns(files: dict[str, Path], spec: SourceSpec) -> None:
+    """Check every file has the columns the spec names, before any heavy work."""
+    wanted: dict[str, list[str]] = {"interactions": _interaction_columns(spec.interactions)}
+    if spec.extra_interactions is not None:
+        wanted["extra_interactions"] = _interaction_columns(spec.extra_interactions)
+    ispec = spec.items
+    wanted["items"] = [ispec.id] + [c for c in (ispec.title, ispec.authors, ispec.key) if c] + \
+        [c.column for c in ispec.columns.values()] + list(ispec.text) + ([ispec.bin.column] if ispec.bin else [])
+    if spec.item_tags is not None:
+        t = spec.item_tags
+        wanted["item_tags"] = [t.item, t.tag] + ([t.count] if t.count else [])
+    for name, cols in wanted.items():
+        read_header(files[name], cols)
+
+
+def _interaction_columns(ispec: InteractionsSpec) -> list[str]:
+    return [ispec.user, ispec.item] + [c for c in (ispec.rating, ispec.timestamp) if c]
+
+
 def _stem(name: str) -> str:
     for suffix in (".csv.gz", ".csv"):
         if name.endswith(suffix):
@@ -62,8 +81,7 @@ def _stem(name: str) -> str:
 
 def read_interactions(path: Path, ispec: InteractionsSpec) -> pd.DataFrame:
     """(user, item, rating) rows in file order, or in timestamp order (stable) when one is named."""
-    cols = [ispec.user, ispec.item] + [c for c in (ispec.rating, ispec.timestamp) if c]
-    frame = read_table(path, cols, int_columns=[ispec.user, ispec.item])
+    frame = read_table(path, _interaction_columns(ispec), int_columns=[ispec.user, ispec.item])
     if ispec.rating:
         rating = pd.to_numeric(frame[ispec.rating], errors="coerce")
         if rating.isna().any():
@@ -82,6 +100,7 @@ def read_interactions(path: Path, ispec: InteractionsSpec) -> pd.DataFrame:
 def build_arrays(raw_dir: str | Path, spec: SourceSpec, cfg: DataConfig) -> BuiltGraph:
     """Run the Graph3 recipe on the spec's files in ``raw_dir``."""
     files = input_files(raw_dir, spec)
+    check_columns(files, spec)
     main = read_interactions(files["interactions"], spec.interactions)
     extra = (read_interactions(files["extra_interactions"], spec.extra_interactions)
              if spec.extra_interactions is not None else main.iloc[:0])
@@ -154,12 +173,16 @@ def _add_side_relations(built: BuiltGraph, table: pd.DataFrame, spec: SourceSpec
     if spec.item_tags is not None:
         tspec = spec.item_tags
         cols = [tspec.item, tspec.tag] + ([tspec.count] if tspec.count else [])
-        tags = read_table(files["item_tags"], cols, int_columns=[tspec.item, tspec.tag])
+        tags = read_table(files["item_tags"], cols, int_columns=[tspec.item])
+        tag_ids = tags[tspec.tag]
+        numeric = pd.to_numeric(tag_ids, errors="coerce")
+        tag_ids = (numeric.astype(np.int64) if numeric.notna().all() and (numeric % 1 == 0).all()
+                   else tag_ids.fillna("").astype(str))
         counts = (pd.to_numeric(tags[tspec.count], errors="coerce").fillna(0).to_numpy()
                   if tspec.count else np.ones(len(tags)))
         key = table[ispec.key or ispec.id]
         keys = to_int_column(key, files["items"], ispec.key or ispec.id).to_numpy()
-        rel = graph3.tag_relation(keys, tags[tspec.item].to_numpy(), tags[tspec.tag].to_numpy(), counts,
+        rel = graph3.tag_relation(keys, tags[tspec.item].to_numpy(), tag_ids.to_numpy(), counts,
                                   cfg.tag_min_books, cfg.tag_top_per_book)
         _add(built, (BOOK, tspec.relation or f"has_{tspec.node_type}", tspec.node_type),
              rel.src, rel.dst, rel.weight, rel.vocab)

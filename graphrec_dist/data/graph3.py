@@ -33,12 +33,13 @@ def tag_relation(book_keys: np.ndarray, tag_book_keys: np.ndarray, tag_ids: np.n
     ``book_keys[i]`` is the key (goodreads_book_id) of book index i; the tag rows are
     (tag_book_keys, tag_ids, counts). Rows of unkept books go; counts <= 0 become 0; tags on fewer
     than ``min_books`` distinct books go; then each book keeps its top ``top_per_book`` by count
-    (ties broken by tag id). Weight log1p(count); vocabulary = sorted tag ids (as strings).
+    (ties broken by tag id). Weight log1p(count); vocabulary = sorted tag ids (as strings). Tag
+    ids may be integers or strings (bring-your-own-data tags by name).
     """
     key_to_book = pd.Series(np.arange(len(book_keys), dtype=np.int64), index=book_keys)
     book = key_to_book.reindex(tag_book_keys).to_numpy()
     keep = ~np.isnan(book)
-    frame = pd.DataFrame({"book": book[keep].astype(np.int64), "tag": tag_ids[keep].astype(np.int64),
+    frame = pd.DataFrame({"book": book[keep].astype(np.int64), "tag": tag_ids[keep],
                           "count": np.maximum(counts[keep].astype(np.float64), 0.0)})
     n_books = frame.groupby("tag")["book"].nunique()
     frame = frame[frame["tag"].isin(n_books.index[n_books >= min_books])]

@@ -41,6 +41,31 @@ def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
+def read_header(path: str | Path, columns: Iterable[str] = ()) -> list[str]:
+    """The file's column names; DataError if it is missing, empty, unreadable or lacks ``columns``."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"missing input file: {path}")
+    header = list(_read(path, nrows=0).columns)
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(repr(c) for c in missing)}; "
+                        f"found {', '.join(repr(c) for c in header)}")
+    return header
+
+
+def _read(path: Path, **kwargs) -> pd.DataFrame:
+    """pd.read_csv with every failure turned into a DataError naming the file."""
+    try:
+        return pd.read_csv(path, low_memory=False, **kwargs)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: file is empty (expected a header line with column names)") from None
+    except (EOFError, OSError, zlib.error, gzip.BadGzipFile) as exc:
+        raise DataError(f"{path}: cannot read the file (truncated or garbled gzip?): {exc}") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise DataError(f"{path}: cannot parse as CSV: {exc}") from None
+
+
 def read_table(path: str | Path, columns: Iterable[str], int_columns: Iterable[str] = (),
                dtype: dict | None = None) -> pd.DataFrame:
     """Read ``path`` and check it has ``columns``; ``int_columns`` must be whole numbers.
@@ -50,22 +75,8 @@ def read_table(path: str | Path, columns: Iterable[str], int_columns: Iterable[s
     """
     path = Path(path)
     columns = list(columns)
-    if not path.is_file():
-        raise DataError(f"missing input file: {path}")
-    try:
-        frame = pd.read_csv(path, dtype=dtype or {}, usecols=lambda c: c in columns, low_memory=False,
-                            keep_default_na=True)
-        header = list(pd.read_csv(path, nrows=0).columns)
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: file is empty (expected a header with columns {', '.join(columns)})") from None
-    except (EOFError, OSError, zlib.error, gzip.BadGzipFile) as exc:
-        raise DataError(f"{path}: cannot read the file (truncated or garbled gzip?): {exc}") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        raise DataError(f"{path}: cannot parse as CSV: {exc}") from None
-    missing = [c for c in columns if c not in header]
-    if missing:
-        raise DataError(f"{path}: missing column(s) {', '.join(repr(c) for c in missing)}; "
-                        f"found {', '.join(repr(c) for c in header)}")
+    read_header(path, columns)
+    frame = _read(path, dtype=dtype or {}, usecols=lambda c: c in columns)
     for col in int_columns:
         frame[col] = to_int_column(frame[col], path, col)
     return frame[columns]
