@@ -1,0 +1,253 @@
+"""GraphSAGE made heterogeneous with ``to_hetero``: ``graphsage`` (all of Graph3) and ``graphsage_ui``.
+
+Input: a learnable id embedding per node type. Each layer is a one-conv module converted by
+``torch_geometric.nn.to_hetero`` (one SAGEConv per edge type, relations merged by
+``model.hetero_aggr``); skip, normalisation, activation and dropout are applied per node type
+around it. The last layer keeps only edge types whose destination is ``user`` or ``book`` (and
+earlier layers only what reaches those), so no parameter is left without a gradient under DDP.
+
+Edge weights: SAGEConv has no ``edge_weight`` argument, so :class:`WeightedSAGEConv` scales each
+message by the edge weight renormalised to average 1 over the destination's neighbours present
+(sampled in training, all of them at inference). With mean aggregation that is exactly the
+weighted mean; with sum/max it rescales messages without changing their total weight.
+"""
+from __future__ import annotations
+
+from typing import ClassVar, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.nn import SAGEConv, to_hetero
+from torch_geometric.utils import scatter
+from torch_sparse import SparseTensor
+from torch_sparse import matmul as sparse_matmul
+
+from graphrec_dist.data.bundle import BOOK, USER, Bundle
+from graphrec_dist.distributed import DistContext
+from graphrec_dist.models.base import BPROutput, EmbeddingScorer, Recommender
+from graphrec_dist.sampling import training_graph
+
+EdgeType = tuple[str, str, str]
+
+
+def normalised_weight(edge_weight: Optional[Tensor], dst: Tensor, num_dst: int) -> Optional[Tensor]:
+    """Edge weights scaled to average 1 over each destination's in-edges (None stays None)."""
+    if edge_weight is None:
+        return None
+    w = edge_weight.to(torch.float32)
+    total = scatter(w, dst, 0, dim_size=num_dst, reduce="sum")
+    count = scatter(torch.ones_like(w), dst, 0, dim_size=num_dst, reduce="sum")
+    return w * count[dst] / total[dst].clamp_min(1e-12)
+
+
+class WeightedSAGEConv(SAGEConv):
+    """SAGEConv whose messages are scaled by (renormalised) edge weights.
+
+    Takes either ``edge_index`` + raw ``edge_weight`` (training subgraphs) or a SparseTensor
+    ``adj_t`` whose values are already renormalised (full-graph inference, no per-edge messages).
+    """
+
+    def forward(self, x, edge_index, edge_weight: Optional[Tensor] = None) -> Tensor:  # type: ignore[override]
+        if isinstance(x, Tensor):
+            x = (x, x)
+        if isinstance(edge_index, SparseTensor):
+            # propagate_type: (x: OptPairTensor, edge_weight: OptTensor)
+            out = self.propagate(edge_index, x=x, edge_weight=None)
+        else:
+            num_dst = x[1].size(0)
+            w = normalised_weight(edge_weight, edge_index[1], num_dst)
+            out = self.propagate(edge_index, x=x, edge_weight=w, size=(x[0].size(0), num_dst))
+        out = self.lin_l(out)
+        if self.root_weight:
+            out = out + self.lin_r(x[1])
+        return out
+
+    def message(self, x_j: Tensor, edge_weight: Optional[Tensor]) -> Tensor:  # type: ignore[override]
+        return x_j if edge_weight is None else x_j * edge_weight.view(-1, 1)
+
+    def message_and_aggregate(self, adj_t: SparseTensor, x) -> Tensor:  # type: ignore[override]
+        # SAGEConv drops the adjacency values here; keep them (they are the renormalised weights).
+        return sparse_matmul(adj_t, x[0], reduce=self.aggr)
+
+
+class _ConvLayer(nn.Module):
+    """One homogeneous SAGE conv, the unit that ``to_hetero`` copies per edge type."""
+
+    def __init__(self, in_dim: int, out_dim: int, aggr: str):
+        super().__init__()
+        self.conv = WeightedSAGEConv(in_dim, out_dim, aggr=aggr)
+
+    def forward(self, x: Tensor, edge_index, edge_weight: Optional[Tensor] = None) -> Tensor:
+        return self.conv(x, edge_index, edge_weight)
+
+
+def layer_edge_types(edge_types: list[EdgeType], num_layers: int,
+                     targets: tuple[str, ...] = (USER, BOOK)) -> list[list[EdgeType]]:
+    """Per layer, the edge types whose output can still reach ``targets`` at the last layer."""
+    needed = set(targets)
+    per_layer: list[list[EdgeType]] = []
+    for _ in range(num_layers):
+        keep = [et for et in edge_types if et[2] in needed]
+        per_layer.append(keep)
+        needed = needed | {et[0] for et in keep}
+    return per_layer[::-1]
+
+
+class HeteroSAGE(nn.Module):
+    """Embeddings -> L to_hetero SAGE layers -> user/book output embeddings."""
+
+    def __init__(self, num_nodes: dict[str, int], edge_types: list[EdgeType], cfg):
+        super().__init__()
+        m = cfg.model
+        self.layer_types = layer_edge_types(list(edge_types), m.num_layers)
+        used = sorted({t for ets in self.layer_types for et in ets for t in (et[0], et[2])} | {USER, BOOK})
+        self.emb = nn.ModuleDict({nt: nn.Embedding(num_nodes[nt], m.emb_dim) for nt in used})
+        for e in self.emb.values():
+            nn.init.normal_(e.weight, std=0.1)
+        self.dropout, self.skip = m.dropout, m.skip
+        self.layers = nn.ModuleList()
+        self.skips = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        for i, ets in enumerate(self.layer_types):
+            in_dim = m.emb_dim if i == 0 else m.hidden_dim
+            types = sorted({t for et in ets for t in (et[0], et[2])})
+            dsts = sorted({et[2] for et in ets})
+            self.layers.append(to_hetero(_ConvLayer(in_dim, m.hidden_dim, m.aggr), (types, ets), aggr=m.hetero_aggr))
+            proj = m.skip and in_dim != m.hidden_dim
+            self.skips.append(nn.ModuleDict({t: nn.Linear(in_dim, m.hidden_dim, bias=False) for t in dsts}
+                                            if proj else {}))
+            last = i == len(self.layer_types) - 1
+            self.norms.append(nn.ModuleDict({t: _norm(m.norm, m.hidden_dim) for t in dsts}
+                                            if m.norm != "none" and not last else {}))
+
+    def input_embeddings(self, n_id: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {nt: self.emb[nt](n_id[nt]) for nt in self.emb.keys() if nt in n_id}
+
+    def layer(self, i: int, x: dict[str, Tensor], edge_index: dict, edge_weight: dict) -> dict[str, Tensor]:
+        """Layer ``i`` on node features ``x``: conv, skip, then (not last) norm, ReLU, dropout."""
+        ets = self.layer_types[i]
+        ei = {et: edge_index[et] for et in ets}
+        ew = {et: edge_weight.get(et) for et in ets}
+        h = self.layers[i](x, ei, ew)
+        last = i == len(self.layer_types) - 1
+        out = {}
+        for nt, hv in h.items():
+            if hv is None:  # a node type that is only a source in this layer
+                continue
+            if self.skip:
+                hv = hv + (self.skips[i][nt](x[nt]) if nt in self.skips[i] else x[nt])
+            if not last:
+                if nt in self.norms[i]:
+                    hv = self.norms[i][nt](hv)
+                hv = F.dropout(F.relu(hv), p=self.dropout, training=self.training)
+            out[nt] = hv
+        return out
+
+    def forward(self, x: dict[str, Tensor], edge_index: dict, edge_weight: dict) -> dict[str, Tensor]:
+        for i in range(len(self.layers)):
+            x = self.layer(i, x, edge_index, edge_weight)
+        return x
+
+
+def _block(n: int, ctx: DistContext) -> slice:
+    """This rank's contiguous block of ``n`` rows (blocks of ceil(n / world_size))."""
+    per = -(-n // ctx.world_size)
+    return slice(min(n, ctx.rank * per), min(n, (ctx.rank + 1) * per))
+
+
+def gather_rows(block: Tensor, n: int, ctx: DistContext) -> Tensor:
+    """All-gather every rank's ``_block`` of rows back into the full [n, d] tensor."""
+    if not ctx.is_distributed:
+        return block
+    per = -(-n // ctx.world_size)
+    padded = block.new_zeros((per,) + tuple(block.shape[1:]))
+    padded[:block.size(0)] = block
+    parts = [torch.empty_like(padded) for _ in range(ctx.world_size)]
+    torch.distributed.all_gather(parts, padded.contiguous())
+    return torch.cat(parts)[:n]
+
+
+def rank_adjacency(graph, use_weight: bool, ctx: DistContext, device: torch.device) -> dict:
+    """Per edge type, a SparseTensor ``adj_t`` holding only the in-edges of this rank's block of
+    destination rows (full shape), with weights renormalised over each node's full neighbourhood."""
+    adj = {}
+    for et in graph.edge_types:
+        src, dst = graph[et].edge_index.to(device)
+        num_src, num_dst = int(graph[et[0]].num_nodes), int(graph[et[2]].num_nodes)
+        w = graph[et].get("edge_weight") if use_weight else None
+        w = normalised_weight(w.to(device), dst, num_dst) if w is not None else None
+        rows = _block(num_dst, ctx)
+        keep = (dst >= rows.start) & (dst < rows.stop)
+        adj[et] = SparseTensor(row=dst[keep], col=src[keep], value=None if w is None else w[keep],
+                               sparse_sizes=(num_dst, num_src))
+    return adj
+
+
+def _norm(kind: str, dim: int) -> nn.Module:
+    return nn.LayerNorm(dim) if kind == "layer" else nn.BatchNorm1d(dim)
+
+
+class GraphSAGERecommender(Recommender):
+    """BPR on LinkNeighborLoader triplet subgraphs; score = dot(user, book) GNN outputs."""
+
+    kind: ClassVar[str] = "sampled"
+
+    def __init__(self, bundle: Bundle, cfg, user_book_only: bool):
+        super().__init__()
+        self.user_book_only = user_book_only
+        self.use_edge_weight = cfg.model.edge_weight
+        graph = training_graph(bundle, user_book_only)
+        num_nodes = {nt: int(graph[nt].num_nodes) for nt in graph.node_types}
+        self.encoder = HeteroSAGE(num_nodes, list(graph.edge_types), cfg)
+
+    def encode_batch(self, batch) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """(input embeddings, output embeddings) of every node in a sampled HeteroData batch."""
+        x = self.encoder.input_embeddings(batch.n_id_dict)
+        weights = batch.collect("edge_weight") if self.use_edge_weight else {}
+        return x, self.encoder(x, batch.edge_index_dict, weights)
+
+    def bpr_forward(self, batch) -> BPROutput:
+        x, h = self.encode_batch(batch)
+        src = batch[USER].src_index
+        pos = batch[BOOK].dst_pos_index
+        neg = batch[BOOK].dst_neg_index.view(len(src), -1)
+        hu = h[USER][src]
+        pos_score = (hu * h[BOOK][pos]).sum(-1)
+        neg_score = (hu.unsqueeze(1) * h[BOOK][neg]).sum(-1)
+        reg = (x[USER][src].pow(2).sum() + x[BOOK][pos].pow(2).sum() + x[BOOK][neg].pow(2).sum()) / len(src)
+        return BPROutput(pos_score, neg_score, reg)
+
+    def forward(self, batch) -> BPROutput:
+        return self.bpr_forward(batch)
+
+    @torch.no_grad()
+    def embed_all(self, bundle: Bundle, ctx: DistContext) -> dict[str, Tensor]:
+        """GNN output for every user and book: full-neighbourhood layer-wise inference.
+
+        Each layer runs full-batch over a sparse adjacency (no per-edge messages are
+        materialised, so memory is O(nodes x dim + edges)); every rank computes a contiguous
+        block of each node type's rows and the blocks are all-gathered before the next layer.
+        """
+        was_training = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        graph = training_graph(bundle, self.user_book_only)
+        adj = rank_adjacency(graph, self.use_edge_weight, ctx, device)
+        x = {nt: e.weight for nt, e in self.encoder.emb.items()}
+        for i in range(len(self.encoder.layers)):
+            h = self.encoder.layer(i, x, adj, {})
+            x = {nt: gather_rows(hv[_block(hv.size(0), ctx)], hv.size(0), ctx) for nt, hv in h.items()}
+        out = x
+        self.train(was_training)
+        return out
+
+    @torch.no_grad()
+    def scorer(self, bundle: Bundle, ctx, eval_cfg) -> EmbeddingScorer:
+        out = self.embed_all(bundle, ctx)
+        return EmbeddingScorer(out[USER], out[BOOK])
+
+
+def build(cfg, bundle: Bundle) -> GraphSAGERecommender:
+    """Registry entry: ``graphsage`` (all of Graph3) or ``graphsage_ui`` (user-book only)."""
+    return GraphSAGERecommender(bundle, cfg, user_book_only=cfg.model.name == "graphsage_ui")

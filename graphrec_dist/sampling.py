@@ -1,0 +1,147 @@
+"""Training batches: per-rank shards of the seed edges, LinkNeighborLoader subgraphs, triplet batches.
+
+Every rank takes the same shared per-epoch permutation of the training edges (seeded by
+``train.seed`` and the epoch only) and keeps its own contiguous block of it; the blocks have equal
+length (the remainder is dropped), so every rank runs the same number of batches and no collective
+waits on a rank that has run out. Randomness *inside* a batch (neighbour sampling, negatives) is
+seeded by ``(seed, rank, epoch)`` so ranks draw different subgraphs.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+from torch_geometric.data import HeteroData
+from torch_geometric.loader import LinkNeighborLoader
+from torch_geometric.sampler import NegativeSampling
+
+from graphrec_dist.data.bundle import RATES, REV_RATES, Bundle
+from graphrec_dist.models.base import TripletBatch
+
+# Mixed into seeds so that (seed, rank, epoch, step) tuples never collide in practice.
+_RANK_STRIDE = 1_000_003
+_EPOCH_STRIDE = 10_007
+
+
+def sampling_seed(seed: int, rank: int, epoch: int, step: int = 0) -> int:
+    """The seed of a rank's randomness in one epoch (and, for triplet batches, one step)."""
+    return (seed * 7919 + rank * _RANK_STRIDE + epoch * _EPOCH_STRIDE + step * 31) % (2 ** 63 - 1)
+
+
+def shard_edges(num_edges: int, epoch: int, seed: int, rank: int, world_size: int,
+                cap: Optional[int] = None) -> torch.Tensor:
+    """This rank's edge ids for ``epoch``: a block of a permutation shared by all ranks.
+
+    ``cap`` (``train.edges_per_epoch``) limits the edges used by all ranks together. Each rank
+    gets ``min(num_edges, cap) // world_size`` ids; the remainder is dropped.
+    """
+    gen = torch.Generator().manual_seed(seed * 1_000_033 + epoch)
+    perm = torch.randperm(num_edges, generator=gen)
+    total = num_edges if cap is None else min(cap, num_edges)
+    per_rank = total // world_size
+    if per_rank == 0:
+        raise ValueError(f"{total} seed edges cannot be split over {world_size} ranks")
+    return perm[rank * per_rank:(rank + 1) * per_rank]
+
+
+def steps_per_epoch(num_edges: int, batch_size: int, world_size: int, cap: Optional[int] = None) -> int:
+    """Batches each rank runs per epoch (the last one may be short; the same on every rank)."""
+    total = num_edges if cap is None else min(cap, num_edges)
+    return math.ceil((total // world_size) / batch_size)
+
+
+def training_graph(bundle: Bundle, user_book_only: bool = False) -> HeteroData:
+    """The message-passing graph: all of Graph3, or only user->book and its reverse."""
+    if user_book_only:
+        return bundle.graph.edge_type_subgraph([RATES, REV_RATES])
+    return bundle.graph
+
+
+def make_link_loader(bundle: Bundle, batch_size: int, num_neighbors: list[int], neg_per_pos: int = 1,
+                     num_workers: int = 0, seed: int = 0, edge_ids: Optional[torch.Tensor] = None,
+                     graph: Optional[HeteroData] = None) -> LinkNeighborLoader:
+    """A LinkNeighborLoader over training (user, book) edges with triplet negatives.
+
+    Each batch holds the subgraph around every seed user, positive and negative book, with
+    ``user.src_index``, ``book.dst_pos_index`` and ``book.dst_neg_index`` ([B, neg_per_pos])
+    pointing into it. Batches follow ``edge_ids`` in order (the caller shuffles by sharding);
+    ``seed`` seeds the DataLoader's own generator (its workers' seeds).
+    """
+    graph = bundle.graph if graph is None else graph
+    pairs = bundle.train if edge_ids is None else bundle.train[edge_ids]
+    return LinkNeighborLoader(
+        graph,
+        num_neighbors={et: list(num_neighbors) for et in graph.edge_types},
+        edge_label_index=(RATES, pairs.T.contiguous()),
+        neg_sampling=NegativeSampling("triplet", amount=neg_per_pos),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        persistent_workers=False,
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+class NegativeSampler:
+    """Uniform random books, redrawn (a few rounds) where they hit the user's training books.
+
+    After ``rounds`` redraws a few collisions may remain (possible only for users who rated almost
+    every book); they are kept rather than looping forever.
+    """
+
+    def __init__(self, bundle: Bundle, rounds: int = 5):
+        self.num_books = bundle.num_books
+        self.rounds = rounds
+        keys = bundle.train[:, 0].numpy().astype(np.int64) * self.num_books + bundle.train[:, 1].numpy()
+        self._keys = np.unique(keys)
+
+    def is_positive(self, users: torch.Tensor, books: torch.Tensor) -> torch.Tensor:
+        keys = users.numpy().astype(np.int64) * self.num_books + books.numpy()
+        pos = np.searchsorted(self._keys, keys)
+        pos = np.minimum(pos, len(self._keys) - 1)
+        return torch.from_numpy(self._keys[pos] == keys)
+
+    def sample(self, users: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
+        """int64 [len(users), k] negatives for ``users``."""
+        rep = users.repeat_interleave(k)
+        neg = torch.randint(self.num_books, (len(rep),), generator=gen)
+        for _ in range(self.rounds):
+            bad = self.is_positive(rep, neg)
+            if not bool(bad.any()):
+                break
+            neg[bad] = torch.randint(self.num_books, (int(bad.sum()),), generator=gen)
+        return neg.view(len(users), k)
+
+
+class TripletLoader:
+    """(user, positive, negatives) index batches for ``triplet`` models, one rank's shard.
+
+    Negatives are uniform over all books, excluding the user's training books. Each step's
+    negatives come from a generator seeded by (seed, rank, epoch, step), so a resumed run can
+    start mid-epoch and draw exactly what an uninterrupted one would have.
+    """
+
+    def __init__(self, bundle: Bundle, batch_size: int, neg_per_pos: int, seed: int, rank: int,
+                 world_size: int, edges_per_epoch: Optional[int] = None):
+        self.bundle = bundle
+        self.batch_size = batch_size
+        self.neg_per_pos = neg_per_pos
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.cap = edges_per_epoch
+        self.negatives = NegativeSampler(bundle)
+
+    def __len__(self) -> int:
+        return steps_per_epoch(len(self.bundle.train), self.batch_size, self.world_size, self.cap)
+
+    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[TripletBatch]:
+        """Batches ``start_step..`` of ``epoch`` for this rank."""
+        ids = shard_edges(len(self.bundle.train), epoch, self.seed, self.rank, self.world_size, self.cap)
+        for step in range(start_step, len(self)):
+            rows = self.bundle.train[ids[step * self.batch_size:(step + 1) * self.batch_size]]
+            gen = torch.Generator().manual_seed(sampling_seed(self.seed, self.rank, epoch, step + 1))
+            users = rows[:, 0].contiguous()
+            yield TripletBatch(users, rows[:, 1].contiguous(), self.negatives.sample(users, self.neg_per_pos, gen))

@@ -1,0 +1,409 @@
+"""The trainer: one loop for every model kind, one process or DDP under torchrun, and ``main(argv)``.
+
+``run_training(cfg, ctx, hooks)`` is launcher-agnostic: ``main`` (one process or torchrun) and the
+Ray launcher (``graphrec_dist.launch_ray``) both call it with a ready :class:`DistContext`. Rank 0
+alone writes files and logs; every rank runs the same number of steps (see ``sampling``).
+
+Usage: ``graphrec-dist train CONFIG [key=value ...]`` or
+``torchrun --nproc_per_node=N -m graphrec_dist.train CONFIG [key=value ...]``.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from graphrec_dist import checkpoint as ckpt
+from graphrec_dist.config import Config, load_config
+from graphrec_dist.distributed import (DistContext, all_reduce_sum, barrier, broadcast_object, cleanup,
+                                       init_distributed)
+from graphrec_dist.errors import DataError
+from graphrec_dist.io_utils import write_json_atomic, write_text_atomic
+from graphrec_dist.logging_utils import get_logger, progress, setup_logging
+from graphrec_dist.losses import bpr_loss
+from graphrec_dist.models import build_model
+from graphrec_dist.models.base import Recommender
+from graphrec_dist.sampling import (TripletLoader, make_link_loader, sampling_seed, shard_edges, steps_per_epoch,
+                                    training_graph)
+
+log = get_logger("train")
+CURVES = "training_curves.png"
+
+
+@dataclass
+class TrainHooks:
+    """Seams for launchers. ``resume_from`` returns a checkpoint file to resume from (or None);
+    ``on_epoch_end(row, checkpoint)`` runs on every rank after each epoch (checkpoint: rank 0's
+    last.pt path, None elsewhere), e.g. to ``ray.train.report`` metrics and the checkpoint."""
+
+    resume_from: Optional[Callable[[], Optional[Path]]] = None
+    on_epoch_end: Optional[Callable[[dict[str, Any], Optional[Path]], None]] = None
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    test_metrics: dict[str, float]
+    best_val: Optional[dict[str, float]]
+    best_epoch: int
+    history: list[dict[str, Any]]
+    global_step: int
+    stopped_early: bool
+    model: Optional[Recommender] = field(default=None, repr=False)
+
+
+@dataclass
+class TrainState:
+    """The trainer's bookkeeping; saved in every checkpoint."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    best_metric: float = float("-inf")
+    best_epoch: int = -1
+    best_val: Optional[dict[str, float]] = None
+    bad_evals: int = 0
+    stopped_early: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+    epoch_loss_sum: float = 0.0
+    epoch_count: int = 0
+    epoch_time_s: float = 0.0
+
+
+class _BPRModule(torch.nn.Module):
+    """``forward = model.bpr_forward`` so DDP's hooks see the training computation."""
+
+    def __init__(self, model: Recommender):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch):
+        out = self.model.bpr_forward(batch)
+        return out.pos, out.neg, out.reg
+
+
+def load_data(cfg: Config, ctx: DistContext):
+    """Rank 0 builds or validates the bundle; then every other rank loads it (after a barrier)."""
+    from graphrec_dist.data.prepare import prepare_bundle
+    from graphrec_dist.data.store import load_bundle
+
+    bundle, message = None, None
+    if ctx.is_main:
+        try:
+            bundle = prepare_bundle(cfg.data)
+        except Exception as exc:  # told to the other ranks so they stop instead of hanging
+            message = f"{type(exc).__name__}: {exc}"
+            if not ctx.is_distributed:
+                raise
+    path, message = broadcast_object((str(bundle.path) if bundle else None, message), ctx)
+    if message is not None:
+        if ctx.is_main:
+            raise DataError(message)
+        raise DataError(f"rank 0 could not prepare the data: {message}")
+    return bundle if ctx.is_main else load_bundle(path)
+
+
+def metric_key(cfg: Config) -> str:
+    """Early stopping watches NDCG@10 (or NDCG at the first K when 10 is not evaluated)."""
+    return "ndcg@10" if 10 in cfg.eval.ks else f"ndcg@{cfg.eval.ks[0]}"
+
+
+def evaluate_model(model: Recommender, bundle, split: str, cfg: Config, ctx: DistContext) -> dict[str, float]:
+    from graphrec_dist.evaluate import evaluate_scorer
+
+    model.eval()
+    scorer = model.scorer(bundle, ctx, cfg.eval)
+    return evaluate_scorer(scorer, bundle, split, cfg.eval, ctx)
+
+
+class Trainer:
+    """Gradient training of a ``sampled`` or ``triplet`` model; see :func:`run_training`."""
+
+    def __init__(self, cfg: Config, ctx: DistContext, model: Recommender, bundle, hooks: TrainHooks):
+        self.cfg, self.ctx, self.model, self.bundle, self.hooks = cfg, ctx, model, bundle, hooks
+        self.out_dir = Path(cfg.run.out_dir)
+        tc = cfg.train
+        self.steps = steps_per_epoch(len(bundle.train), tc.batch_size, ctx.world_size, tc.edges_per_epoch)
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+        self.scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=tc.epochs * self.steps)
+                          if tc.lr_schedule == "cosine" else None)
+        self.state = TrainState()
+        self.best_model: Optional[dict[str, Any]] = None
+        self._rng_after_step: Optional[dict[str, Any]] = None
+        if model.kind == "sampled":
+            self.graph = training_graph(bundle, getattr(model, "user_book_only", False))
+        else:
+            self.triplets = TripletLoader(bundle, tc.batch_size, tc.neg_per_pos, tc.seed, ctx.rank,
+                                          ctx.world_size, tc.edges_per_epoch)
+        self.amp = tc.amp and ctx.device.type == "cuda"
+
+    # -- batches ---------------------------------------------------------------------------
+    def batches(self, epoch: int, start: int) -> Iterable:
+        """This rank's batches ``start..`` of ``epoch``; sampling RNG seeded per (seed, rank, epoch)."""
+        tc = self.cfg.train
+        if self.model.kind == "triplet":
+            return self.triplets.epoch(epoch, start)
+        if start == 0:
+            torch.manual_seed(sampling_seed(tc.seed, self.ctx.rank, epoch))
+        ids = shard_edges(len(self.bundle.train), epoch, tc.seed, self.ctx.rank, self.ctx.world_size,
+                          tc.edges_per_epoch)[start * tc.batch_size:]
+        return make_link_loader(self.bundle, tc.batch_size, tc.num_neighbors, tc.neg_per_pos, tc.num_workers,
+                                seed=sampling_seed(tc.seed, self.ctx.rank, epoch), edge_ids=ids, graph=self.graph)
+
+    def _warmup_batch(self):
+        """A small first batch, drawn without touching the RNG streams that training uses."""
+        tc = self.cfg.train
+        rng = ckpt.rng_state()
+        if self.model.kind == "triplet":
+            batch = next(iter(self.triplets.epoch(0)))
+        else:
+            ids = torch.arange(min(64, len(self.bundle.train)))
+            batch = next(iter(make_link_loader(self.bundle, len(ids), tc.num_neighbors, tc.neg_per_pos, 0,
+                                               edge_ids=ids, graph=self.graph)))
+        ckpt.set_rng_state(rng)
+        return batch
+
+    def wrap(self) -> torch.nn.Module:
+        """One forward first (materialises any lazy parameters), then DDP when distributed."""
+        module = _BPRModule(self.model)
+        self.model.eval()
+        with torch.no_grad():
+            module(self._warmup_batch().to(self.ctx.device))
+        self.model.train()
+        if not self.ctx.is_distributed:
+            return module
+        ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
+        return DistributedDataParallel(module, device_ids=ids)
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def save(self, name: str) -> Optional[Path]:
+        """Gather every rank's RNG state, then rank 0 writes ``name`` atomically; all ranks wait."""
+        rng = self._rng_after_step or ckpt.rng_state()
+        states = [rng]
+        if self.ctx.is_distributed:
+            states = [None] * self.ctx.world_size
+            torch.distributed.all_gather_object(states, rng)
+        path = None
+        if self.ctx.is_main:
+            path = ckpt.save_checkpoint(self.out_dir / name, {
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+                "trainer": asdict(self.state), "rng": states, "config": self.cfg.to_dict(),
+                "world_size": self.ctx.world_size})
+        barrier(self.ctx)
+        return path
+
+    def restore(self, path: Path) -> None:
+        state = ckpt.load_checkpoint(path, map_location=self.ctx.device)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler and state.get("scheduler"):
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.state = TrainState(**state["trainer"])
+        if self.state.step_in_epoch > 0 and state.get("world_size") == self.ctx.world_size:
+            ckpt.set_rng_state(state["rng"][self.ctx.rank])
+        best = path.parent / ckpt.BEST
+        if best.is_file():
+            self.best_model = ckpt.load_checkpoint(best, map_location=self.ctx.device)["model"]
+        log.info("resumed from %s at epoch %d step %d", path, self.state.epoch, self.state.step_in_epoch)
+
+    # -- the loop --------------------------------------------------------------------------
+    def fit(self) -> TrainState:
+        tc = self.cfg.train
+        resume = self.hooks.resume_from() if self.hooks.resume_from else ckpt.resume_path(self.out_dir, tc.resume)
+        if resume is not None:
+            self.restore(Path(resume))
+        module = self.wrap()
+        while self.state.epoch < tc.epochs and not self.state.stopped_early and not self._out_of_steps():
+            self.train_epoch(module, self.state.epoch)
+            row = self.end_epoch()
+            path = self.save(ckpt.LAST)
+            if self.hooks.on_epoch_end:
+                self.hooks.on_epoch_end(row, path)
+        return self.state
+
+    def _out_of_steps(self) -> bool:
+        return self.cfg.train.max_steps is not None and self.state.global_step >= self.cfg.train.max_steps
+
+    def train_epoch(self, module: torch.nn.Module, epoch: int) -> None:
+        st, tc = self.state, self.cfg.train
+        start = time.perf_counter()
+        self.model.train()
+        bar = progress(self.batches(epoch, st.step_in_epoch), self.ctx.is_main and self.cfg.run.progress,
+                       total=self.steps - st.step_in_epoch, desc=f"epoch {epoch}")
+        for batch in bar:
+            loss, n = self.step(module, batch.to(self.ctx.device))
+            st.epoch_loss_sum += loss * n
+            st.epoch_count += n
+            st.step_in_epoch += 1
+            st.global_step += 1
+            if tc.checkpoint_every and st.global_step % tc.checkpoint_every == 0 and st.step_in_epoch < self.steps:
+                st.epoch_time_s += time.perf_counter() - start
+                start = time.perf_counter()
+                self._rng_after_step = ckpt.rng_state()
+                self.save(ckpt.LAST)
+                self._rng_after_step = None
+            if tc.fail_after_step is not None and st.global_step == tc.fail_after_step:
+                raise RuntimeError(f"train.fail_after_step={tc.fail_after_step}: simulated failure")
+            if self._out_of_steps():
+                break
+        st.epoch_time_s += time.perf_counter() - start
+
+    def step(self, module: torch.nn.Module, batch) -> tuple[float, int]:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+            pos, neg, reg = module(batch)
+            loss = bpr_loss(pos.float(), neg.float()) + self.cfg.train.l2 * reg.float()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        if self.scheduler:
+            self.scheduler.step()
+        return float(loss.detach()), int(pos.shape[0])
+
+    def end_epoch(self) -> dict[str, Any]:
+        """Reduce the epoch's loss, validate when due, keep the best model, log one row."""
+        st, cfg = self.state, self.cfg
+        sums = all_reduce_sum(torch.tensor([st.epoch_loss_sum, float(st.epoch_count)], dtype=torch.float64), self.ctx)
+        time_s = float(all_reduce_max_scalar(st.epoch_time_s, self.ctx))
+        row: dict[str, Any] = {"epoch": st.epoch, "step": st.global_step, "loss": float(sums[0] / max(sums[1], 1)),
+                               "seed_edges": int(sums[1]), "epoch_time_s": round(time_s, 3),
+                               "edges_per_s": round(float(sums[1]) / time_s, 1) if time_s > 0 else None,
+                               "lr": self.optimizer.param_groups[0]["lr"]}
+        last = st.epoch + 1 >= cfg.train.epochs or self._out_of_steps()
+        if (st.epoch + 1) % cfg.eval.every == 0 or last:
+            val = evaluate_model(self.model, self.bundle, "val", cfg, self.ctx)
+            row.update({f"val_{k}": v for k, v in val.items()})
+            self.track_best(val)
+        row["best_epoch"] = st.best_epoch
+        st.history.append(row)
+        st.epoch += 1
+        st.step_in_epoch, st.epoch_loss_sum, st.epoch_count, st.epoch_time_s = 0, 0.0, 0, 0.0
+        if self.ctx.is_main:
+            write_text_atomic(self.out_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in st.history))
+            log.info("epoch %d: %s", row["epoch"], _short(row, metric_key(cfg)))
+        return row
+
+    def track_best(self, val: dict[str, float]) -> None:
+        st = self.state
+        score = val[metric_key(self.cfg)]
+        if score > st.best_metric:
+            st.best_metric, st.best_epoch, st.best_val, st.bad_evals = score, st.epoch, val, 0
+            self.best_model = copy.deepcopy(self.model.state_dict())
+            self.save(ckpt.BEST)
+        else:
+            st.bad_evals += 1
+            if st.bad_evals >= self.cfg.train.patience:
+                st.stopped_early = True
+                log.info("early stopping: no %s gain in %d evaluations", metric_key(self.cfg), st.bad_evals)
+
+
+def all_reduce_max_scalar(value: float, ctx: DistContext) -> float:
+    from graphrec_dist.distributed import all_reduce_max
+
+    return float(all_reduce_max(torch.tensor([value], dtype=torch.float64), ctx)[0])
+
+
+def _short(row: dict[str, Any], key: str) -> str:
+    shown = {k: row[k] for k in ("loss", f"val_{key}", "epoch_time_s", "edges_per_s") if k in row}
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
+
+
+def run_training(cfg: Config, ctx: DistContext, hooks: Optional[TrainHooks] = None) -> TrainResult:
+    """Train ``cfg.model.name`` on ``cfg.data``, validate, keep the best, test it, write the outputs."""
+    hooks = hooks or TrainHooks()
+    out_dir = Path(cfg.run.out_dir)
+    bundle = load_data(cfg, ctx)
+    if ctx.is_main:
+        write_text_atomic(out_dir / "config.yaml", cfg.to_yaml())
+    torch.manual_seed(cfg.train.seed)  # the same initial model on every rank
+    model = build_model(cfg, bundle).to(ctx.device)
+    if model.kind == "closed_form":
+        state = fit_closed_form(cfg, ctx, model, bundle, hooks)
+    else:
+        trainer = Trainer(cfg, ctx, model, bundle, hooks)
+        state = trainer.fit()
+        if trainer.best_model is not None:
+            model.load_state_dict(trainer.best_model)
+    test = evaluate_model(model, bundle, "test", cfg, ctx)
+    result = TrainResult(out_dir, test, state.best_val, state.best_epoch, state.history, state.global_step,
+                         state.stopped_early, model)
+    if ctx.is_main:
+        finish_run(cfg, result, bundle, ctx)
+    barrier(ctx)
+    return result
+
+
+def fit_closed_form(cfg: Config, ctx: DistContext, model: Recommender, bundle, hooks: TrainHooks) -> TrainState:
+    """Closed-form models: fit once (every rank), validate, save as both best and last."""
+    start = time.perf_counter()
+    model.fit(bundle, ctx)
+    val = evaluate_model(model, bundle, "val", cfg, ctx)
+    row = {"epoch": 0, "step": 0, "fit_time_s": round(time.perf_counter() - start, 3),
+           **{f"val_{k}": v for k, v in val.items()}, "best_epoch": 0}
+    state = TrainState(epoch=1, best_metric=val[metric_key(cfg)], best_epoch=0, best_val=val, history=[row])
+    path = None
+    if ctx.is_main:
+        blob = {"model": model.state_dict(), "trainer": asdict(state), "config": cfg.to_dict()}
+        for name in (ckpt.BEST, ckpt.LAST):
+            path = ckpt.save_checkpoint(Path(cfg.run.out_dir) / name, blob)
+        write_text_atomic(Path(cfg.run.out_dir) / "metrics.jsonl", json.dumps(row) + "\n")
+    barrier(ctx)
+    if hooks.on_epoch_end:
+        hooks.on_epoch_end(row, path)
+    return state
+
+
+def finish_run(cfg: Config, result: TrainResult, bundle, ctx: DistContext) -> None:
+    """Rank 0: test_metrics.json, the curves PNG, and the closing summary on stdout."""
+    from graphrec_dist.plots import plot_training_curves
+
+    out = result.out_dir
+    write_json_atomic(out / "test_metrics.json", {**result.test_metrics, "model": cfg.model.name,
+                                                  "best_epoch": result.best_epoch, "split": "test"})
+    plot_training_curves(result.history, out / CURVES, title=f"{cfg.model.name} on {cfg.data.bundle_dir}",
+                         metric=f"val_{metric_key(cfg)}")
+    shown = "  ".join(f"{k}={v:.4f}" for k, v in result.test_metrics.items() if "@" in k or k == "mrr")
+    print(f"\n{cfg.model.name}: full-ranking test metrics ({int(result.test_metrics.get('num_users', 0))} users, "
+          f"best epoch {result.best_epoch}):\n  {shown}")
+    print(f"artifacts in {out}/: config.yaml metrics.jsonl best.pt last.pt test_metrics.json {CURVES}")
+    sys.stdout.flush()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="graphrec-dist train", description=__doc__.split("\n")[0])
+    parser.add_argument("config", help="YAML preset, e.g. configs/demo.yaml")
+    parser.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.epochs=3")
+    parser.add_argument("--launcher", choices=["local", "torchrun", "ray"], default=None,
+                        help="overrides dist.launcher (ray: start Ray Train workers)")
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> TrainResult:
+    """``graphrec-dist train`` / ``python -m graphrec_dist.train`` (also under torchrun)."""
+    args = build_parser().parse_args(argv)
+    overrides = list(args.overrides) + ([f"dist.launcher={args.launcher}"] if args.launcher else [])
+    cfg = load_config(args.config, overrides)
+    if cfg.dist.launcher == "ray":
+        from graphrec_dist import launch_ray  # written by the Ray launcher; it calls run_training per worker
+
+        return launch_ray.launch(cfg)
+    ctx = init_distributed(cfg.dist.backend, cfg.dist.device)
+    setup_logging(ctx.rank, cfg.run.log_level)
+    try:
+        return run_training(cfg, ctx)
+    finally:
+        cleanup(ctx)
+
+
+if __name__ == "__main__":
+    from graphrec_dist.cli import run_command
+
+    sys.exit(run_command("train", sys.argv[1:]))
