@@ -118,14 +118,34 @@ def full_ranks(scores: torch.Tensor, row_local: np.ndarray, targets: np.ndarray,
     tgt = torch.as_tensor(targets, device=dev).unsqueeze(1)
     t = rows.gather(1, tgt)
     # Rank = others not strictly below the target; "not below" also catches NaN scores.
-    below = torch.count_nonzero(rows < t, dim=1)
+    below = count_below(rows, t)
     rank = rows.shape[1] - 1 - below
     keep = mask_col != targets[mask_row]  # the target itself is never masked out
     mr = torch.as_tensor(mask_row[keep], device=dev)
-    mc = torch.as_tensor(mask_col[keep], device=dev)
-    counted = ~(rows[mr, mc] < t[mr, 0])
+    flat = torch.as_tensor(mask_row[keep] * rows.shape[1] + mask_col[keep], device=dev)
+    # Masked items were counted as "not below" above when they are; take those back out.
+    counted = ~(rows.reshape(-1).index_select(0, flat) < t.reshape(-1).index_select(0, mr))
     rank -= torch.bincount(mr[counted], minlength=rows.shape[0])
     return rank.cpu()
+
+
+def count_below(scores: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """int64 [n]: how many entries of each row of ``scores`` [n, m] are strictly below ``t`` [n, 1].
+
+    Summing a bool matrix is ~6x slower in PyTorch than the comparison itself (no vectorised bool
+    reduction), which would make counting cost more than the matrix multiply. So the 0/1 bytes are
+    summed eight at a time as int64 words: adding at most 255 words keeps each byte lane below 256
+    (no carry between lanes), and the lanes' bytes are added at the end.
+    """
+    n, m = scores.shape
+    words = -(-m // 8)
+    per_lane = -(-words // 255)  # words left in each row after summing groups of <= 255
+    groups = -(-words // per_lane)
+    width = groups * per_lane * 8
+    below = torch.zeros(n, width, dtype=torch.bool, device=scores.device)
+    torch.lt(scores, t, out=below[:, :m])
+    lanes = below.view(torch.int64).view(n, groups, per_lane).sum(dim=1)
+    return lanes.view(torch.uint8).view(n, per_lane, 8).sum(dim=(1, 2), dtype=torch.int64)
 
 
 def _is_identity(row_local: np.ndarray, n: int) -> bool:
@@ -187,13 +207,19 @@ def _full_part(scorer: Scorer, hold: Holdout, masks: Masks, cfg: EvalConfig, ctx
     for c0 in range(lo, hi, cfg.user_chunk):
         c1 = min(c0 + cfg.user_chunk, hi)
         rows, row_local = _row_owners(hold, c0, c1)
-        mask_row, mask_col = masks.pairs(hold.users[c0:c1][row_local])
-        with torch.no_grad():
-            scores = scorer.scores(torch.as_tensor(hold.users[c0:c1]))
-            ranks = full_ranks(scores, row_local, hold.items[rows], mask_row, mask_col)
+        ranks = _rank_chunk(scorer, hold.users[c0:c1], row_local, hold.items[rows], masks)
         all_ranks[rows] = ranks
         values.append(metrics.per_user_values(ranks, torch.as_tensor(row_local), c1 - c0, cfg.ks))
     return _part(metrics.metric_names(cfg.ks), values, hi - lo, all_ranks, len(cfg.ks))
+
+
+def _rank_chunk(scorer: Scorer, users: np.ndarray, row_local: np.ndarray, targets: np.ndarray,
+                masks: Masks) -> torch.Tensor:
+    """Full-protocol ranks of one chunk; its score matrix is freed on return (one chunk alive at a time)."""
+    mask_row, mask_col = masks.pairs(users[row_local])
+    with torch.no_grad():
+        scores = scorer.scores(torch.as_tensor(users))
+        return full_ranks(scores, row_local, targets, mask_row, mask_col)
 
 
 def _part(names: list[str], values: list[torch.Tensor], count: int, ranks: torch.Tensor, num_ks: int) -> Part:
