@@ -18,6 +18,7 @@ from typing import Any
 
 from graphrec_dist.benchmarks.common import BenchError, section_payload, write_section
 from graphrec_dist.benchmarks.plan import BenchPlan, full_plan, reduced_plan
+from graphrec_dist.config import parse_override
 from graphrec_dist.errors import UserError
 from graphrec_dist.logging_utils import get_logger, setup_logging
 
@@ -54,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--docs", default="docs", help="where RESULTS.md and img/ go (default docs)")
     p.add_argument("--repeats", type=int, default=None, help="repeats per timed figure (medians are reported)")
     p.add_argument("--reuse", action="store_true", help="reuse datasets and training runs of an earlier invocation")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override appended to every training run (repeatable), e.g. train.num_workers=1")
     p.add_argument("--report-only", action="store_true", help="only regenerate the report from existing JSON")
     p.add_argument("--no-report", action="store_true", help="write JSON only")
     return p
@@ -78,6 +81,9 @@ def make_plan(args: argparse.Namespace) -> BenchPlan:
             raise UserError("--repeats: expected a positive integer")
         plan.repeats = args.repeats
     plan.reuse = args.reuse
+    for item in args.overrides:
+        parse_override(item)  # a malformed override is the user's to fix, before hours of work
+    plan.train_overrides = list(args.overrides)
     plan.invocation = datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
     return plan
 
@@ -101,6 +107,7 @@ def main(argv: list[str] | None = None) -> BenchResult:
     command = "graphrec-dist bench" + (" --full" if args.full else "")
     if args.sections != "all":
         command += f" --sections {','.join(sections)}"
+    command += "".join(f" --set {o}" for o in args.overrides)
     result = BenchResult()
     for name in sections:
         log.info("bench section %s (%s)", name, plan.mode)

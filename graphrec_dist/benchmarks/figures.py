@@ -151,6 +151,7 @@ def sweep_lines(res: dict[str, Any], path: Path) -> Path | None:
         return None
     plt = _plt()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    fig.subplots_adjust(wspace=0.3)
     users = [p["users"] for p in pts]
     series = {
         "data build (s)": [p["data_build"]["synth_s"] + p["data_build"]["build_s"] for p in pts],

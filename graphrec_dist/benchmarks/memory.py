@@ -14,7 +14,7 @@ from typing import Any
 
 from graphrec_dist.benchmarks.common import call_in_child, median
 from graphrec_dist.benchmarks.datasets import ensure_bundle
-from graphrec_dist.benchmarks.plan import BenchPlan, data_overrides, users_at
+from graphrec_dist.benchmarks.plan import BenchPlan, run_overrides, users_at
 from graphrec_dist.benchmarks.quality import MAIN_PRESET
 from graphrec_dist.benchmarks.runs import train_run
 from graphrec_dist.benchmarks.training import profile
@@ -49,8 +49,8 @@ def measure_point(plan: BenchPlan, users: int, steps: int) -> dict[str, Any]:
     build = ensure_bundle(plan, users)
     prof = profile(plan, users, steps, tag=f"profile-{users}-{steps}")
     run = train_run(plan.out_dir, f"short-graphsage-{users}", MAIN_PRESET,
-                    data_overrides(plan, users) + ["model.name=graphsage", "train.epochs=1",
-                                                   f"train.max_steps={steps}", "train.seed=0"],
+                    run_overrides(plan, users, "model.name=graphsage", "train.epochs=1", "train.seed=0",
+                                  f"train.max_steps={steps}"),
                     timeout_s=4 * 3600, salt=plan.invocation)
     ev = call_in_child("graphrec_dist.benchmarks.memory:eval_child", {"run_dir": run["run_dir"]},
                        plan.out_dir, timeout_s=4 * 3600, tag=f"eval-{users}")

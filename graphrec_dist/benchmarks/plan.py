@@ -23,6 +23,7 @@ class BenchPlan:
     repeats: int = 3
     reuse: bool = False  # reuse runs and bundles of an earlier invocation with the same key
     invocation: str = ""  # salts run keys so that a fresh invocation retrains unless reuse
+    train_overrides: list[str] = field(default_factory=list)  # appended to every training config (--set)
     # sampling
     sampling_users: int = GOODBOOKS_USERS
     sampling_workers: list[int] = field(default_factory=lambda: [0, 1, 2])
@@ -82,6 +83,11 @@ def data_overrides(plan: BenchPlan, users: int) -> list[str]:
         "data.source=synth", f"data.synth_users={users}", "data.synth_seed=0",
         f"data.raw_dir={base / 'raw' / f'synth-{users}'}", f"data.bundle_dir={base / 'bundles' / f'synth-{users}'}",
     ]
+
+
+def run_overrides(plan: BenchPlan, users: int, *extra: str) -> list[str]:
+    """Data overrides, then ``extra``, then the plan's own ``--set`` overrides (which win)."""
+    return data_overrides(plan, users) + list(extra) + list(plan.train_overrides)
 
 
 def bundle_dir(plan: BenchPlan, users: int) -> str:

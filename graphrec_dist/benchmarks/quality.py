@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from graphrec_dist.benchmarks.datasets import ensure_bundle
-from graphrec_dist.benchmarks.plan import BenchPlan, data_overrides
+from graphrec_dist.benchmarks.plan import BenchPlan, run_overrides
 from graphrec_dist.benchmarks.runs import evaluate_run, train_run
 
 MAIN_PRESET = "configs/demo.yaml"
@@ -62,10 +62,8 @@ def summarize_run(record: dict[str, Any]) -> dict[str, Any]:
 
 def common_overrides(plan: BenchPlan, users: int) -> list[str]:
     """Same data, same seed (and the same epoch cap, if any) for every model."""
-    out = data_overrides(plan, users) + ["train.seed=0"]
-    if plan.quality_epochs is not None:
-        out.append(f"train.epochs={plan.quality_epochs}")
-    return out
+    extra = ["train.seed=0"] + ([f"train.epochs={plan.quality_epochs}"] if plan.quality_epochs is not None else [])
+    return run_overrides(plan, users, *extra)
 
 
 def model_run(plan: BenchPlan, model: str, users: int) -> dict[str, Any]:

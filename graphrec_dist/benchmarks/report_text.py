@@ -241,10 +241,11 @@ def sampling_part(payload: Section, rel: dict[str, str]) -> str:
     if not payload:
         return not_run("Sampling throughput", "sampling")
     res = payload["results"]
+    timed = next((r.get("batches") for r in res["rows"] if r.get("installed")), None)
     lines = ["## Sampling throughput", "",
              f"Triplet LinkNeighborLoader on Graph3 ({fmt(res['num_users'])} users, {fmt(res['train_edges'])} training "
              f"edges), batch {res['batch_size']} seed edges, fanout {res['num_neighbors']}, {res['neg_per_pos']} "
-             f"negative per positive; median of {res['repeats']} repeats of {payload['results']['rows'][0].get('batches', '?')} batches "
+             f"negative per positive; median of {res['repeats']} repeats of {fmt(timed)} batches "
              "after the first.", "",
              "| backend | num_workers | seed edges/s | s per batch | startup s |", "|---|---|---|---|---|"]
     for r in res["rows"]:

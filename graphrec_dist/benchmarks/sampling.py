@@ -1,8 +1,8 @@
 """Sampling throughput: seed edges/s of the triplet LinkNeighborLoader on Graph3, per installed
 sampling backend (pyg-lib, torch-sparse) and per ``num_workers``.
 
-The loader is the trainer's own (:func:`graphrec_dist.sampling` factory when it offers one);
-the timed loop only iterates it, so the figure is the data path alone, without the model.
+The loader is the trainer's own (:func:`graphrec_dist.sampling.make_link_loader`); the timed
+loop only iterates it, so the figure is the data path alone, without the model.
 """
 from __future__ import annotations
 
@@ -37,14 +37,13 @@ def forced_backend(name: str) -> Iterator[None]:
 
 def build_triplet_loader(bundle, batch_size: int, num_neighbors: list[int], neg_per_pos: int,
                          num_workers: int, seed: int):
-    """The training loader: seed (user, book) training edges, ``triplet`` negatives, Graph3."""
-    from graphrec_dist import sampling
+    """The trainer's loader (:func:`graphrec_dist.sampling.make_link_loader`) over one epoch's
+    shuffled training edges (:func:`graphrec_dist.sampling.shard_edges`, one rank)."""
+    from graphrec_dist.sampling import make_link_loader, shard_edges
 
-    factory = getattr(sampling, "bench_loader", None) or getattr(sampling, "make_link_loader", None)
-    if factory is None:
-        raise RuntimeError("graphrec_dist.sampling offers no loader factory (expected make_link_loader)")
-    return factory(bundle, batch_size=batch_size, num_neighbors=num_neighbors, neg_per_pos=neg_per_pos,
-                   num_workers=num_workers, seed=seed)
+    ids = shard_edges(int(bundle.train.shape[0]), epoch=0, seed=seed, rank=0, world_size=1)
+    return make_link_loader(bundle, batch_size=batch_size, num_neighbors=num_neighbors, neg_per_pos=neg_per_pos,
+                            num_workers=num_workers, seed=seed, edge_ids=ids)
 
 
 def time_loader(make_loader, batches: int) -> dict[str, float]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from graphrec_dist.benchmarks.datasets import ensure_bundle
-from graphrec_dist.benchmarks.plan import BenchPlan, data_overrides
+from graphrec_dist.benchmarks.plan import BenchPlan, run_overrides
 from graphrec_dist.benchmarks.quality import MAIN_PRESET, epoch_seconds
 from graphrec_dist.benchmarks.runs import train_run
 
@@ -28,8 +28,8 @@ def throughput(row: dict[str, Any]) -> float | None:
 def run_section(plan: BenchPlan) -> dict[str, Any]:
     users = plan.scaling_users
     ensure_bundle(plan, users)
-    overrides = data_overrides(plan, users) + ["model.name=graphsage", "train.epochs=1",
-                                               f"train.max_steps={plan.scaling_steps}", "train.seed=0"]
+    overrides = run_overrides(plan, users, "model.name=graphsage", "train.epochs=1", "train.seed=0",
+                              f"train.max_steps={plan.scaling_steps}")
     rows = []
     for nproc in (1, 2):
         rec = train_run(plan.out_dir, f"scaling-{nproc}p-{users}", MAIN_PRESET, overrides,

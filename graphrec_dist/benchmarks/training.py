@@ -8,7 +8,7 @@ from typing import Any
 
 from graphrec_dist.benchmarks.common import call_in_child
 from graphrec_dist.benchmarks.datasets import ensure_bundle
-from graphrec_dist.benchmarks.plan import BenchPlan, data_overrides
+from graphrec_dist.benchmarks.plan import BenchPlan, run_overrides
 from graphrec_dist.benchmarks.quality import (MAIN_PRESET, common_overrides, epoch_seconds, model_run, preset_for,
                                               val_value)
 from graphrec_dist.config import load_config
@@ -28,7 +28,7 @@ def profile_child(config_path: str, overrides: list[str], steps: int) -> dict[st
 def profile(plan: BenchPlan, users: int, steps: int, tag: str) -> dict[str, Any]:
     """Per-phase seconds and seed edges/s of ``steps`` graphsage steps at ``users`` scale."""
     ensure_bundle(plan, users)
-    overrides = data_overrides(plan, users) + ["model.name=graphsage", "run.progress=false"]
+    overrides = run_overrides(plan, users, "model.name=graphsage", "run.progress=false")
     res = call_in_child("graphrec_dist.benchmarks.training:profile_child",
                         {"config_path": preset, "overrides": overrides, "steps": steps},
                         plan.out_dir, timeout_s=3 * 3600, tag=tag)

@@ -1,0 +1,222 @@
+"""Tiny-scale smoke tests of the bench functions, the child-process runner and the report."""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+from graphrec_dist import cli as top_cli
+from graphrec_dist.benchmarks import common, report
+from graphrec_dist.benchmarks.cli import parse_sections
+from graphrec_dist.benchmarks.plan import BenchPlan, data_overrides
+from graphrec_dist.benchmarks.training import race
+from graphrec_dist.errors import UserError
+
+TINY_USERS = 300
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A 300-user generated bundle inside a bench folder, built once for this module."""
+    from graphrec_dist.config import load_config
+    from graphrec_dist.data.prepare import prepare_bundle
+
+    out = tmp_path_factory.mktemp("bench")
+    plan = BenchPlan(mode="reduced", out_dir=out, repeats=1)
+    bundle = prepare_bundle(load_config(None, data_overrides(plan, TINY_USERS)).data)
+    return plan, bundle
+
+
+def _finite_positive(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+def test_run_child_reads_the_peak_rss_of_the_child(tmp_path):
+    code = "b = bytearray(200 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096])"
+    res = common.run_child([sys.executable, "-c", code], timeout_s=60, log_path=tmp_path / "alloc.log")
+    assert res.returncode == 0
+    assert res.peak_rss_mb > 190  # the 200 MiB the child touched, not the parent's size
+    failed = common.run_child([sys.executable, "-c", "raise SystemExit(3)"], timeout_s=60)
+    assert failed.returncode == 3
+
+
+def test_run_child_kills_a_child_past_its_timeout():
+    res = common.run_child([sys.executable, "-c", "import time; time.sleep(30)"], timeout_s=1)
+    assert res.returncode == -9
+    assert res.wall_s < 15
+
+
+def test_call_in_child_returns_the_result_with_its_cost(tmp_path):
+    out = common.call_in_child("graphrec_dist.benchmarks.common:machine_info", {}, tmp_path, 120, tag="machine")
+    assert out["logical_cores"] >= 1 and out["torch"]
+    assert _finite_positive(out["child_peak_rss_mb"]) and _finite_positive(out["child_wall_s"])
+
+
+def test_call_in_child_failure_names_the_stage_and_its_log(tmp_path):
+    with pytest.raises(common.BenchError, match=r"'broken'.*logs/broken\.log\.err"):
+        common.call_in_child("graphrec_dist.benchmarks.common:no_such_function", {}, tmp_path, 120, tag="broken")
+
+
+def test_machine_info_describes_cpu_libraries_and_backends():
+    info = common.machine_info()
+    for key in ("cpu_model", "logical_cores", "ram_gb", "torch", "torch_geometric", "sampling_backends", "git_commit"):
+        assert key in info
+    assert set(info["sampling_backends"]) == {"pyg-lib", "torch-sparse"}
+    assert common.median([3.0, 1.0, 2.0]) == 2.0
+
+
+def test_sections_parse_in_canonical_order_and_unknown_ones_are_user_errors():
+    assert parse_sections("sampling,quality") == ["quality", "sampling"]
+    with pytest.raises(UserError, match="nope"):
+        parse_sections("sampling,nope")
+    assert top_cli.main(["bench", "--sections", "nope", "--no-report"]) == 2
+
+
+def test_race_reports_who_reaches_the_target_first():
+    ref = [{"step": 0, "train_s": 0.0, "val_ndcg@10": 0.0}, {"step": 10, "train_s": 5.0, "val_ndcg@10": 0.05},
+           {"step": 20, "train_s": 10.0, "val_ndcg@10": 0.10}]
+    ours = [{"step": 50, "train_s": 2.0, "val_ndcg@10": 0.12}, {"step": 100, "train_s": 4.0, "val_ndcg@10": 0.2}]
+    out = race(ref, ours)
+    assert out["target_val_ndcg@10"] == pytest.approx(0.09)
+    assert out["reference"] == {"train_s": 10.0, "step": 20}
+    assert out["trainer"] == {"train_s": 2.0, "step": 50}
+    assert out["time_ratio_reference_over_trainer"] == pytest.approx(5.0)
+
+
+def test_sampling_throughput_on_a_tiny_graph(tiny):
+    from graphrec_dist.benchmarks.plan import bundle_dir
+    from graphrec_dist.benchmarks.sampling import measure_sampling
+
+    plan, _ = tiny
+    res = measure_sampling(bundle_dir(plan, TINY_USERS), batch_size=256, num_neighbors=[5, 5], workers=[0, 1],
+                           batches=2, repeats=1)
+    installed = [r for r in res["rows"] if r["installed"]]
+    assert {r["num_workers"] for r in installed} == {0, 1}
+    for row in installed:
+        assert row["batches"] == 2 and _finite_positive(row["seed_edges_per_s"])
+    assert res["train_edges"] > 0 and res["num_users"] == TINY_USERS
+
+
+def test_reference_loop_trains_and_validates_on_a_tiny_graph(tiny):
+    from graphrec_dist.benchmarks.reference_loop import run_reference
+
+    plan, bundle = tiny
+    overrides = data_overrides(plan, TINY_USERS) + ["train.batch_size=64", "train.num_neighbors=[5,5]",
+                                                    "model.emb_dim=8", "model.hidden_dim=8"]
+    res = run_reference(None, overrides, time_budget_s=60, max_steps=6, eval_every_steps=3)
+    assert res["steps"] == 6 and res["steps_per_epoch"] == math.ceil(TINY_USERS / 64)
+    assert [p["step"] for p in res["curve"]] == [0, 3, 6]
+    for p in res["curve"]:
+        assert 0.0 <= p["val_ndcg@10"] <= 1.0 and 0.0 <= p["val_ndcg@10_raw_table"] <= 1.0
+    assert 0.0 <= res["fallback_share_pos"] <= 1.0 and _finite_positive(res["seed_users_per_s"])
+
+
+def test_reference_full_inference_equals_sampling_every_neighbour(tiny):
+    import torch
+    from torch_geometric.loader import NeighborLoader
+
+    from graphrec_dist.benchmarks.reference_loop import ReferenceSAGE, full_embeddings, user_book_graph
+
+    _, bundle = tiny
+    torch.manual_seed(0)
+    model = ReferenceSAGE(bundle.num_users, bundle.num_books, 8, 8, 2)
+    data = user_book_graph(bundle)
+    full = full_embeddings(model, data)
+    batch = next(iter(NeighborLoader(data, num_neighbors=[-1, -1], input_nodes=("user", torch.arange(10)),
+                                     batch_size=10)))
+    with torch.no_grad():
+        out = model({"user": batch["user"].n_id, "book": batch["book"].n_id}, batch.edge_index_dict)
+    assert torch.allclose(out["user"][:10], full["user"][:10], atol=1e-5)
+
+
+# ----- the report, from hand-made section JSON -----
+
+def _payload(name: str, results: dict, mode: str = "reduced") -> dict:
+    return common.section_payload(name, mode, f"graphrec-dist bench --sections {name}", {**results, "section_wall_s": 1.0,
+                                                                                          "plan": {}})
+
+
+def _quality_results() -> dict:
+    def model(ndcg, epoch, curve):
+        return {"command": "graphrec-dist train configs/demo.yaml", "run_dir": "bench_out/runs/x",
+                "config": "bench_out/runs/x/config.yaml", "best_val_epoch": epoch, "train_s": 12.0, "wall_s": 20.0,
+                "peak_rss_mb": 500.0, "reused": False,
+                "test": {"hit@10": 2 * ndcg, "hit@20": 3 * ndcg, "hit@50": 4 * ndcg, "ndcg@10": ndcg,
+                         "ndcg@20": 1.2 * ndcg, "ndcg@50": 1.4 * ndcg},
+                "curve": [{"epoch": i + 1, "val_ndcg@10": v, "loss": 0.5, "epoch_s": 1.0} for i, v in enumerate(curve)]}
+
+    return {"num_users": 2000, "num_books": 3991, "train_edges": 180000,
+            "models": {"popularity": model(0.02, 1, [0.02]), "ease": model(0.09, 1, [0.09]),
+                       "graphsage_ui": model(0.05, 3, [0.03, 0.04, 0.05]), "graphsage": model(0.07, 3, [0.05, 0.06, 0.07])},
+            "ranking": ["ease", "graphsage", "graphsage_ui", "popularity"],
+            "graphsage_sampled": {"candidates": [1000], "command": "graphrec-dist evaluate --run x",
+                                  "metrics": {"hit@10/C=1000": 0.4, "ndcg@10/C=1000": 0.2}},
+            "ablation": {"run": False, "why": "--full only"}}
+
+
+def _sections() -> dict:
+    curve = [{"step": 0, "train_s": 0.0, "val_ndcg@10": 0.0, "val_ndcg@10_raw_table": 0.0},
+             {"step": 10, "train_s": 5.0, "val_ndcg@10": 0.03, "val_ndcg@10_raw_table": 0.01}]
+    point = {"users": 534, "percent": 1.0, "num_books": 1000, "train_edges": 40000, "graph_edges": 100000,
+             "data_build": {"synth_s": 1.0, "build_s": 2.0, "wall_s": 4.0, "peak_rss_mb": 400.0},
+             "training": {"steps": 5, "seed_edges_per_s": 5000.0, "peak_rss_mb": 600.0, "wall_s": 9.0},
+             "evaluation": {"inference_s": 0.5, "ranking_s": 0.2, "peak_rss_mb": 500.0, "wall_s": 3.0},
+             "short_run": {"command": "graphrec-dist train x", "peak_rss_mb": 700.0, "wall_s": 12.0}}
+    return {
+        "quality": _quality_results(),
+        "training": {"profile": {"users": 53424, "steps": 20, "seed_edges_per_s": 3000.0, "command": "profile",
+                                 "sampling_s": 4.0, "forward_s": 2.0, "backward_s": 3.0, "optimizer_s": 1.0},
+                     "compare": {"users": 2000, "trainer": {"command": "graphrec-dist train configs/demo.yaml",
+                                                            "curve": [{"epoch": 1, "step": 50, "train_s": 4.0, "val_ndcg@10": 0.05}]},
+                                 "reference": {"steps": 10, "steps_per_epoch": 1, "train_s": 5.0, "seed_users_per_s": 4000.0,
+                                               "fallback_share_pos": 0.01, "fallback_share_neg": 0.03, "curve": curve},
+                                 "race": race(curve, [{"step": 50, "train_s": 4.0, "val_ndcg@10": 0.05}])}},
+        "evaluation": {"versus_bare": {"evaluator_s": 1.2, "bare_s": 1.0, "ratio": 1.2, "target_ratio": 1.5,
+                                       "args": {"num_users": 53424, "num_books": 10000, "dim": 64}},
+                       "graphsage_inference": {"inference_s": 0.3, "ranking_s": 0.1, "num_users": 2000, "num_books": 3991}},
+        "sampling": {"num_users": 53424, "train_edges": 4860481, "batch_size": 2048, "num_neighbors": [15, 10],
+                     "neg_per_pos": 1, "repeats": 3,
+                     "rows": [{"backend": "pyg-lib", "installed": False},
+                              {"backend": "torch-sparse", "installed": True, "version": "0.6.18", "num_workers": 0,
+                               "batches": 10, "startup_s": 0.5, "seconds_per_batch": 0.4, "seed_edges_per_s": 5000.0},
+                              {"backend": "torch-sparse", "installed": True, "version": "0.6.18", "num_workers": 2,
+                               "batches": 10, "startup_s": 0.9, "seconds_per_batch": 0.3, "seed_edges_per_s": 6800.0}]},
+        "scaling": {"users": 2000, "steps": 30, "rows": [
+            {"processes": 1, "command": "torchrun a", "seed_edges_per_s": 3000.0, "speedup": 1.0, "peak_rss_mb": 800.0},
+            {"processes": 2, "command": "torchrun b", "seed_edges_per_s": 3300.0, "speedup": 1.1, "peak_rss_mb": 700.0}]},
+        "memory": {**point, "users": 53424, "training_under_target": True},
+        "sweep": {"points": [point, {**point, "users": 1603, "percent": 3.0}]},
+    }
+
+
+def test_report_draws_every_figure_and_names_the_commands(tmp_path):
+    out, docs = tmp_path / "bench_out", tmp_path / "docs"
+    for name, results in _sections().items():
+        common.write_section(out, _payload(name, results))
+    path = report.generate(out, docs)
+    text = path.read_text()
+    for name in report.SECTION_NAMES:
+        assert f"`graphrec-dist bench --sections {name}`" in text
+    assert "graphsage is NOT the best model" in text and "ease leads" in text
+    assert "1.20×" in text  # the evaluator ratio
+    pngs = sorted(p.name for p in (docs / "img").glob("*.png"))
+    assert pngs == ["quality_bars.png", "sampling.png", "scaling.png", "sweep.png", "training_curves.png",
+                    "training_phases.png", "training_race.png"]
+    for p in (docs / "img").glob("*.png"):
+        assert p.read_bytes()[:8] == PNG_MAGIC and p.stat().st_size > 5000
+        assert f"img/{p.name}" in text
+
+
+def test_report_says_which_sections_were_not_run(tmp_path):
+    out, docs = tmp_path / "bench_out", tmp_path / "docs"
+    common.write_section(out, _payload("quality", {**_quality_results(),
+                                                   "ranking": ["graphsage", "ease", "graphsage_ui", "popularity"]}))
+    text = report.generate(out, docs).read_text()
+    assert "graphsage on Graph3 is the best model" in text
+    assert text.count("Not run into this bench folder") == len(report.SECTION_NAMES) - 1
+    payload = json.loads((out / "quality.json").read_text())
+    assert payload["machine"]["cpu_model"] and payload["section"] == "quality"
