@@ -139,6 +139,10 @@ class EvalConfig:
         _require(len(self.ks) >= 1 and all(k > 0 for k in self.ks), "eval.ks", "a list of positive integers")
         _require(self.every >= 1, "eval.every", "an integer >= 1")
         _require(self.user_chunk > 0, "eval.user_chunk", "a positive integer")
+        _require(len(self.sampled_candidates) >= 1 and all(c >= 2 for c in self.sampled_candidates),
+                 "eval.sampled_candidates", "a list of integers >= 2 (the held-out item + C-1 negatives)")
+        _require(self.sampled_num_users is None or self.sampled_num_users > 0, "eval.sampled_num_users",
+                 "a positive integer or null")
 
 
 @dataclass

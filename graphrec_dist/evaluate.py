@@ -240,35 +240,39 @@ def sampled_users(hold: Holdout, cfg: EvalConfig) -> np.ndarray:
 
 
 def _sampled_part(scorer: Scorer, hold: Holdout, masks: Masks, cfg: EvalConfig, ctx: DistContext,
-                  num_items: int, candidates: int) -> Part:
+                  candidates: int) -> Part:
+    # Fixed blocks of the fixed user subset, each with its own seed, are dealt out to ranks: the
+    # negatives a user gets never depend on the world size.
     subset = sampled_users(hold, cfg)
     blocks = [subset[i:i + SAMPLED_BLOCK] for i in range(0, len(subset), SAMPLED_BLOCK)]
     b_lo, b_hi = _shard(len(blocks), ctx)
     all_ranks = torch.zeros(len(hold.items), dtype=torch.int64)
     values, count = [], 0
     for b in range(b_lo, b_hi):
-        pos = blocks[b]
-        parts = [_row_owners(hold, p, p + 1) for p in pos]
-        rows = np.concatenate([r for r, _ in parts])
-        row_local = np.repeat(np.arange(len(pos)), [len(r) for r, _ in parts])
-        targets = hold.items[rows]
-        mask_row, mask_col = masks.pairs(hold.users[pos][row_local])
+        rows = np.concatenate([np.arange(hold.row_ptr[p], hold.row_ptr[p + 1]) for p in blocks[b]])
+        row_local = np.searchsorted(hold.row_ptr, rows, side="right") - 1
+        row_local = np.searchsorted(blocks[b], row_local)
         rng = np.random.default_rng([cfg.sampled_seed, candidates, b])
-        negatives, ok = draw_negatives(num_items, targets, mask_row, mask_col, candidates - 1, rng)
-        with torch.no_grad():
-            scores = scorer.scores(torch.as_tensor(hold.users[pos]))
-            ranks = sampled_ranks(scores, row_local, targets, negatives)
-        ranks[torch.as_tensor(~ok)] = -1
+        ranks = _sampled_block(scorer, hold.users[blocks[b]], row_local, hold.items[rows], masks,
+                               candidates, rng)
         all_ranks[rows] = ranks
-        users_ok = np.unique(row_local[ok])  # users whose every row could draw negatives
-        users_ok = users_ok[[bool(ok[row_local == u].all()) for u in users_ok]]
-        keep = np.isin(row_local, users_ok)
-        group = np.searchsorted(users_ok, row_local[keep])
-        values.append(metrics.per_user_values(ranks[torch.as_tensor(keep)], torch.as_tensor(group),
+        ok = (ranks >= 0).numpy()  # rows whose user has no book left to draw are left out
+        users_ok = np.unique(row_local[ok])
+        values.append(metrics.per_user_values(ranks[ok], torch.as_tensor(np.searchsorted(users_ok, row_local[ok])),
                                               len(users_ok), cfg.ks))
         count += len(users_ok)
-    suffix = f"/C={candidates}"
-    return _part(metrics.metric_names(cfg.ks, suffix), values, count, all_ranks, len(cfg.ks))
+    return _part(metrics.metric_names(cfg.ks, f"/C={candidates}"), values, count, all_ranks, len(cfg.ks))
+
+
+def _sampled_block(scorer: Scorer, users: np.ndarray, row_local: np.ndarray, targets: np.ndarray,
+                   masks: Masks, candidates: int, rng: np.random.Generator) -> torch.Tensor:
+    """Sampled-protocol ranks of one block of users (-1 for rows with nothing to draw)."""
+    mask_row, mask_col = masks.pairs(users[row_local])
+    negatives, ok = draw_negatives(int(scorer.num_items), targets, mask_row, mask_col, candidates - 1, rng)
+    with torch.no_grad():
+        ranks = sampled_ranks(scorer.scores(torch.as_tensor(users)), row_local, targets, negatives)
+    ranks[torch.as_tensor(~ok)] = -1
+    return ranks
 
 
 def _reduce(parts: list[Part], ctx: DistContext, with_ranks: bool) -> tuple[dict[str, float], list[torch.Tensor]]:
@@ -315,8 +319,7 @@ def evaluate_scorer(scorer: Scorer, bundle: Bundle, split: str, cfg: EvalConfig,
     if cfg.protocol == "full":
         parts = [_full_part(scorer, hold, masks, cfg, ctx)]
     else:
-        parts = [_sampled_part(scorer, hold, masks, cfg, ctx, int(scorer.num_items), c)
-                 for c in cfg.sampled_candidates]
+        parts = [_sampled_part(scorer, hold, masks, cfg, ctx, c) for c in cfg.sampled_candidates]
     result, ranks = _reduce(parts, ctx, with_ranks=per_user_path is not None)
     if per_user_path is not None:
         if ctx.is_main:

@@ -298,3 +298,10 @@ def test_cli_user_errors_exit_2(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as exc:
         evaluate.main(["--split", "test"])  # neither --run nor --checkpoint
     assert exc.value.code == 2
+
+
+def test_sampled_config_is_validated():
+    with pytest.raises(ConfigError, match="eval.sampled_candidates"):
+        load_config(None, ["eval.sampled_candidates=[1000, 1]"])
+    with pytest.raises(ConfigError, match="eval.sampled_num_users"):
+        load_config(None, ["eval.sampled_num_users=0"])
