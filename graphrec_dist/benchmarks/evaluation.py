@@ -80,8 +80,12 @@ def timed_with_peak(fn: Callable[[], Any]) -> tuple[float, float]:
 
 
 def bench_evaluation(num_users: int = 53424, num_books: int = 10000, dim: int = 64, repeats: int = 3,
-                     user_chunk: int = 1024) -> dict:
-    """Median wall time of the evaluator vs bare chunked matmul + top-k, their ratio, peak memory."""
+                     user_chunk: int = 1024, chunk_sweep: tuple[int, ...] = (256, 4096)) -> dict:
+    """Median wall time of the evaluator vs bare chunked matmul + top-k, their ratio, peak memory.
+
+    ``chunk_sweep``: other chunk sizes at which the evaluator runs once more, to show that its peak
+    memory follows the chunk size (and not users x books).
+    """
     bundle = synthetic_bundle(num_users, num_books)
     gen = torch.Generator().manual_seed(0)
     user_emb = torch.randn(num_users, dim, generator=gen)
@@ -104,6 +108,11 @@ def bench_evaluation(num_users: int = 53424, num_books: int = 10000, dim: int = 
         t, m = timed_with_peak(run_eval)
         eval_t.append(t), eval_mem.append(m)
     chunk_mb = user_chunk * num_books * (4 + 1) / MB  # float32 scores + one bool comparison per entry
+    sweep = {}
+    for chunk in chunk_sweep:
+        sweep_cfg = EvalConfig(user_chunk=chunk)
+        t, m = timed_with_peak(lambda: evaluate_scorer(scorer, bundle, "test", sweep_cfg, ctx))
+        sweep[str(chunk)] = {"evaluator_s": t, "peak_mb": m, "chunk_bound_mb": chunk * num_books * 5 / MB}
     return {
         "num_users": int(run_eval.result["num_users"]), "num_books": num_books, "dim": dim,
         "user_chunk": user_chunk, "repeats": repeats, "torch_threads": torch.get_num_threads(),
@@ -113,5 +122,5 @@ def bench_evaluation(num_users: int = 53424, num_books: int = 10000, dim: int = 
         "evaluator_times_s": eval_t, "bare_topk_times_s": base_t,
         "evaluator_peak_mb": max(eval_mem), "bare_topk_peak_mb": max(base_mem),
         "chunk_bound_mb": chunk_mb, "dense_users_x_books_mb": num_users * num_books * 4 / MB,
-        "hit@10": run_eval.result["hit@10"],
+        "chunk_sweep": sweep, "hit@10": run_eval.result["hit@10"],
     }
