@@ -31,7 +31,7 @@ from graphrec_dist.data.bundle import Bundle
 from graphrec_dist.distributed import DistContext, all_reduce_sum, barrier, cleanup, init_distributed
 from graphrec_dist.errors import ConfigError
 from graphrec_dist.io_utils import atomic_path
-from graphrec_dist.logging_utils import get_logger
+from graphrec_dist.logging_utils import get_logger, setup_logging
 from graphrec_dist.models.base import Scorer
 
 OTHER_SPLIT = {"val": "test", "test": "val"}
@@ -349,7 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="graphrec-dist evaluate",
                                      description="Evaluate a trained run or checkpoint; prints metrics as JSON.")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--run", help="run directory (its latest checkpoint is used)")
+    # --run-dir: torchrun's own parser takes a bare --run for an abbreviation of its --run-path.
+    source.add_argument("--run", "--run-dir", dest="run", help="run directory (its best checkpoint is used)")
     source.add_argument("--checkpoint", help="checkpoint file")
     parser.add_argument("--split", choices=sorted(OTHER_SPLIT), default="test")
     parser.add_argument("--per-user", default=None,
@@ -370,6 +371,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if per_user is None and cfg.eval.export_per_user:
         per_user = (source if source.is_dir() else source.parent) / f"per_user_{args.split}.csv"
     ctx = init_distributed(cfg.dist.backend, cfg.dist.device)
+    setup_logging(ctx.rank, cfg.run.log_level)
     try:
         model.eval()
         scorer = model.scorer(bundle, ctx, cfg.eval)

@@ -305,3 +305,20 @@ def test_sampled_config_is_validated():
         load_config(None, ["eval.sampled_candidates=[1000, 1]"])
     with pytest.raises(ConfigError, match="eval.sampled_num_users"):
         load_config(None, ["eval.sampled_num_users=0"])
+
+
+@pytest.mark.slow
+def test_cli_on_a_trained_run_reproduces_the_trainers_test_metrics(tmp_path, capsys):
+    from graphrec_dist import train
+
+    root = Path(__file__).resolve().parents[1]
+    run = tmp_path / "run"
+    train.main([str(root / "configs" / "debug.yaml"), f"data.raw_dir={tmp_path / 'raw'}",
+                f"data.bundle_dir={tmp_path / 'bundle'}", f"run.out_dir={run}", "train.epochs=1",
+                "train.max_steps=2"])
+    saved = json.loads((run / "test_metrics.json").read_text())
+    capsys.readouterr()
+    result = evaluate.main(["--run", str(run), "--split", "test"])
+    assert json.loads(capsys.readouterr().out)["num_users"] == saved["num_users"] > 0
+    for key in ("hit@10", "ndcg@20", "recall@20", "mrr"):
+        assert result[key] == saved[key], key
