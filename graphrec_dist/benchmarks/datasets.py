@@ -1,37 +1,32 @@
-"""The generated datasets the benchmarks run on, built once per size and invocation in a child
-process, so that the build's time and peak RSS are measured where the bundle is made.
+"""The generated datasets the benchmarks run on, built once per size and invocation by the data
+team's ``bench_build`` (each step in its own process), so the build's seconds and peak RSS are
+measured where the bundle is made. Training runs then find the bundle in the cache.
 """
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 from graphrec_dist.benchmarks.common import call_in_child
-from graphrec_dist.benchmarks.plan import BenchPlan, bundle_dir, data_overrides
+from graphrec_dist.benchmarks.plan import BenchPlan, bundle_dir
 from graphrec_dist.io_utils import write_json_atomic
 
 
-def build_child(overrides: list[str], force: bool = True) -> dict[str, Any]:
-    """Generate the raw files (if missing) and build the bundle; seconds of each step, counts."""
-    from graphrec_dist.config import load_config
-    from graphrec_dist.data.prepare import build_bundle, ensure_synth
+def build_child(users: int, work_dir: str) -> dict[str, Any]:
+    """The data team's :func:`graphrec_dist.data.bench.bench_build` (generate, build, load: each in
+    its own process), plus the size of what was built."""
+    from graphrec_dist.data.bench import bench_build
     from graphrec_dist.data.store import load_bundle
 
-    cfg = load_config(None, overrides).data
-    t0 = time.perf_counter()
-    ensure_synth(cfg)
-    t1 = time.perf_counter()
-    path, built = build_bundle(cfg, force=force)
-    t2 = time.perf_counter()
-    bundle = load_bundle(path)
-    t3 = time.perf_counter()
+    steps = bench_build(users=users, work_dir=work_dir, seed=0)
+    bundle = load_bundle(Path(work_dir) / f"bundle-{users}")
     return {
-        "synth_s": round(t1 - t0, 3), "build_s": round(t2 - t1, 3), "load_s": round(t3 - t2, 3), "built": built,
+        "steps": steps, "synth_s": steps["synth"]["seconds"], "build_s": steps["build"]["seconds"],
+        "load_s": steps["load"]["seconds"],
+        "peak_rss_mb": max(steps[k]["peak_rss_mb"] for k in ("synth", "build", "load")),
         "num_users": bundle.num_users, "num_books": bundle.num_books, "train_edges": int(bundle.train.shape[0]),
         "graph_edges": int(sum(s.edge_index.shape[1] for s in bundle.graph.edge_stores)),
-        "bundle_dir": str(path),
     }
 
 
@@ -44,10 +39,11 @@ def ensure_bundle(plan: BenchPlan, users: int, timeout_s: float = 7200) -> dict[
     rec = records.get(str(users))
     if rec and Path(bundle_dir(plan, users)).is_dir() and (plan.reuse or rec.get("invocation") == plan.invocation):
         return rec
-    rec = call_in_child("graphrec_dist.benchmarks.datasets:build_child", {"overrides": data_overrides(plan, users)},
+    work = str(plan.out_dir / "data")
+    rec = call_in_child("graphrec_dist.benchmarks.datasets:build_child", {"users": users, "work_dir": work},
                         plan.out_dir, timeout_s, tag=f"build-{users}")
     rec["invocation"] = plan.invocation
-    rec["command"] = f"graphrec-dist data synth/build with {' '.join(data_overrides(plan, users))}"
+    rec["command"] = f"python -m graphrec_dist.data.bench --users {users} --work {work}"
     records = json.loads(record_path.read_text()) if record_path.is_file() else {}
     records[str(users)] = rec
     write_json_atomic(record_path, records)

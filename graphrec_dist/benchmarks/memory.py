@@ -57,8 +57,8 @@ def measure_point(plan: BenchPlan, users: int, steps: int) -> dict[str, Any]:
     return {
         "users": users, "num_books": build["num_books"], "train_edges": build["train_edges"],
         "graph_edges": build["graph_edges"],
-        "data_build": {"synth_s": build["synth_s"], "build_s": build["build_s"], "wall_s": build["child_wall_s"],
-                       "peak_rss_mb": build["child_peak_rss_mb"]},
+        "data_build": {"synth_s": build["synth_s"], "build_s": build["build_s"], "load_s": build["load_s"],
+                       "wall_s": build["child_wall_s"], "peak_rss_mb": build["peak_rss_mb"], "command": build["command"]},
         "training": {"steps": steps, "seed_edges_per_s": prof.get("seed_edges_per_s"),
                      "peak_rss_mb": prof["child_peak_rss_mb"], "wall_s": prof["child_wall_s"]},
         "evaluation": {"inference_s": ev["inference_s"], "ranking_s": ev["ranking_s"],

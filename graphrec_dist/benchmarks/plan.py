@@ -78,10 +78,10 @@ def users_at(percent: float) -> int:
 
 def data_overrides(plan: BenchPlan, users: int) -> list[str]:
     """Config overrides that point a run at the generated dataset of ``users`` users."""
-    base = plan.out_dir / "data"
+    base = plan.out_dir / "data"  # the layout of graphrec_dist.data.bench.bench_build
     return [
         "data.source=synth", f"data.synth_users={users}", "data.synth_seed=0",
-        f"data.raw_dir={base / 'raw' / f'synth-{users}'}", f"data.bundle_dir={base / 'bundles' / f'synth-{users}'}",
+        f"data.raw_dir={base / f'raw-{users}'}", f"data.bundle_dir={base / f'bundle-{users}'}",
     ]
 
 
@@ -91,4 +91,4 @@ def run_overrides(plan: BenchPlan, users: int, *extra: str) -> list[str]:
 
 
 def bundle_dir(plan: BenchPlan, users: int) -> str:
-    return str(plan.out_dir / "data" / "bundles" / f"synth-{users}")
+    return str(plan.out_dir / "data" / f"bundle-{users}")

@@ -35,7 +35,7 @@ def val_value(row: dict[str, Any], metric: str = "ndcg@10") -> float | None:
 
 
 def epoch_seconds(row: dict[str, Any]) -> float | None:
-    for key in ("epoch_time_s", "epoch_s", "epoch_time", "train_time_s", "time_s"):
+    for key in ("epoch_time_s", "fit_time_s", "epoch_s", "epoch_time", "train_time_s", "time_s"):
         if key in row:
             return float(row[key])
     return None
@@ -44,16 +44,18 @@ def epoch_seconds(row: dict[str, Any]) -> float | None:
 def summarize_run(record: dict[str, Any]) -> dict[str, Any]:
     """Test metrics, best validation epoch, training time and curve of one run."""
     rows = record["epochs"]
-    curve = [{"epoch": r.get("epoch", i + 1), "val_ndcg@10": val_value(r), "loss": r.get("loss"),
-              "epoch_s": epoch_seconds(r)} for i, r in enumerate(rows)]
+    # The trainer counts epochs from 0; tables and charts count them from 1.
+    curve = [{"epoch": r.get("epoch", i) + 1, "step": r.get("step"), "val_ndcg@10": val_value(r),
+              "loss": r.get("loss"), "epoch_s": epoch_seconds(r)} for i, r in enumerate(rows)]
     scored = [c for c in curve if c["val_ndcg@10"] is not None]
     best = max(scored, key=lambda c: c["val_ndcg@10"]) if scored else None
     times = [c["epoch_s"] for c in curve if c["epoch_s"] is not None]
     test = record.get("test_metrics", {})
+    best_epoch = test["best_epoch"] + 1 if isinstance(test.get("best_epoch"), int) else (best and best["epoch"])
     return {
         "command": record["command"], "run_dir": record["run_dir"], "config": str(Path(record["run_dir"]) / "config.yaml"),
         "test": {k: test.get(k) for k in METRIC_KEYS if k in test},
-        "best_val_epoch": best["epoch"] if best else None,
+        "best_val_epoch": best_epoch, "epochs_run": len(rows),
         "best_val_ndcg@10": best["val_ndcg@10"] if best else None,
         "train_s": round(sum(times), 2) if times else None, "wall_s": record["wall_s"],
         "peak_rss_mb": record["peak_rss_mb"], "reused": record["reused"], "curve": curve,
@@ -78,9 +80,13 @@ def run_section(plan: BenchPlan) -> dict[str, Any]:
     """Train every model of ``plan.quality_models``; sampled-protocol evaluation of graphsage."""
     data = ensure_bundle(plan, plan.quality_users)
     common = common_overrides(plan, plan.quality_users)
-    models = {m: summarize_run(model_run(plan, m, plan.quality_users)) for m in plan.quality_models}
+    models = {}
+    for m in plan.quality_models:
+        models[m] = summarize_run(model_run(plan, m, plan.quality_users))
+        preset, extra = preset_for(m)
+        models[m]["short_command"] = " ".join(["graphrec-dist train", preset, *extra, "…"])
     out: dict[str, Any] = {"num_users": data["num_users"], "num_books": data["num_books"],
-                           "train_edges": data["train_edges"], "models": models}
+                           "train_edges": data["train_edges"], "models": models, "common_overrides": common}
     if "graphsage" in models:
         cands = [c for c in plan.sampled_candidates if c < data["num_books"]]
         sampled = evaluate_run(plan.out_dir, models["graphsage"]["run_dir"],

@@ -18,7 +18,7 @@ def quality_table(models: dict[str, dict[str, Any]], ranking: list[str]) -> list
         cells = [f"**{fmt(m['test'].get(c))}**" if name == leader and c == "ndcg@10" else fmt(m["test"].get(c))
                  for c in QUALITY_COLUMNS]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {fmt(m.get('best_val_epoch'))} | {fmt(m.get('train_s'), 1)} "
-                     f"| `{m['command']}` |")
+                     f"| `{m.get('short_command', m['command'])}` |")
     return lines
 
 
@@ -101,6 +101,10 @@ def quality_markdown(payload: dict[str, Any], rel: dict[str, str], img: Callable
              "directory holds the exact `config.yaml`. Best validation epoch: the epoch whose validation NDCG@10 "
              "chose the checkpoint that was tested (closed-form models fit once).", ""]
     lines += quality_table(res["models"], res.get("ranking", []))
+    if res.get("common_overrides"):
+        lines += ["", "`…` = the overrides every model shares (same data, same seed): `"
+                  + " ".join(res["common_overrides"]) + "`, plus its own `run.out_dir` (whose `config.yaml` is the "
+                  "full config used)."]
     lines += verdict(res)
     lines += sampled_table(res)
     lines += img(rel, "quality_bars", "test Hit@10 and NDCG@10 of every model", payload, "quality")

@@ -100,7 +100,7 @@ def eval_ratio(res: dict[str, Any] | None) -> tuple[Any, Any, Any]:
     """(evaluator seconds, bare matmul+top-k seconds, ratio) from bench_evaluation's dict."""
     v = (res or {}).get("versus_bare") or {}
     ev = pick(v, "evaluator_s", "evaluate_s", "evaluator_median_s")
-    bare = pick(v, "bare_s", "baseline_s", "bare_median_s", "matmul_topk_s")
+    bare = pick(v, "bare_topk_s", "bare_s", "baseline_s", "bare_median_s", "matmul_topk_s")
     ratio = pick(v, "ratio", "overhead_ratio")
     if ratio is None and ev and bare:
         ratio = ev / bare
@@ -262,10 +262,13 @@ def scaling_part(payload: Section, rel: dict[str, str]) -> str:
     if not payload:
         return not_run("Scaling", "scaling")
     res = payload["results"]
-    lines = ["## Scaling (DDP, gloo, CPU)", "", "| processes | global seed edges/s | speedup | peak RSS (MiB, largest process) | command |",
-             "|---|---|---|---|---|"]
-    lines += [f"| {r['processes']} | {fmt(r['seed_edges_per_s'], 0)} | {fmt(r.get('speedup'), 2)} | {fmt(r['peak_rss_mb'], 0)} "
-              f"| `{r['command']}` |" for r in res["rows"]]
+    lines = ["## Scaling (DDP, gloo, CPU)", "",
+             f"graphsage, {scale_of(res['users'])}: the second of two epochs of {fmt(res['steps'])} global batches each. "
+             "Command: `torchrun --nproc_per_node=N -m graphrec_dist.train configs/demo.yaml "
+             + " ".join(res.get("overrides", [])) + "`.", "",
+             "| processes | global seed edges/s | speedup | peak RSS (MiB, largest process) |", "|---|---|---|---|"]
+    lines += [f"| {r['processes']} | {fmt(r['seed_edges_per_s'], 0)} | {fmt(r.get('speedup'), 2)} | {fmt(r['peak_rss_mb'], 0)} |"
+              for r in res["rows"]]
     lines += ["", "Both runs use every core of this machine (torchrun gives each of 2 processes one thread), so on "
               "2 cores this measures what DDP costs, not added hardware. Expected N-GPU scaling and its limits: "
               "see [BENCHMARKS.md](BENCHMARKS.md#scaling-to-n-gpus)."]

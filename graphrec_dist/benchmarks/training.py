@@ -50,8 +50,8 @@ def trainer_curve(record: dict[str, Any], steps_per_epoch: int) -> list[dict[str
     out, elapsed = [], 0.0
     for i, row in enumerate(record["epochs"]):
         elapsed += epoch_seconds(row) or 0.0
-        epoch = row.get("epoch", i + 1)
-        steps = row.get("global_step") or row.get("step") or epoch * steps_per_epoch
+        epoch = row.get("epoch", i) + 1  # the trainer counts from 0
+        steps = row.get("step") or epoch * steps_per_epoch
         out.append({"epoch": epoch, "step": steps, "train_s": round(elapsed, 3), "val_ndcg@10": val_value(row)})
     return out
 
