@@ -109,3 +109,35 @@ def test_cli_build(tmp_path, capsys) -> None:
     assert cli_main(args + ["--force"]) == 0
     assert "built:" in capsys.readouterr().out
     assert cli_main(["data", "synth", "--out", str(raw), "--users", "0"]) == 2
+
+
+def test_save_bundle_round_trip(synth300, tmp_path) -> None:
+    from graphrec_dist.data.store import save_bundle
+
+    _, bundle = synth300
+    path = save_bundle(bundle, tmp_path / "saved", vocab={"tag": ["a"]})
+    again = load_bundle(path)
+    assert again.meta["counts"] == bundle.meta["counts"]
+    assert again.train.equal(bundle.train) and again.test.equal(bundle.test)
+    for etype in bundle.graph.edge_types:
+        assert again.graph[etype].edge_weight.equal(bundle.graph[etype].edge_weight)
+    assert again.books.equals(bundle.books)
+
+
+@pytest.mark.multiproc
+def test_two_processes_prepare_the_same_bundle(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    code = ("from graphrec_dist.logging_utils import setup_logging; setup_logging(); "
+            "from graphrec_dist.config import DataConfig; "
+            "from graphrec_dist.data.prepare import prepare_bundle; "
+            f"b = prepare_bundle(DataConfig(raw_dir=r'{tmp_path / 'raw'}', bundle_dir=r'{tmp_path / 'b'}', "
+            "synth_users=120)); print(b.num_users)")
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert [o[0].strip() for o in outs] == ["120", "120"]
+    logs = "".join(o[1] for o in outs)
+    assert logs.count("generating 120 synthetic users") == 1 and logs.count("building Graph3") == 1

@@ -150,7 +150,7 @@ def _item_table(path: Path, spec: SourceSpec, book_ids: np.ndarray) -> pd.DataFr
 def _books_frame(table: pd.DataFrame, spec: SourceSpec) -> pd.DataFrame:
     ispec = spec.items
     out = pd.DataFrame({"book_id": table[ispec.id].to_numpy(np.int64)})
-    out["title"] = table[ispec.title].astype(str) if ispec.title else out["book_id"].astype(str)
+    out["title"] = table[ispec.title].fillna("").astype(str) if ispec.title else out["book_id"].astype(str)
     out["authors"] = table[ispec.authors].fillna("").astype(str) if ispec.authors else ""
     return out
 

@@ -6,11 +6,13 @@ temporary directory renamed into place, so a crash leaves either the old bundle 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from graphrec_dist.config import DataConfig
 from graphrec_dist.data.build import build_arrays, input_files
@@ -51,6 +53,19 @@ def input_checksums(files: dict[str, Path]) -> dict[str, dict[str, Any]]:
             for name, p in sorted(files.items())}
 
 
+@contextlib.contextmanager
+def _locked(target: Path) -> Iterator[None]:
+    """Hold an exclusive lock beside ``target`` (``.<name>.lock``), so that two processes that
+    prepare the same directory take turns and the second one finds the first one's result."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def build_bundle(cfg: DataConfig, raw_dir: str | Path | None = None, out: str | Path | None = None,
                  force: bool = False) -> tuple[Path, bool]:
     """Build Graph3 from ``raw_dir`` into ``out`` unless a valid cached bundle is there.
@@ -62,18 +77,19 @@ def build_bundle(cfg: DataConfig, raw_dir: str | Path | None = None, out: str | 
     spec = source_spec(cfg)
     rec = recipe(cfg, spec)
     key = recipe_hash(rec)
-    checksums = input_checksums(input_files(raw_dir, spec))
-    old = read_meta(out)
-    if (not force and old is not None and old.get("schema_version") == SCHEMA_VERSION
-            and old.get("recipe_hash") == key and old.get("inputs") == checksums):
-        log.info("bundle %s is up to date (cache hit)", out)
-        return out, False
-    log.info("building Graph3 from %s into %s", raw_dir, out)
-    built = build_arrays(raw_dir, spec, cfg)
-    meta = {"schema_version": SCHEMA_VERSION, "source": cfg.source, "recipe": rec, "recipe_hash": key,
-            "inputs": checksums, "counts": built.counts()}
-    with atomic_dir(out) as tmp:
-        write_bundle_dir(tmp, built.edges, built.splits, built.books, built.users, built.vocab, meta)
+    with _locked(out):
+        checksums = input_checksums(input_files(raw_dir, spec))
+        old = read_meta(out)
+        if (not force and old is not None and old.get("schema_version") == SCHEMA_VERSION
+                and old.get("recipe_hash") == key and old.get("inputs") == checksums):
+            log.info("bundle %s is up to date (cache hit)", out)
+            return out, False
+        log.info("building Graph3 from %s into %s", raw_dir, out)
+        built = build_arrays(raw_dir, spec, cfg)
+        meta = {"schema_version": SCHEMA_VERSION, "source": cfg.source, "recipe": rec, "recipe_hash": key,
+                "inputs": checksums, "counts": built.counts()}
+        with atomic_dir(out) as tmp:
+            write_bundle_dir(tmp, built.edges, built.splits, built.books, built.users, built.vocab, meta)
     return out, True
 
 
@@ -86,12 +102,13 @@ def ensure_synth(cfg: DataConfig) -> None:
     from graphrec_dist.data import synth
 
     raw = Path(cfg.raw_dir)
-    stamp = synth.read_stamp(raw)
     wanted = synth.stamp_for(cfg.synth_users, cfg.synth_seed, cfg.books_from)
-    if find_file(raw, "ratings", required=False) is not None and (stamp is None or stamp == wanted):
-        return
-    log.info("generating %d synthetic users into %s", cfg.synth_users, raw)
-    synth.generate(raw, users=cfg.synth_users, seed=cfg.synth_seed, books_from=cfg.books_from)
+    with _locked(raw):
+        stamp = synth.read_stamp(raw)
+        if find_file(raw, "ratings", required=False) is not None and (stamp is None or stamp == wanted):
+            return
+        log.info("generating %d synthetic users into %s", cfg.synth_users, raw)
+        synth.generate(raw, users=cfg.synth_users, seed=cfg.synth_seed, books_from=cfg.books_from)
 
 
 def prepare_bundle(cfg: DataConfig, force: bool = False) -> Bundle:

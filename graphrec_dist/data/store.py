@@ -53,18 +53,22 @@ def write_bundle_dir(out: Path, edges: dict[tuple[str, str, str], tuple[np.ndarr
     (out / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
 
-def save_bundle(bundle: Bundle, path: str | Path) -> Path:
-    """Write an in-memory :class:`Bundle` atomically to ``path`` (its meta must hold num_nodes)."""
+def save_bundle(bundle: Bundle, path: str | Path, vocab: dict[str, list[str]] | None = None) -> Path:
+    """Write an in-memory :class:`Bundle` atomically to ``path`` (counts in meta.json recomputed).
+
+    For bundles made in code (tests, other tools); the builder writes its own via ``write_bundle_dir``.
+    """
     path = Path(path)
-    edges = {}
-    for etype in bundle.graph.edge_types:
-        store = bundle.graph[etype]
-        edges[etype] = (store.edge_index.numpy(), store.edge_weight.numpy())
-    vocab = dict(bundle.meta.get("vocab_inline", {}))
-    meta = {k: v for k, v in bundle.meta.items() if k != "vocab_inline"}
+    g = bundle.graph
+    edges = {e: (g[e].edge_index.numpy(), g[e].edge_weight.numpy()) for e in g.edge_types}
+    splits = {s: bundle.split(s).numpy() for s in SPLITS}
+    meta = dict(bundle.meta)
+    meta.setdefault("schema_version", SCHEMA_VERSION)
+    meta["counts"] = {"num_nodes": {t: int(g[t].num_nodes) for t in sorted(g.node_types)},
+                      "num_edges": {edge_key(e): int(v[0].shape[1]) for e, v in sorted(edges.items())},
+                      "splits": {s: int(v.shape[0]) for s, v in splits.items()}}
     with atomic_dir(path) as tmp:
-        write_bundle_dir(tmp, edges, {s: bundle.split(s).numpy() for s in SPLITS}, bundle.books,
-                         bundle.users, vocab, meta)
+        write_bundle_dir(tmp, edges, splits, bundle.books, bundle.users, vocab or {}, meta)
     return path
 
 
@@ -95,7 +99,8 @@ def load_bundle(path: str | Path) -> Bundle:
             graph[etype].edge_index = torch.from_numpy(np.load(path / "graph" / f"{key}.edge_index.npy"))
             graph[etype].edge_weight = torch.from_numpy(np.load(path / "graph" / f"{key}.edge_weight.npy"))
         splits = {s: torch.from_numpy(np.load(path / "splits" / f"{s}.npy")) for s in SPLITS}
-        books = pd.read_csv(path / "books.csv", keep_default_na=False, na_values=[""])
+        # Titles and authors stay text (a title "1984" is not a number; an empty author is "").
+        books = pd.read_csv(path / "books.csv", keep_default_na=False, dtype={"title": str, "authors": str})
         users = pd.read_csv(path / "users.csv")
     except (OSError, ValueError, KeyError) as exc:
         raise DataError(f"bundle {path} is incomplete or corrupt ({exc}); rebuild it with --force") from None
