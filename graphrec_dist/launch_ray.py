@@ -1,0 +1,223 @@
+"""Ray Train launcher: the same ``run_training`` on Ray workers, with restarts from Ray checkpoints.
+
+The driver (``launch``) joins or starts Ray and runs a ``TorchTrainer``; Ray starts the workers and
+their torch.distributed group (gloo on CPU, nccl on GPU). Each worker (``train_worker``) takes its
+rank, world size and device from Ray's context, calls :func:`graphrec_dist.train.run_training`,
+and, through :class:`~graphrec_dist.train.TrainHooks`, reports every epoch's metrics with a
+checkpoint (``last.pt`` + ``best.pt``) to ``ray.train.report`` and resumes from
+``ray.train.get_checkpoint()`` after a restart. Ray is imported only when a function here runs.
+
+Usage: ``python launch/ray_train.py CONFIG [key=value ...]`` or ``graphrec-dist train CONFIG --launcher ray``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from graphrec_dist import checkpoint as ckpt
+from graphrec_dist.config import Config, from_dict, load_config
+from graphrec_dist.distributed import DistContext
+from graphrec_dist.errors import ConfigError, UserError
+from graphrec_dist.logging_utils import get_logger, setup_logging
+
+log = get_logger("ray")
+FINAL = "final"  # the metrics key that marks the report made after the test evaluation
+
+
+def _import_ray():
+    try:
+        import ray
+        import ray.train  # noqa: F401
+        import ray.train.torch  # noqa: F401
+    except ImportError as exc:
+        raise UserError(f"the Ray launcher needs Ray Train ({exc}); install it with: pip install -e '.[ray]'") from None
+    return ray
+
+
+# -- driver side ---------------------------------------------------------------------------------
+def _absolute(path: Optional[str]) -> Optional[str]:
+    """Driver-relative paths made absolute, since Ray workers may run in another directory."""
+    if path is None or "://" in path:
+        return path
+    return str(Path(path).expanduser().resolve())
+
+
+def resolve_paths(cfg: Config) -> Config:
+    """A copy of ``cfg`` whose file paths (data, run, resume, storage) are absolute."""
+    data = dataclasses.replace(cfg.data, raw_dir=_absolute(cfg.data.raw_dir),
+                               bundle_dir=_absolute(cfg.data.bundle_dir), csv_spec=_absolute(cfg.data.csv_spec),
+                               books_from=_absolute(cfg.data.books_from))
+    resume = cfg.train.resume if cfg.train.resume in ("auto", "never") else _absolute(cfg.train.resume)
+    storage = _absolute(cfg.dist.storage_path or str(Path(cfg.run.out_dir) / "ray"))
+    return dataclasses.replace(cfg, data=data, train=dataclasses.replace(cfg.train, resume=resume),
+                               dist=dataclasses.replace(cfg.dist, storage_path=storage),
+                               run=dataclasses.replace(cfg.run, out_dir=_absolute(cfg.run.out_dir)))
+
+
+def start_ray(address: Optional[str]) -> bool:
+    """Join the cluster at ``address`` (or ``RAY_ADDRESS``; a local one is started when there is none).
+
+    Returns True when this call connected (so the caller disconnects), False when Ray was already up.
+    """
+    ray = _import_ray()
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    kwargs: dict[str, Any] = {"logging_level": "WARNING"}
+    if address is None and "RAY_ADDRESS" not in os.environ:
+        kwargs["include_dashboard"] = False  # a private local Ray needs no web UI
+    ray.init(address=address, **kwargs)
+    return True
+
+
+def build_trainer(cfg: Config):
+    """The ``TorchTrainer`` for ``cfg`` (paths already absolute, see :func:`resolve_paths`)."""
+    _import_ray()
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    dc = cfg.dist
+    if dc.use_gpu and dc.device == "cpu":
+        raise ConfigError("config keys 'dist.use_gpu=true' and 'dist.device=cpu' contradict each other")
+    scaling = ScalingConfig(num_workers=dc.num_workers, use_gpu=dc.use_gpu,
+                            resources_per_worker={"CPU": dc.cpus_per_worker, **({"GPU": 1} if dc.use_gpu else {})})
+    run = RunConfig(name=f"{Path(cfg.run.out_dir).name}_{time.strftime('%Y-%m-%d_%H-%M-%S')}",
+                    storage_path=dc.storage_path, failure_config=FailureConfig(max_failures=dc.max_failures),
+                    checkpoint_config=CheckpointConfig(num_to_keep=2))
+    torch_config = TorchConfig(backend=None if dc.backend == "auto" else dc.backend)
+    return TorchTrainer(train_worker, train_loop_config={"cfg": cfg.to_dict()}, torch_config=torch_config,
+                        scaling_config=scaling, run_config=run)
+
+
+def launch(cfg: Config):
+    """Run ``cfg`` on ``dist.num_workers`` Ray workers; returns rank 0's :class:`TrainResult`."""
+    from graphrec_dist.train import TrainResult
+
+    cfg = resolve_paths(cfg)
+    setup_logging(0, cfg.run.log_level)
+    connected = start_ray(cfg.dist.ray_address)
+    try:
+        trainer = build_trainer(cfg)
+        log.info("Ray Train: %d workers, storage %s", cfg.dist.num_workers, cfg.dist.storage_path)
+        result = _fit(trainer)
+    finally:
+        if connected:
+            _import_ray().shutdown()
+    final = result.metrics or {}
+    if not final.get(FINAL):
+        raise RuntimeError(f"Ray Train finished without the final report (last metrics: {final})")
+    log.info("Ray Train run at %s; final checkpoint %s", result.path, result.checkpoint)
+    return TrainResult(Path(cfg.run.out_dir), final["test"], final["best_val"], final["best_epoch"],
+                       final["history"], final["global_step"], final["stopped_early"])
+
+
+def _fit(trainer):
+    """``trainer.fit()``; a user error raised in a worker comes back as that user error (exit code 2)."""
+    from ray.train import TrainingFailedError
+
+    try:
+        return trainer.fit()
+    except TrainingFailedError as exc:
+        for failure in getattr(exc, "worker_failures", {}).values():
+            cause = failure
+            while cause is not None and not isinstance(cause, UserError):
+                cause = cause.__cause__
+            if isinstance(cause, UserError):
+                raise type(cause)(str(cause)) from None
+        raise
+
+
+# -- worker side ---------------------------------------------------------------------------------
+def worker_context(device: str = "auto") -> DistContext:
+    """This worker's :class:`DistContext` from Ray's context; Ray owns (and ends) the process group."""
+    import torch
+    import torch.distributed as dist
+    import ray.train
+    import ray.train.torch
+
+    rc = ray.train.get_context()
+    world = rc.get_world_size()
+    if world > 1 and not (dist.is_available() and dist.is_initialized()):
+        raise RuntimeError("Ray Train did not set up the torch.distributed process group")
+    dev = torch.device("cpu") if device == "cpu" else ray.train.torch.get_device()
+    if device == "cuda" and dev.type != "cuda":
+        raise ConfigError("config key 'dist.device=cuda': this Ray worker has no GPU (set dist.use_gpu=true)")
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    return DistContext(rc.get_world_rank(), world, rc.get_local_rank(), dev, owns_group=False)
+
+
+def restore_checkpoint(cfg: Config) -> tuple[Optional[Path], Optional[Path]]:
+    """(checkpoint file to resume from, local folder to delete afterwards).
+
+    After a restart, Ray's latest checkpoint, copied to a local folder on every worker; on the
+    first attempt, whatever ``train.resume`` names (as under torchrun).
+    """
+    import ray.train
+
+    reported = ray.train.get_checkpoint()
+    if reported is None:
+        return ckpt.resume_path(cfg.run.out_dir, cfg.train.resume), None
+    local = Path(tempfile.mkdtemp(prefix="graphrec-ray-resume-"))
+    reported.to_directory(str(local))
+    return local / ckpt.LAST, local
+
+
+def report(metrics: dict[str, Any], checkpoint_file: Optional[Path]) -> None:
+    """``ray.train.report`` on every rank; rank 0 (the one holding a file) attaches last.pt + best.pt."""
+    import ray.train
+
+    if checkpoint_file is None:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory(prefix="graphrec-ray-report-", ignore_cleanup_errors=True) as stage:
+        for name in (ckpt.LAST, ckpt.BEST):
+            source = Path(checkpoint_file).parent / name
+            if source.is_file():
+                os.link(source, Path(stage) / name)  # a link: Ray copies it to storage, out_dir keeps its file
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(stage))
+
+
+def train_worker(loop_config: dict[str, Any]) -> None:
+    """The per-worker function: the shared ``run_training`` with Ray's rank, device and reporting."""
+    from graphrec_dist.train import TrainHooks, run_training
+
+    cfg = from_dict(loop_config["cfg"])
+    ctx = worker_context(cfg.dist.device)
+    setup_logging(ctx.rank, cfg.run.log_level)
+    resume, local = restore_checkpoint(cfg)
+    if resume is not None and cfg.train.fail_after_step is not None:
+        # The injected fault is for the first attempt only, so that the restarted group completes.
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, fail_after_step=None))
+    hooks = TrainHooks(resume_from=lambda: resume, on_epoch_end=report)
+    try:
+        result = run_training(cfg, ctx, hooks)
+    finally:
+        if local is not None:
+            shutil.rmtree(local, ignore_errors=True)
+    last = Path(cfg.run.out_dir) / ckpt.LAST
+    report({FINAL: True, "test": result.test_metrics, "best_val": result.best_val, "best_epoch": result.best_epoch,
+            "history": result.history, "global_step": result.global_step, "stopped_early": result.stopped_early},
+           last if ctx.is_main and last.is_file() else None)
+
+
+# -- command line --------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="launch/ray_train.py",
+                                     description="Train on Ray workers (Ray Train TorchTrainer).")
+    parser.add_argument("config", help="YAML preset, e.g. configs/demo.yaml")
+    parser.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. dist.num_workers=4")
+    return parser
+
+
+def main(argv: Optional[list[str]] = None):
+    """``python launch/ray_train.py CONFIG [key=value ...]``: ``dist.launcher`` is set to ``ray``."""
+    args = build_parser().parse_args(argv)
+    cfg = load_config(args.config, list(args.overrides) + ["dist.launcher=ray"])
+    return launch(cfg)
