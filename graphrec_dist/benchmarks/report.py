@@ -20,7 +20,7 @@ SECTION_NAMES = ("quality", "training", "evaluation", "sampling", "scaling", "me
 
 def draw(sections: dict[str, dict[str, Any] | None], img_dir: Path) -> dict[str, Path]:
     """Every chart whose section is present; name -> PNG path."""
-    from graphrec_dist.benchmarks.report_text import phases_per_step
+    from graphrec_dist.benchmarks.report_text import phases_per_step, sweep_points
 
     out: dict[str, Path | None] = {}
     res = {k: (v or {}).get("results") for k, v in sections.items()}
@@ -36,7 +36,8 @@ def draw(sections: dict[str, dict[str, Any] | None], img_dir: Path) -> dict[str,
     if res.get("scaling"):
         out["scaling"] = figures.scaling_bars(res["scaling"], img_dir / "scaling.png")
     if res.get("sweep"):
-        out["sweep"] = figures.sweep_lines(res["sweep"], img_dir / "sweep.png")
+        pts = sweep_points(sections.get("sweep"), sections.get("memory"))
+        out["sweep"] = figures.sweep_lines({"points": pts}, img_dir / "sweep.png")
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -76,7 +77,7 @@ def generate(out_dir: str | Path, docs_dir: str | Path) -> Path:
         "",
         memory_part(sections.get("memory")),
         "",
-        sweep_part(sections.get("sweep"), rel),
+        sweep_part(sections.get("sweep"), sections.get("memory"), rel),
         "",
     ]
     target = docs_dir / "RESULTS.md"

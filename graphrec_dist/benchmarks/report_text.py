@@ -210,6 +210,8 @@ def training_part(payload: Section, rel: dict[str, str]) -> str:
               f"| reference notebook loop | {fmt((race.get('reference') or {}).get('train_s'), 1)} | "
               f"{fmt((race.get('reference') or {}).get('step'))} | {fmt(race['best_reference'])} |", "",
               f"Target: validation NDCG@10 ≥ {fmt(race['target_val_ndcg@10'])} (90% of the lower of the two bests). "
+              f"The reference loop's training time was capped at {fmt(comp.get('budget_s'), 0)} s (the trainer's own "
+              "training time, or the plan's cap if lower). "
               f"Trainer run: `{comp['trainer']['command']}`."]
     lines += _img(rel, "race", "validation NDCG@10 against training time", payload, "training")
     return "\n".join(lines)
@@ -280,7 +282,11 @@ def memory_part(payload: Section) -> str:
     if not payload:
         return not_run("Memory", "memory")
     m = payload["results"]
-    lines = [f"## Memory at {scale_of(m['users'])}", "", "| stage | peak RSS (GiB) | seconds |", "|---|---|---|",
+    lines = [f"## Memory at {scale_of(m['users'])}", "",
+             f"Data build: `{m['data_build'].get('command', 'bench_build')}` (generate, build and load, each in its own "
+             "process; the largest of the three). Training: `profile_steps` in its own process. Evaluation: load, inference "
+             "and full ranking of a short run in its own process.", "",
+             "| stage | peak RSS (GiB) | seconds |", "|---|---|---|",
              f"| data build (generate + Graph3) | {m['data_build']['peak_rss_mb'] / 1024:.2f} | "
              f"{fmt(m['data_build']['synth_s'] + m['data_build']['build_s'], 1)} |",
              f"| training ({m['training']['steps']} steps, no evaluation) | {m['training']['peak_rss_mb'] / 1024:.2f} | "
@@ -294,15 +300,25 @@ def memory_part(payload: Section) -> str:
     return "\n".join(lines)
 
 
-def sweep_part(payload: Section, rel: dict[str, str]) -> str:
+def sweep_points(sweep: Section, memory: Section) -> list[dict[str, Any]]:
+    """The sweep's points plus the memory section's (Goodbooks-scale) point, by size."""
+    pts = list((sweep or {}).get("results", {}).get("points", []))
+    if memory and memory["results"]["users"] not in {p["users"] for p in pts}:
+        pts.append({**memory["results"], "from_memory_section": True})
+    return sorted(pts, key=lambda p: p["users"])
+
+
+def sweep_part(payload: Section, memory: Section, rel: dict[str, str]) -> str:
     if not payload:
         return not_run("Scale sweep", "sweep")
-    pts = payload["results"]["points"]
+    pts = sweep_points(payload, memory)
     lines = ["## Scale sweep", "",
+             "Training: `profile_steps` seed edges/s (training alone); evaluation: load a graphsage run, embedding "
+             "inference for every node, full ranking of the test split. Rows marked * come from the memory section.", "",
              "| % users | users | train edges | build s | build GiB | train seed edges/s | train GiB | inference s | ranking s | eval GiB |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for p in pts:
-        lines.append(f"| {p['percent']:g} | {fmt(p['users'])} | {fmt(p['train_edges'])} | "
+        lines.append(f"| {p['percent']:g}{'*' if p.get('from_memory_section') else ''} | {fmt(p['users'])} | {fmt(p['train_edges'])} | "
                      f"{fmt(p['data_build']['synth_s'] + p['data_build']['build_s'], 1)} | {p['data_build']['peak_rss_mb'] / 1024:.2f} | "
                      f"{fmt(p['training']['seed_edges_per_s'], 0)} | {p['training']['peak_rss_mb'] / 1024:.2f} | "
                      f"{fmt(p['evaluation']['inference_s'], 2)} | {fmt(p['evaluation']['ranking_s'], 2)} | "

@@ -3,6 +3,7 @@ the race between the trainer and the reference notebook's loop to a validation N
 """
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -12,28 +13,37 @@ from graphrec_dist.benchmarks.plan import BenchPlan, run_overrides
 from graphrec_dist.benchmarks.quality import (MAIN_PRESET, common_overrides, epoch_seconds, model_run, preset_for,
                                               val_value)
 from graphrec_dist.config import load_config
+from graphrec_dist.io_utils import write_json_atomic
 
 PHASES = ("sampling", "forward", "backward", "optimizer")
 
 
 def profile_child(config_path: str, overrides: list[str], steps: int) -> dict[str, Any]:
     """``graphrec_dist.train.profile_steps`` on the configured data, in this (child) process."""
-    from graphrec_dist.config import load_config
     from graphrec_dist.train import profile_steps
 
     cfg = load_config(config_path, overrides)
     return dict(profile_steps(cfg, steps))
 
 
-def profile(plan: BenchPlan, users: int, steps: int, tag: str) -> dict[str, Any]:
-    """Per-phase seconds and seed edges/s of ``steps`` graphsage steps at ``users`` scale."""
+def profile(plan: BenchPlan, users: int, steps: int) -> dict[str, Any]:
+    """Per-phase seconds and seed edges/s of ``steps`` graphsage steps at ``users`` scale (one
+    child process; shared by the sections of one invocation)."""
+    key = f"{users}-{steps}"
+    cache_path = plan.out_dir / "profiles.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    if key in cache and (plan.reuse or cache[key].get("invocation") == plan.invocation):
+        return cache[key]
     ensure_bundle(plan, users)
     overrides = run_overrides(plan, users, "model.name=graphsage", "run.progress=false")
     res = call_in_child("graphrec_dist.benchmarks.training:profile_child",
-                        {"config_path": preset, "overrides": overrides, "steps": steps},
-                        plan.out_dir, timeout_s=3 * 3600, tag=tag)
-    res["users"] = users
-    res["command"] = f"graphrec_dist.train.profile_steps({MAIN_PRESET} {' '.join(overrides)}, steps={steps})"
+                        {"config_path": MAIN_PRESET, "overrides": overrides, "steps": steps},
+                        plan.out_dir, timeout_s=3 * 3600, tag=f"profile-{key}")
+    res.update(users=users, invocation=plan.invocation,
+               command=f"graphrec_dist.train.profile_steps(load_config({MAIN_PRESET!r}, {overrides!r}), steps={steps})")
+    cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    cache[key] = res
+    write_json_atomic(cache_path, cache)
     return res
 
 
@@ -79,15 +89,16 @@ def compare(plan: BenchPlan) -> dict[str, Any]:
     overrides = extra + common_overrides(plan, users)
     batch = load_config(preset, overrides).train.batch_size
     ours_curve = trainer_curve(ours, math.ceil(data["train_edges"] / batch))
-    budget = max(plan.compare_budget_s, ours_curve[-1]["train_s"] if ours_curve else 0.0)
+    # The reference loop gets as much training time as the trainer used, up to the plan's cap.
+    budget = min(plan.compare_budget_s, ours_curve[-1]["train_s"]) if ours_curve else plan.compare_budget_s
     ref = call_in_child("graphrec_dist.benchmarks.reference_loop:run_reference",
                         {"config_path": preset, "overrides": overrides, "time_budget_s": budget,
                          "max_steps": 10 ** 9, "eval_every_steps": plan.compare_eval_every},
                         plan.out_dir, timeout_s=budget * 4 + 600, tag=f"reference-loop-{users}")
-    return {"users": users, "trainer": {"command": ours["command"], "curve": ours_curve},
+    return {"users": users, "budget_s": budget, "trainer": {"command": ours["command"], "curve": ours_curve},
             "reference": ref, "race": race(ref["curve"], ours_curve)}
 
 
 def run_section(plan: BenchPlan) -> dict[str, Any]:
-    return {"profile": profile(plan, plan.profile_users, plan.profile_steps, f"profile-{plan.profile_users}"),
+    return {"profile": profile(plan, plan.profile_users, plan.profile_steps),
             "compare": compare(plan)}
