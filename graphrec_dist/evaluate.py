@@ -142,7 +142,8 @@ def count_below(scores: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     per_lane = -(-words // 255)  # words left in each row after summing groups of <= 255
     groups = -(-words // per_lane)
     width = groups * per_lane * 8
-    below = torch.zeros(n, width, dtype=torch.bool, device=scores.device)
+    below = torch.empty(n, width, dtype=torch.bool, device=scores.device)
+    below[:, m:] = False
     torch.lt(scores, t, out=below[:, :m])
     lanes = below.view(torch.int64).view(n, groups, per_lane).sum(dim=1)
     return lanes.view(torch.uint8).view(n, per_lane, 8).sum(dim=(1, 2), dtype=torch.int64)

@@ -322,3 +322,18 @@ def test_cli_on_a_trained_run_reproduces_the_trainers_test_metrics(tmp_path, cap
     assert json.loads(capsys.readouterr().out)["num_users"] == saved["num_users"] > 0
     for key in ("hit@10", "ndcg@20", "recall@20", "mrr"):
         assert result[key] == saved[key], key
+
+
+def test_benchmark_runs_at_tiny_size_and_reports_side_by_side():
+    from graphrec_dist.benchmarks.evaluation import bench_evaluation, synthetic_bundle
+
+    bundle = synthetic_bundle(200, 300, per_user=10)
+    assert len(bundle.test) == len(bundle.val) == 200
+    train_keys = set(map(tuple, bundle.train.tolist()))
+    assert not train_keys & set(map(tuple, bundle.test.tolist()))
+    result = bench_evaluation(num_users=200, num_books=300, dim=8, repeats=1, user_chunk=64, chunk_sweep=(32,))
+    assert result["num_users"] == 200
+    assert result["ratio"] == pytest.approx(result["evaluator_s"] / result["bare_topk_s"])
+    memory = result["memory"]
+    assert memory["evaluator_chunk_64"]["chunk_bound_mb"] == pytest.approx(64 * 300 * 5 / 2 ** 20)
+    assert set(memory) == {"exact_rss_accounting", "bare_topk_peak_mb", "evaluator_chunk_64", "evaluator_chunk_32"}

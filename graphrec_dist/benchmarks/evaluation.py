@@ -9,6 +9,12 @@ Embedding inference is not part of this: the GNN's layer-wise inference is measu
 """
 from __future__ import annotations
 
+import argparse
+import ctypes
+import ctypes.util
+import json
+import os
+import sys
 import threading
 import time
 from typing import Any, Callable
@@ -18,7 +24,7 @@ import pandas as pd
 import torch
 from torch_geometric.data import HeteroData
 
-from graphrec_dist.benchmarks.common import median
+from graphrec_dist.benchmarks.common import median, repeat_timed
 from graphrec_dist.config import EvalConfig
 from graphrec_dist.data.bundle import Bundle
 from graphrec_dist.distributed import DistContext
@@ -79,48 +85,79 @@ def timed_with_peak(fn: Callable[[], Any]) -> tuple[float, float]:
     return wall, max(peak[0] - start, 0) / MB
 
 
+def exact_rss_accounting() -> bool:
+    """Make freed large buffers leave the resident set at once, so sampled RSS shows live memory.
+
+    glibc raises its mmap threshold after large frees and then serves the next chunk's buffers from
+    heap pages that stay resident, which hides how much a pass really holds. A fixed threshold turns
+    that off for the rest of the process (timing passes run before this is called).
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(-3, 64 * 1024))  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        return False
+
+
 def bench_evaluation(num_users: int = 53424, num_books: int = 10000, dim: int = 64, repeats: int = 3,
                      user_chunk: int = 1024, chunk_sweep: tuple[int, ...] = (256, 4096)) -> dict:
     """Median wall time of the evaluator vs bare chunked matmul + top-k, their ratio, peak memory.
 
-    ``chunk_sweep``: other chunk sizes at which the evaluator runs once more, to show that its peak
-    memory follows the chunk size (and not users x books).
+    Timed passes alternate baseline and evaluator. Memory passes follow (one each, plus the
+    evaluator at every size in ``chunk_sweep``) to show that peak memory follows the chunk size.
     """
+    load_before = os.getloadavg()[0]
     bundle = synthetic_bundle(num_users, num_books)
     gen = torch.Generator().manual_seed(0)
-    user_emb = torch.randn(num_users, dim, generator=gen)
-    item_emb = torch.randn(num_books, dim, generator=gen)
-    cfg = EvalConfig(user_chunk=user_chunk)
-    k = max(cfg.ks)
+    scorer = EmbeddingScorer(torch.randn(num_users, dim, generator=gen), torch.randn(num_books, dim, generator=gen))
     users = bundle.test[:, 0].contiguous()
-    scorer = EmbeddingScorer(user_emb, item_emb)
     ctx = DistContext()
+    k = max(EvalConfig().ks)
 
-    def run_eval() -> None:
-        run_eval.result = evaluate_scorer(scorer, bundle, "test", cfg, ctx)
+    def run_eval(chunk: int = user_chunk) -> dict:
+        return evaluate_scorer(scorer, bundle, "test", EvalConfig(user_chunk=chunk), ctx)
+
+    def run_bare() -> None:
+        bare_topk(scorer.user_emb, scorer.item_emb, users, user_chunk, k)
 
     bundle.train_csr()  # built once per bundle and cached; not part of a ranking pass
-    run_eval()  # warm-up: allocator and BLAS first-touch costs
-    base_t, eval_t, base_mem, eval_mem = [], [], [], []
+    metrics = run_eval()  # warm-up: allocator and BLAS first-touch costs
+    base_t, eval_t = [], []
     for _ in range(repeats):
-        t, m = timed_with_peak(lambda: bare_topk(user_emb, item_emb, users, user_chunk, k))
-        base_t.append(t), base_mem.append(m)
-        t, m = timed_with_peak(run_eval)
-        eval_t.append(t), eval_mem.append(m)
-    chunk_mb = user_chunk * num_books * (4 + 1) / MB  # float32 scores + one bool comparison per entry
-    sweep = {}
-    for chunk in chunk_sweep:
-        sweep_cfg = EvalConfig(user_chunk=chunk)
-        t, m = timed_with_peak(lambda: evaluate_scorer(scorer, bundle, "test", sweep_cfg, ctx))
-        sweep[str(chunk)] = {"evaluator_s": t, "peak_mb": m, "chunk_bound_mb": chunk * num_books * 5 / MB}
+        base_t += repeat_timed(run_bare, 1)
+        eval_t += repeat_timed(run_eval, 1)
+    exact = exact_rss_accounting()
+    memory = {"exact_rss_accounting": exact, "bare_topk_peak_mb": timed_with_peak(run_bare)[1]}
+    for chunk in (user_chunk, *chunk_sweep):
+        seconds, peak = timed_with_peak(lambda: run_eval(chunk))
+        memory[f"evaluator_chunk_{chunk}"] = {"peak_mb": peak, "chunk_bound_mb": chunk * num_books * 5 / MB,
+                                              "wall_s": seconds}
     return {
-        "num_users": int(run_eval.result["num_users"]), "num_books": num_books, "dim": dim,
-        "user_chunk": user_chunk, "repeats": repeats, "torch_threads": torch.get_num_threads(),
-        "train_pairs": int(len(bundle.train)),
-        "evaluator_s": median(eval_t), "bare_topk_s": median(base_t),
-        "ratio": median(eval_t) / median(base_t),
+        "num_users": int(metrics["num_users"]), "num_books": num_books, "dim": dim, "user_chunk": user_chunk,
+        "repeats": repeats, "torch_threads": torch.get_num_threads(), "train_pairs": int(len(bundle.train)),
+        "evaluator_s": median(eval_t), "bare_topk_s": median(base_t), "ratio": median(eval_t) / median(base_t),
         "evaluator_times_s": eval_t, "bare_topk_times_s": base_t,
-        "evaluator_peak_mb": max(eval_mem), "bare_topk_peak_mb": max(base_mem),
-        "chunk_bound_mb": chunk_mb, "dense_users_x_books_mb": num_users * num_books * 4 / MB,
-        "chunk_sweep": sweep, "hit@10": run_eval.result["hit@10"],
+        # bound: float32 scores + one bool comparison per (user, book) of a chunk
+        "memory": memory, "dense_users_x_books_mb": num_users * num_books * 4 / MB,
+        "load_avg_1m": [load_before, os.getloadavg()[0]], "hit@10": metrics["hit@10"],
     }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """``python -m graphrec_dist.benchmarks.evaluation [--num-users N] ...``: print the figures as JSON."""
+    parser = argparse.ArgumentParser(prog="python -m graphrec_dist.benchmarks.evaluation",
+                                     description="Evaluator vs bare chunked matmul + top-k on random embeddings.")
+    parser.add_argument("--num-users", type=int, default=53424)
+    parser.add_argument("--num-books", type=int, default=10000)
+    parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--user-chunk", type=int, default=1024)
+    args = parser.parse_args(argv)
+    result = bench_evaluation(args.num_users, args.num_books, args.dim, args.repeats, args.user_chunk)
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)
