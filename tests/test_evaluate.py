@@ -337,3 +337,17 @@ def test_benchmark_runs_at_tiny_size_and_reports_side_by_side():
     memory = result["memory"]
     assert memory["evaluator_chunk_64"]["chunk_bound_mb"] == pytest.approx(64 * 300 * 5 / 2 ** 20)
     assert set(memory) == {"exact_rss_accounting", "bare_topk_peak_mb", "evaluator_chunk_64", "evaluator_chunk_32"}
+
+
+@pytest.mark.parametrize("n,m", [(1, 1), (3, 7), (5, 8), (4, 2039), (2, 10000), (3, 8 * 255 * 3 + 5)])
+def test_count_below_matches_a_plain_count(n, m):
+    gen = torch.Generator().manual_seed(m)
+    scores = torch.randint(0, 5, (n, m), generator=gen).float()
+    t = torch.randint(0, 5, (n, 1), generator=gen).float()
+    scores[0, 0] = float("nan")  # NaN is never below
+    assert torch.equal(evaluate.count_below(scores, t), (scores < t).sum(1))
+
+
+def test_count_below_does_not_overflow_byte_lanes():
+    # 70000 entries: far more than 255 per byte lane before the final sum.
+    assert evaluate.count_below(torch.zeros(2, 70000), torch.ones(2, 1)).tolist() == [70000, 70000]
