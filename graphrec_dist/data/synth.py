@@ -16,7 +16,8 @@ The generative model (docs/DATA.md has the full story):
    (Gumbel top-k); a random subset of them becomes to_read.
 5. Ratings. ``z = <u, v_b> * RATING_SLOPE + LOYALTY_RATING * fav_author + user bias + noise``,
    mapped to 1..5 by global quantiles matching the Goodbooks rating shares.
-6. Time. Each user's rows get increasing times from a random start; ratings.csv is sorted by time.
+6. Time. Each user's rows get increasing times from a random start, except that books of one
+   series are read in volume order; ratings.csv is sorted by time.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from graphrec_dist.data.sources import find_file, read_table
 from graphrec_dist.errors import ConfigError
 from graphrec_dist.io_utils import atomic_dir
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 DIM = 24
 W_TAG, W_AUTHOR, W_SERIES, W_HIDDEN = 1.0, 0.55, 0.45, 0.65
 BETA = 7.0
@@ -102,9 +103,12 @@ def tag_factors(books: pd.DataFrame, tags: pd.DataFrame, dim: int, rng: np.rando
     counts = np.log1p(np.maximum(pd.to_numeric(tags["count"], errors="coerce").fillna(0).to_numpy()[ok], 0))
     m = sp.csr_matrix((counts, (b[ok].astype(np.int64), tag_idx)), shape=(len(books), len(tag_codes)))
     df = np.asarray((m > 0).sum(axis=0)).ravel()
+    m = m[:, df >= min(10, max(1, len(books) // 50))]  # rare tags carry noise, not taste
+    df = df[df >= min(10, max(1, len(books) // 50))]
     m = m @ sp.diags(np.log((1 + len(books)) / (1 + df)))
     k = int(min(dim, max(1, min(m.shape) - 1)))
-    z = TruncatedSVD(n_components=k, random_state=int(rng.integers(2**31))).fit_transform(m)
+    svd = TruncatedSVD(n_components=k, n_iter=3, random_state=int(rng.integers(2**31)))
+    z = svd.fit_transform(m)
     z = z - z.mean(axis=0)  # the first component is "has many tags"; taste lives in the rest
     out = np.zeros((len(books), dim))
     out[:, :k] = z
@@ -119,22 +123,34 @@ def _group_vectors(labels: list[str], dim: int, rng: np.random.Generator) -> np.
     return vec[idx]
 
 
-def book_vectors(books: pd.DataFrame, tags: pd.DataFrame, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(unit book vectors [B, DIM], first-author index [B])."""
+def parse_series(titles: list[str]) -> tuple[list[str], np.ndarray]:
+    """Series name ("" if none) and volume (nan if none) from Goodreads titles like "X (Name, #2)"."""
+    names, volumes = [], np.full(len(titles), np.nan)
+    for i, title in enumerate(titles):
+        m = re.search(r"\(([^()#]+),\s*#(\d+(?:\.\d+)?)[^()]*\)\s*$", str(title))
+        names.append(m.group(1).strip() if m else "")
+        if m:
+            volumes[i] = float(m.group(2))
+    return names, volumes
+
+
+def book_vectors(books: pd.DataFrame, tags: pd.DataFrame, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """(unit book vectors [B, DIM], first-author index [B], series index [B] (-1: none), volume [B])."""
     first_author = books["authors"].fillna("").astype(str).str.split(",").str[0].str.strip().tolist()
-    series = [m.group(1).strip() if (m := re.search(r"\(([^()#]+),\s*#[\d.]+\)\s*$", str(t))) else ""
-              for t in books["title"].tolist()]
+    series, volume = parse_series(books["title"].tolist())
     v = (W_TAG * tag_factors(books, tags, DIM, rng) + W_AUTHOR * _group_vectors(first_author, DIM, rng)
          + W_SERIES * _group_vectors(series, DIM, rng) + W_HIDDEN * _unit(rng.normal(size=(len(books), DIM))))
     _, author_idx = np.unique(np.array(first_author, dtype=object), return_inverse=True)
-    return _unit(v).astype(np.float32), author_idx.astype(np.int64)
+    names, series_idx = np.unique(np.array(series, dtype=object), return_inverse=True)
+    series_idx = np.where(np.array(series, dtype=object) == "", -1, series_idx)
+    return _unit(v).astype(np.float32), author_idx.astype(np.int64), series_idx.astype(np.int64), volume
 
 
 def generate_interactions(books: pd.DataFrame, tags: pd.DataFrame, n_users: int, seed: int,
                           chunk: int = 1024) -> tuple[pd.DataFrame, pd.DataFrame]:
     """ratings (user_id, book_id, rating; time-sorted) and to_read (user_id, book_id) frames."""
     rng = np.random.default_rng([seed, 2])
-    v, author = book_vectors(books, tags, rng)
+    v, author, series, volume = book_vectors(books, tags, rng)
     pop = pd.to_numeric(books["ratings_count"], errors="coerce").fillna(1).clip(lower=1).to_numpy(np.float64)
     log_pop = (POP_EXP * np.log(pop)).astype(np.float32)
     n_books = len(books)
@@ -147,7 +163,15 @@ def generate_interactions(books: pd.DataFrame, tags: pd.DataFrame, n_users: int,
         idx = np.arange(start, min(start + chunk, n_users))
         parts.append(_chunk(rng, idx, v, author, log_pop, anchors_p, n_rate[idx], n_read[idx]))
     users, picks, z, is_read = (np.concatenate([p[i] for p in parts]) for i in range(4))
-    return _to_frames(rng, users, picks, z, is_read, books["book_id"].to_numpy(np.int64), n_users)
+    ratings, times = _ratings(rng, users, picks, z, is_read, n_users)
+    ru, rb = users[~is_read], picks[~is_read]
+    times = _series_in_order(times, ru, series[rb], volume[rb])
+    by_time = np.argsort(times, kind="stable")
+    book_ids = books["book_id"].to_numpy(np.int64)
+    rated = pd.DataFrame({"user_id": ru[by_time] + 1, "book_id": book_ids[rb[by_time]],
+                          "rating": ratings[by_time].astype(np.int64)})
+    to_read = pd.DataFrame({"user_id": users[is_read] + 1, "book_id": book_ids[picks[is_read]]})
+    return rated, to_read
 
 
 def _chunk(rng: np.random.Generator, idx: np.ndarray, v: np.ndarray, author: np.ndarray, log_pop: np.ndarray,
@@ -184,25 +208,32 @@ def _chunk(rng: np.random.Generator, idx: np.ndarray, v: np.ndarray, author: np.
     return np.concatenate(users), np.concatenate(picks), np.concatenate(z), np.concatenate(is_read)
 
 
-def _to_frames(rng: np.random.Generator, users: np.ndarray, picks: np.ndarray, z: np.ndarray, is_read: np.ndarray,
-               book_ids: np.ndarray, n_users: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Ratings by quantile of z, per-user increasing times, rows sorted by time; user ids from 1."""
+def _ratings(rng: np.random.Generator, users: np.ndarray, picks: np.ndarray, z: np.ndarray, is_read: np.ndarray,
+             n_users: int) -> tuple[np.ndarray, np.ndarray]:
+    """Ratings 1..5 of the rated rows by global quantile of z, and per-user increasing times."""
     rate = ~is_read
     zr = z[rate]
     cuts = np.quantile(zr, np.cumsum(RATING_SHARES)[:-1]) if len(zr) else np.zeros(4)
     rating = 1 + np.searchsorted(cuts, zr, side="right")
-    ru, rb = users[rate], picks[rate]
+    ru = users[rate]
     start = rng.uniform(0, 1000, size=n_users)
     gaps = rng.exponential(1.0, size=len(ru))
     order = np.argsort(ru, kind="stable")
-    t = np.empty(len(ru))
     csum = np.cumsum(gaps[order])
     first = np.searchsorted(ru[order], np.arange(n_users))
-    offset = np.concatenate([[0.0], csum])[first]
-    t[order] = start[ru[order]] + csum - offset[ru[order]]
-    by_time = np.argsort(t, kind="stable")
-    ratings = pd.DataFrame({"user_id": ru[by_time] + 1, "book_id": book_ids[rb[by_time]],
-                            "rating": rating[by_time].astype(np.int64)})
-    tu, tb = users[is_read], picks[is_read]
-    to_read = pd.DataFrame({"user_id": tu + 1, "book_id": book_ids[tb]})
-    return ratings, to_read
+    before = np.concatenate([[0.0], csum])[first]  # gaps of earlier users in the sorted order
+    times = np.empty(len(ru))
+    times[order] = start[ru[order]] + csum - before[ru[order]]
+    return rating, times
+
+
+def _series_in_order(times: np.ndarray, users: np.ndarray, series: np.ndarray, volume: np.ndarray) -> np.ndarray:
+    """Within a user, books of one series are read in volume order: their times are reassigned."""
+    idx = np.flatnonzero((series >= 0) & ~np.isnan(volume))
+    if len(idx) == 0:
+        return times
+    by_volume = idx[np.lexsort((volume[idx], series[idx], users[idx]))]
+    by_time = idx[np.lexsort((times[idx], series[idx], users[idx]))]
+    out = times.copy()
+    out[by_volume] = times[by_time]
+    return out

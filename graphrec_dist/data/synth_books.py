@@ -36,8 +36,8 @@ def _authors(rng: np.random.Generator, n_books: int) -> tuple[list[str], np.ndar
     """Author names, each author's topic, and each book's author (Zipf-like books per author)."""
     n_authors = max(2, int(n_books / 2.1))
     first, last = _words(rng, 300), _words(rng, 2000)
-    names = list(dict.fromkeys(f"{rng.choice(first).title()} {rng.choice(last).title()}"
-                               for _ in range(n_authors * 2)))[:n_authors]
+    fi, li = rng.integers(0, len(first), size=2 * n_authors), rng.integers(0, len(last), size=2 * n_authors)
+    names = list(dict.fromkeys(f"{first[a].title()} {last[b].title()}" for a, b in zip(fi, li)))[:n_authors]
     n_authors = len(names)
     topic = rng.integers(0, NUM_TOPICS, size=n_authors)
     weight = 1.0 / np.arange(1, n_authors + 1) ** 0.9
@@ -87,6 +87,7 @@ def _titles(rng: np.random.Generator, n_books: int, primary: np.ndarray, book_au
     """Titles from topic words; about a third of books are in a series by the same author."""
     titles: list[str] = []
     series_of: dict[int, tuple[str, int]] = {}
+    used: set[str] = set()
     for i in range(n_books):
         words = list(rng.choice(topic_words[primary[i]], size=int(rng.integers(1, 3))))
         words += list(rng.choice(common, size=int(rng.integers(0, 3))))
@@ -98,6 +99,9 @@ def _titles(rng: np.random.Generator, n_books: int, primary: np.ndarray, book_au
             title = f"{title} ({name}, #{k + 1})"
         elif rng.random() < 0.2:
             name = " ".join(rng.choice(topic_words[primary[i]], size=2)).title()
+            while name in used:  # one name, one series
+                name = " ".join(rng.choice(topic_words[primary[i]], size=3)).title()
+            used.add(name)
             series_of[a] = (name, 1)
             title = f"{title} ({name}, #1)"
         titles.append(title)
