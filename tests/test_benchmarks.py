@@ -220,3 +220,44 @@ def test_report_says_which_sections_were_not_run(tmp_path):
     assert text.count("Not run into this bench folder") == len(report.SECTION_NAMES) - 1
     payload = json.loads((out / "quality.json").read_text())
     assert payload["machine"]["cpu_model"] and payload["section"] == "quality"
+
+
+# ----- the whole command at a tiny size -----
+
+def _tiny_plan(out_dir: Path) -> BenchPlan:
+    return BenchPlan(
+        mode="reduced", out_dir=out_dir, repeats=1, sampling_users=TINY_USERS, sampling_workers=[0], sampling_batches=2,
+        profile_users=TINY_USERS, profile_steps=3, compare_users=TINY_USERS, compare_budget_s=5, compare_eval_every=2,
+        eval_users=200, eval_books=100, scaling_users=TINY_USERS, scaling_steps=2, memory_users=TINY_USERS,
+        sweep_users=[TINY_USERS], sweep_steps=3, quality_users=TINY_USERS, quality_models=["popularity", "graphsage"],
+        sampled_candidates=[100, 200])
+
+
+TINY_SET = ["--set", "train.epochs=2", "--set", "train.batch_size=256", "--set", "train.num_neighbors=[5,5]",
+            "--set", "model.emb_dim=8", "--set", "model.hidden_dim=8", "--set", "train.edges_per_epoch=1024"]
+
+
+@pytest.mark.slow
+def test_bench_command_end_to_end_at_a_tiny_size(tmp_path, monkeypatch):
+    from graphrec_dist.benchmarks import cli as bench_cli
+
+    monkeypatch.setattr(bench_cli, "reduced_plan", _tiny_plan)
+    out, docs = tmp_path / "bench_out", tmp_path / "docs"
+    result = bench_cli.main(["--out", str(out), "--docs", str(docs), "--sections", "quality,evaluation,sampling",
+                             *TINY_SET])
+    assert set(result.written) == {"quality", "evaluation", "sampling"} and not result.failed
+    quality = json.loads((out / "quality.json").read_text())
+    assert quality["command"].startswith("graphrec-dist bench --sections quality,evaluation,sampling --set")
+    models = quality["results"]["models"]
+    assert set(models) == {"popularity", "graphsage"}
+    for m in models.values():
+        assert 0.0 <= m["test"]["ndcg@10"] <= 1.0 and m["best_val_epoch"] >= 1
+        assert Path(m["config"]).is_file()
+    sampled = quality["results"]["graphsage_sampled"]["metrics"]
+    assert 0.0 <= sampled["ndcg@10/C=100"] <= 1.0
+    evaluation = json.loads((out / "evaluation.json").read_text())["results"]
+    assert _finite_positive(evaluation["versus_bare"]["ratio"])
+    assert _finite_positive(evaluation["graphsage_inference"]["inference_s"])
+    text = result.report.read_text()
+    assert "## Quality (300 users" in text and "Not run into this bench folder" in text
+    assert (docs / "img" / "quality_bars.png").is_file()
