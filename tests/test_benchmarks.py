@@ -87,6 +87,22 @@ def test_race_reports_who_reaches_the_target_first():
     assert out["time_ratio_reference_over_trainer"] == pytest.approx(5.0)
 
 
+def test_run_summary_reads_the_trainers_metrics_rows():
+    from graphrec_dist.benchmarks.quality import summarize_run
+    from graphrec_dist.benchmarks.training import trainer_curve
+
+    rows = [{"epoch": 0, "step": 10, "loss": 0.6, "epoch_time_s": 2.0, "edges_per_s": 100.0, "val_ndcg@10": 0.05},
+            {"epoch": 1, "step": 20, "loss": 0.5, "epoch_time_s": 3.0, "edges_per_s": 90.0, "val_ndcg@10": 0.07},
+            {"epoch": 2, "step": 30, "loss": 0.4, "epoch_time_s": 2.5, "edges_per_s": 95.0, "val_ndcg@10": 0.06}]
+    record = {"command": "graphrec-dist train x", "run_dir": "runs/x", "wall_s": 9.0, "peak_rss_mb": 10.0,
+              "reused": False, "epochs": rows, "test_metrics": {"ndcg@10": 0.066, "hit@10": 0.1, "best_epoch": 1}}
+    out = summarize_run(record)
+    assert out["best_val_epoch"] == 2 and out["train_s"] == 7.5 and out["epochs_run"] == 3  # counted from 1
+    assert out["test"] == {"ndcg@10": 0.066, "hit@10": 0.1}
+    curve = trainer_curve(record, steps_per_epoch=10)
+    assert [(p["step"], p["train_s"]) for p in curve] == [(10, 2.0), (20, 5.0), (30, 7.5)]
+
+
 def test_sampling_throughput_on_a_tiny_graph(tiny):
     from graphrec_dist.benchmarks.plan import bundle_dir
     from graphrec_dist.benchmarks.sampling import measure_sampling
