@@ -29,7 +29,7 @@ from graphrec_dist import metrics
 from graphrec_dist.config import EvalConfig
 from graphrec_dist.data.bundle import Bundle
 from graphrec_dist.distributed import DistContext, all_reduce_sum, barrier, cleanup, init_distributed
-from graphrec_dist.errors import ConfigError
+from graphrec_dist.errors import ConfigError, DataError
 from graphrec_dist.io_utils import atomic_path
 from graphrec_dist.logging_utils import get_logger, setup_logging
 from graphrec_dist.models.base import Scorer
@@ -314,6 +314,9 @@ def evaluate_scorer(scorer: Scorer, bundle: Bundle, split: str, cfg: EvalConfig,
     """
     if split not in OTHER_SPLIT:
         raise ConfigError(f"evaluation split must be 'val' or 'test', got {split!r}")
+    if int(scorer.num_items) != bundle.num_books:  # e.g. a checkpoint evaluated on another bundle
+        raise DataError(f"the model scores {scorer.num_items} books but the bundle at "
+                        f"{bundle.path or '(in memory)'} has {bundle.num_books}")
     start = time.perf_counter()
     hold = Holdout.from_pairs(bundle.split(split))
     masks = Masks.for_split(bundle, split, cfg)

@@ -16,7 +16,7 @@ from graphrec_dist import evaluate
 from graphrec_dist.config import EvalConfig, load_config
 from graphrec_dist.data.bundle import Bundle
 from graphrec_dist.distributed import DistContext
-from graphrec_dist.errors import ConfigError
+from graphrec_dist.errors import ConfigError, DataError
 from graphrec_dist.models.base import EmbeddingScorer
 
 CTX = DistContext()
@@ -196,9 +196,17 @@ def test_constant_model_scores_about_zero_and_perfect_model_one():
     assert best["hit@10"] == 1.0 and best["ndcg@10"] == 1.0 and best["mrr"] == 1.0
 
 
-def test_bad_split_is_a_config_error():
+def test_bad_split_or_book_count_is_a_user_error():
     with pytest.raises(ConfigError, match="train"):
         evaluate.evaluate_scorer(MatrixScorer(HAND_SCORES), hand_bundle(), "train", EvalConfig(), CTX)
+    with pytest.raises(DataError, match="scores 5 books .* has 6"):
+        evaluate.evaluate_scorer(MatrixScorer(HAND_SCORES[:, :5]), hand_bundle(), "test", EvalConfig(), CTX)
+
+
+def test_empty_split_gives_zero_users():
+    bundle = make_bundle([[0, 1]], np.zeros((0, 2)), np.zeros((0, 2)), 3, 6)
+    res = evaluate.evaluate_scorer(MatrixScorer(HAND_SCORES), bundle, "test", EvalConfig(ks=[1]), CTX)
+    assert res == {"hit@1": 0.0, "ndcg@1": 0.0, "recall@1": 0.0, "mrr": 0.0, "num_users": 0.0}
 
 
 def _dist_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
