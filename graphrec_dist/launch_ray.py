@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import shutil
 import tempfile
@@ -28,6 +29,7 @@ from graphrec_dist.logging_utils import get_logger, setup_logging
 
 log = get_logger("ray")
 FINAL = "final"  # the metrics key that marks the report made after the test evaluation
+STEP_FILE = "ray_step.json"
 
 
 def _import_ray():
@@ -95,12 +97,10 @@ def build_trainer(cfg: Config):
                         scaling_config=scaling, run_config=run)
 
 
-def launch(cfg: Config):
-    """Run ``cfg`` on ``dist.num_workers`` Ray workers; returns rank 0's :class:`TrainResult`."""
-    from graphrec_dist.train import TrainResult
-
+def fit_on_ray(cfg: Config):
+    """Run ``cfg`` on ``dist.num_workers`` Ray workers; returns Ray's ``Result`` (metrics of the
+    final report, the final checkpoint, the run's storage path)."""
     cfg = resolve_paths(cfg)
-    setup_logging(0, cfg.run.log_level)
     connected = start_ray(cfg.dist.ray_address)
     try:
         trainer = build_trainer(cfg)
@@ -109,12 +109,25 @@ def launch(cfg: Config):
     finally:
         if connected:
             _import_ray().shutdown()
-    final = result.metrics or {}
-    if not final.get(FINAL):
-        raise RuntimeError(f"Ray Train finished without the final report (last metrics: {final})")
-    log.info("Ray Train run at %s; final checkpoint %s", result.path, result.checkpoint)
-    return TrainResult(Path(cfg.run.out_dir), final["test"], final["best_val"], final["best_epoch"],
-                       final["history"], final["global_step"], final["stopped_early"])
+    if not (result.metrics or {}).get(FINAL):
+        raise RuntimeError(f"Ray Train finished without the final report (last metrics: {result.metrics})")
+    log.info("Ray Train run at %s; final checkpoint %s", result.path, result.checkpoint.path)
+    return result
+
+
+def to_train_result(cfg: Config, result):
+    """The :class:`TrainResult` (without the model) that rank 0 reported last."""
+    from graphrec_dist.train import TrainResult
+
+    final = result.metrics
+    return TrainResult(Path(_absolute(cfg.run.out_dir)), final["test"], final["best_val"], final["best_epoch"],
+                       final["history"], final["step"], final["stopped_early"])
+
+
+def launch(cfg: Config):
+    """``graphrec-dist train --launcher ray``: train on Ray and return rank 0's :class:`TrainResult`."""
+    setup_logging(0, cfg.run.log_level)
+    return to_train_result(cfg, fit_on_ray(cfg))
 
 
 def _fit(trainer):
@@ -169,8 +182,18 @@ def restore_checkpoint(cfg: Config) -> tuple[Optional[Path], Optional[Path]]:
     return local / ckpt.LAST, local
 
 
+def reported_step(folder: Optional[Path]) -> Optional[int]:
+    """The global step of a checkpoint folder that :func:`report` wrote (None without one)."""
+    marker = folder / STEP_FILE if folder is not None else None
+    return json.loads(marker.read_text())["step"] if marker is not None and marker.is_file() else None
+
+
 def report(metrics: dict[str, Any], checkpoint_file: Optional[Path]) -> None:
-    """``ray.train.report`` on every rank; rank 0 (the one holding a file) attaches last.pt + best.pt."""
+    """``ray.train.report`` on every rank; rank 0 (the one holding a file) attaches last.pt + best.pt.
+
+    The folder also holds ``ray_step.json`` (the global step), so a restarted run can say where it
+    resumed without loading the checkpoint.
+    """
     import ray.train
 
     if checkpoint_file is None:
@@ -181,6 +204,7 @@ def report(metrics: dict[str, Any], checkpoint_file: Optional[Path]) -> None:
             source = Path(checkpoint_file).parent / name
             if source.is_file():
                 os.link(source, Path(stage) / name)  # a link: Ray copies it to storage, out_dir keeps its file
+        (Path(stage) / STEP_FILE).write_text(json.dumps({"step": metrics.get("step")}))
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(stage))
 
 
@@ -192,6 +216,9 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     ctx = worker_context(cfg.dist.device)
     setup_logging(ctx.rank, cfg.run.log_level)
     resume, local = restore_checkpoint(cfg)
+    resumed_at = reported_step(local)
+    if resumed_at is not None:
+        log.info("restarted by Ray Train: resuming from the checkpoint of global step %d", resumed_at)
     if resume is not None and cfg.train.fail_after_step is not None:
         # The injected fault is for the first attempt only, so that the restarted group completes.
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, fail_after_step=None))
@@ -202,9 +229,10 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         if local is not None:
             shutil.rmtree(local, ignore_errors=True)
     last = Path(cfg.run.out_dir) / ckpt.LAST
-    report({FINAL: True, "test": result.test_metrics, "best_val": result.best_val, "best_epoch": result.best_epoch,
-            "history": result.history, "global_step": result.global_step, "stopped_early": result.stopped_early},
-           last if ctx.is_main and last.is_file() else None)
+    final = {FINAL: True, "step": result.global_step, "resumed_at_step": resumed_at, "test": result.test_metrics,
+             "best_val": result.best_val, "best_epoch": result.best_epoch, "history": result.history,
+             "stopped_early": result.stopped_early}
+    report(final, last if ctx.is_main and last.is_file() else None)
 
 
 # -- command line --------------------------------------------------------------------------------

@@ -1,0 +1,136 @@
+"""Ray launcher: a local 2-worker Ray run equals the torchrun 2-process run; a run survives a fault.
+
+Ray is started here on loopback (no dashboard, no usage reporting) and shut down in ``finally``;
+every wait is bounded. Both tests use ``configs/debug.yaml`` (2 epochs x 4 steps per rank).
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from graphrec_dist import checkpoint as ckpt
+from graphrec_dist.config import load_config
+
+pytestmark = [pytest.mark.slow, pytest.mark.multiproc,
+              pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray is not installed")]
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "debug.yaml"
+RUN_TIMEOUT_S = 300
+# Loopback only: Ray otherwise advertises (and binds to) the host's network address; usage stats
+# off; one intra-op thread per process in both launchers so the float arithmetic is the same.
+RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1"}
+# torchrun and Ray shard the same seeded permutation by rank, seed the model and the samplers the
+# same way and all-reduce over gloo in the same order, so the numbers are identical here; 1e-9
+# only absorbs a last-bit libm difference, while a real divergence moves the loss by >1e-4.
+REL_TOL = 1e-9
+
+
+@pytest.fixture(scope="module")
+def data_dirs(tmp_path_factory):
+    """One tiny synthetic dataset for every run in this module (built by the first run's rank 0)."""
+    root = tmp_path_factory.mktemp("ray_data")
+    return [f"data.raw_dir={root / 'raw'}", f"data.bundle_dir={root / 'bundle'}"]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A 2-CPU Ray on 127.0.0.1 for this module, shut down even when a test fails."""
+    saved = {key: os.environ.get(key) for key in RAY_ENV}
+    os.environ.update(RAY_ENV)
+    import ray
+
+    try:
+        ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
+                 logging_level="WARNING")
+        assert ray.util.get_node_ip_address() == "127.0.0.1"
+        yield ray
+    finally:
+        ray.shutdown()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def torchrun_reference(tmp_path_factory, data_dirs):
+    """The torchrun 2-process run of the debug config: (history rows, test metrics)."""
+    out = tmp_path_factory.mktemp("torchrun") / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={_free_port()}", "-m", "graphrec_dist.train", str(CONFIG), f"run.out_dir={out}",
+           *data_dirs]
+    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                          text=True, timeout=RUN_TIMEOUT_S)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return history, json.loads((out / "test_metrics.json").read_text())
+
+
+def _ray_run(tmp_path: Path, data_dirs: list[str], *overrides: str):
+    """fit_on_ray with 2 workers in a thread, so the wait is bounded; returns (cfg, Ray Result)."""
+    from graphrec_dist import launch_ray
+
+    cfg = load_config(CONFIG, [*data_dirs, f"run.out_dir={tmp_path / 'run'}", "dist.launcher=ray",
+                               "dist.num_workers=2", "dist.cpus_per_worker=1", *overrides])
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        result = pool.submit(launch_ray.fit_on_ray, cfg).result(timeout=RUN_TIMEOUT_S)
+    return cfg, result
+
+
+def _assert_same_run(history: list[dict], test: dict, reference) -> None:
+    ref_history, ref_test = reference
+    assert [row["step"] for row in history] == [row["step"] for row in ref_history]
+    for row, ref in zip(history, ref_history):
+        assert row["seed_edges"] == ref["seed_edges"]
+        for key in ("loss", "val_ndcg@10", "val_recall@20"):
+            assert row[key] == pytest.approx(ref[key], rel=REL_TOL, abs=1e-12), (row["epoch"], key)
+    for key in ("hit@10", "ndcg@10", "recall@20", "mrr", "num_users"):
+        assert test[key] == pytest.approx(ref_test[key], rel=REL_TOL, abs=1e-12), key
+
+
+def test_ray_two_workers_match_torchrun(local_ray, torchrun_reference, data_dirs, tmp_path):
+    from graphrec_dist import launch_ray
+
+    cfg, result = _ray_run(tmp_path, data_dirs)
+    trained = launch_ray.to_train_result(cfg, result)
+    _assert_same_run(trained.history, trained.test_metrics, torchrun_reference)
+    assert result.metrics["resumed_at_step"] is None
+    # Rank 0 wrote the usual run artifacts, and Ray kept the final checkpoint in its storage.
+    assert json.loads((tmp_path / "run" / "test_metrics.json").read_text())["ndcg@10"] == trained.test_metrics["ndcg@10"]
+    assert Path(result.path).is_relative_to(tmp_path / "run" / "ray")
+
+
+def test_ray_restarts_a_failed_worker_group_from_the_last_checkpoint(local_ray, torchrun_reference, data_dirs,
+                                                                      tmp_path):
+    from graphrec_dist import launch_ray
+
+    # 4 steps per epoch and rank: step 6 is mid-way through epoch 1; the last reported checkpoint
+    # is the end of epoch 0 (step 4), so steps 5-6 are redone once and nothing else.
+    cfg, result = _ray_run(tmp_path, data_dirs, "train.fail_after_step=6", "dist.max_failures=1")
+    assert result.metrics["resumed_at_step"] == 4
+    trained = launch_ray.to_train_result(cfg, result)
+    assert trained.global_step == 8
+    # Resuming is exact, so the faulted run ends where the uninterrupted one does.
+    _assert_same_run(trained.history, trained.test_metrics, torchrun_reference)
+    # The final checkpoint loads: its state is the end of training, and its best model rebuilds.
+    with result.checkpoint.as_directory() as folder:
+        state = ckpt.load_checkpoint(Path(folder) / ckpt.LAST)
+        assert (state["trainer"]["epoch"], state["trainer"]["global_step"]) == (2, 8)
+        _, model, _ = ckpt.load_run(Path(folder) / ckpt.BEST)
+        assert sum(p.numel() for p in model.parameters()) > 0
