@@ -85,22 +85,22 @@ def make_link_loader(bundle: Bundle, batch_size: int, num_neighbors: list[int], 
 
 
 class NegativeSampler:
-    """Uniform random books, redrawn (a few rounds) where they hit the user's training books.
+    """Uniform random books that are not among the user's training books.
 
-    After ``rounds`` redraws a few collisions may remain (possible only for users who rated almost
-    every book); they are kept rather than looping forever.
+    Rejection sampling for a few rounds, then the rare leftovers are drawn directly from the
+    user's complement (a user who rated every book keeps a positive: there is nothing else).
     """
 
-    def __init__(self, bundle: Bundle, rounds: int = 5):
+    def __init__(self, bundle: Bundle, rounds: int = 4):
         self.num_books = bundle.num_books
         self.rounds = rounds
+        self.indptr, self.indices = bundle.train_csr()
         keys = bundle.train[:, 0].numpy().astype(np.int64) * self.num_books + bundle.train[:, 1].numpy()
         self._keys = np.unique(keys)
 
     def is_positive(self, users: torch.Tensor, books: torch.Tensor) -> torch.Tensor:
         keys = users.numpy().astype(np.int64) * self.num_books + books.numpy()
-        pos = np.searchsorted(self._keys, keys)
-        pos = np.minimum(pos, len(self._keys) - 1)
+        pos = np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)
         return torch.from_numpy(self._keys[pos] == keys)
 
     def sample(self, users: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
@@ -110,8 +110,13 @@ class NegativeSampler:
         for _ in range(self.rounds):
             bad = self.is_positive(rep, neg)
             if not bool(bad.any()):
-                break
+                return neg.view(len(users), k)
             neg[bad] = torch.randint(self.num_books, (int(bad.sum()),), generator=gen)
+        for i in torch.nonzero(self.is_positive(rep, neg)).flatten().tolist():
+            u = int(rep[i])
+            allowed = np.setdiff1d(np.arange(self.num_books), self.indices[self.indptr[u]:self.indptr[u + 1]])
+            if len(allowed):
+                neg[i] = int(allowed[int(torch.randint(len(allowed), (1,), generator=gen))])
         return neg.view(len(users), k)
 
 

@@ -13,6 +13,7 @@ weighted mean; with sum/max it rescales messages without changing their total we
 """
 from __future__ import annotations
 
+import warnings
 from typing import ClassVar, Optional
 
 import torch
@@ -113,7 +114,11 @@ class HeteroSAGE(nn.Module):
             in_dim = m.emb_dim if i == 0 else m.hidden_dim
             types = sorted({t for et in ets for t in (et[0], et[2])})
             dsts = sorted({et[2] for et in ets})
-            self.layers.append(to_hetero(_ConvLayer(in_dim, m.hidden_dim, m.aggr), (types, ets), aggr=m.hetero_aggr))
+            with warnings.catch_warnings():
+                # Node types that are only sources in the last layer are dropped on purpose.
+                warnings.filterwarnings("ignore", message="There exist node types")
+                self.layers.append(to_hetero(_ConvLayer(in_dim, m.hidden_dim, m.aggr), (types, ets),
+                                             aggr=m.hetero_aggr))
             proj = m.skip and in_dim != m.hidden_dim
             self.skips.append(nn.ModuleDict({t: nn.Linear(in_dim, m.hidden_dim, bias=False) for t in dsts}
                                             if proj else {}))
@@ -168,19 +173,27 @@ def gather_rows(block: Tensor, n: int, ctx: DistContext) -> Tensor:
     return torch.cat(parts)[:n]
 
 
-def rank_adjacency(graph, use_weight: bool, ctx: DistContext, device: torch.device) -> dict:
-    """Per edge type, a SparseTensor ``adj_t`` holding only the in-edges of this rank's block of
-    destination rows (full shape), with weights renormalised over each node's full neighbourhood."""
+def adjacency(edge_index: Tensor, weight: Optional[Tensor], num_src: int, num_dst: int,
+              rows: Optional[slice] = None) -> SparseTensor:
+    """``adj_t`` (dst x src) with weights renormalised over each destination's in-edges here;
+    with ``rows``, only those destinations keep their in-edges (the shape stays full)."""
+    src, dst = edge_index
+    w = normalised_weight(weight, dst, num_dst)
+    if rows is not None:
+        keep = (dst >= rows.start) & (dst < rows.stop)
+        src, dst, w = src[keep], dst[keep], None if w is None else w[keep]
+    return SparseTensor(row=dst, col=src, value=w, sparse_sizes=(num_dst, num_src))
+
+
+def graph_adjacency(graph, use_weight: bool, device: torch.device, ctx: Optional[DistContext] = None) -> dict:
+    """Per edge type of ``graph`` (a sampled batch or the full graph), its ``adj_t``; with ``ctx``,
+    only the in-edges of this rank's block of destination rows."""
     adj = {}
     for et in graph.edge_types:
-        src, dst = graph[et].edge_index.to(device)
         num_src, num_dst = int(graph[et[0]].num_nodes), int(graph[et[2]].num_nodes)
         w = graph[et].get("edge_weight") if use_weight else None
-        w = normalised_weight(w.to(device), dst, num_dst) if w is not None else None
-        rows = _block(num_dst, ctx)
-        keep = (dst >= rows.start) & (dst < rows.stop)
-        adj[et] = SparseTensor(row=dst[keep], col=src[keep], value=None if w is None else w[keep],
-                               sparse_sizes=(num_dst, num_src))
+        adj[et] = adjacency(graph[et].edge_index.to(device), None if w is None else w.to(device), num_src, num_dst,
+                            None if ctx is None else _block(num_dst, ctx))
     return adj
 
 
@@ -204,8 +217,8 @@ class GraphSAGERecommender(Recommender):
     def encode_batch(self, batch) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """(input embeddings, output embeddings) of every node in a sampled HeteroData batch."""
         x = self.encoder.input_embeddings(batch.n_id_dict)
-        weights = batch.collect("edge_weight") if self.use_edge_weight else {}
-        return x, self.encoder(x, batch.edge_index_dict, weights)
+        adj = graph_adjacency(batch, self.use_edge_weight, x[USER].device)
+        return x, self.encoder(x, adj, {})
 
     def bpr_forward(self, batch) -> BPROutput:
         x, h = self.encode_batch(batch)
@@ -233,7 +246,7 @@ class GraphSAGERecommender(Recommender):
         self.eval()
         device = next(self.parameters()).device
         graph = training_graph(bundle, self.user_book_only)
-        adj = rank_adjacency(graph, self.use_edge_weight, ctx, device)
+        adj = graph_adjacency(graph, self.use_edge_weight, device, ctx)
         x = {nt: e.weight for nt, e in self.encoder.emb.items()}
         for i in range(len(self.encoder.layers)):
             h = self.encoder.layer(i, x, adj, {})

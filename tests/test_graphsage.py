@@ -1,0 +1,96 @@
+import pytest
+import torch
+
+from graphrec_dist.config import load_config
+from graphrec_dist.data.bundle import BOOK, RATES, REV_RATES, USER
+from graphrec_dist.distributed import DistContext
+from graphrec_dist.losses import bpr_loss
+from graphrec_dist.models import build_model
+from graphrec_dist.models.graphsage import (WeightedSAGEConv, _block, graph_adjacency, layer_edge_types,
+                                            normalised_weight)
+from graphrec_dist.sampling import make_link_loader
+from test_sampling import toy_bundle
+
+HAS_TAG = ("book", "has_tag", "tag")
+REV_HAS_TAG = ("tag", "rev_has_tag", "book")
+
+
+def _model(name: str = "graphsage", *overrides: str):
+    cfg = load_config(None, [f"model.name={name}", "model.emb_dim=8", "model.hidden_dim=6", *overrides])
+    bundle = toy_bundle()
+    torch.manual_seed(0)
+    return build_model(cfg, bundle), bundle
+
+
+def test_normalised_weight_averages_one_per_destination() -> None:
+    w = normalised_weight(torch.tensor([1.0, 3.0, 5.0]), torch.tensor([0, 0, 1]), 2)
+    assert torch.allclose(w, torch.tensor([0.5, 1.5, 1.0]))
+    assert normalised_weight(None, torch.tensor([0]), 1) is None
+
+
+def test_weighted_mean_aggregation_by_hand() -> None:
+    conv = WeightedSAGEConv(2, 2, aggr="mean", root_weight=False, bias=False)
+    with torch.no_grad():
+        conv.lin_l.weight.copy_(torch.eye(2))
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
+    edge_index = torch.tensor([[0, 1], [2, 2]])
+    out = conv(x, edge_index, torch.tensor([1.0, 3.0]))
+    assert torch.allclose(out[2], torch.tensor([0.25, 0.75]))  # weighted mean of the two sources
+    adj = graph_adjacency  # the SparseTensor path gives the same numbers
+    from graphrec_dist.models.graphsage import adjacency
+
+    assert torch.allclose(conv(x, adjacency(edge_index, torch.tensor([1.0, 3.0]), 3, 3))[2], out[2])
+    assert adj is not None
+
+
+def test_last_layer_keeps_only_edge_types_into_users_and_books() -> None:
+    ets = [RATES, REV_RATES, HAS_TAG, REV_HAS_TAG]
+    first, last = layer_edge_types(ets, 2)
+    assert set(first) == set(ets)
+    assert set(last) == {RATES, REV_RATES, REV_HAS_TAG}
+
+
+@pytest.mark.parametrize("overrides", [(), ("model.norm=layer", "model.skip=false"), ("model.num_layers=3",)])
+def test_sampled_output_with_full_fanout_equals_full_inference(overrides) -> None:
+    model, bundle = _model("graphsage", *overrides)
+    model.eval()
+    layers = model.encoder.layers.__len__()
+    ids = torch.arange(0, len(bundle.train), 7)
+    batch = next(iter(make_link_loader(bundle, len(ids), [-1] * layers, neg_per_pos=2, edge_ids=ids)))
+    with torch.no_grad():
+        _, h = model.encode_batch(batch)
+        full = model.embed_all(bundle, DistContext())
+    users = batch[USER].n_id[batch[USER].src_index]
+    books = batch[BOOK].n_id[torch.cat([batch[BOOK].dst_pos_index, batch[BOOK].dst_neg_index.flatten()])]
+    assert torch.allclose(h[USER][batch[USER].src_index], full[USER][users], atol=1e-5)
+    rows = torch.cat([batch[BOOK].dst_pos_index, batch[BOOK].dst_neg_index.flatten()])
+    assert torch.allclose(h[BOOK][rows], full[BOOK][books], atol=1e-5)
+    # and the scorer is the dot product of exactly these embeddings
+    scores = model.scorer(bundle, DistContext(), None).scores(users[:3])
+    assert torch.allclose(scores, full[USER][users[:3]] @ full[BOOK].T, atol=1e-5)
+
+
+def test_every_parameter_gets_a_gradient_so_ddp_needs_no_unused_parameter_search() -> None:
+    model, bundle = _model("graphsage", "model.norm=layer")
+    batch = next(iter(make_link_loader(bundle, 32, [3, 3], edge_ids=torch.arange(32))))
+    out = model.bpr_forward(batch)
+    (bpr_loss(out.pos, out.neg) + out.reg).backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert missing == []
+
+
+def test_graphsage_ui_uses_the_user_book_graph_only() -> None:
+    model, bundle = _model("graphsage_ui")
+    assert set(model.encoder.emb.keys()) == {USER, BOOK}
+    full = model.embed_all(bundle, DistContext())
+    assert full[USER].shape == (bundle.num_users, 6) and full[BOOK].shape == (bundle.num_books, 6)
+
+
+def test_rank_blocks_cover_rows_once_and_adjacency_keeps_only_own_rows() -> None:
+    blocks = [_block(10, DistContext(rank=r, world_size=3)) for r in range(3)]
+    assert [(b.start, b.stop) for b in blocks] == [(0, 4), (4, 8), (8, 10)]
+    bundle = toy_bundle()
+    adj = graph_adjacency(bundle.graph, True, torch.device("cpu"), DistContext(rank=1, world_size=2))
+    rows = adj[RATES].storage.row()
+    assert adj[RATES].sparse_sizes() == (bundle.num_books, bundle.num_users)
+    assert len(rows) > 0 and bool((rows >= 8).all())  # rank 1 of 2 holds books 8..14
