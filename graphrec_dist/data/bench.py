@@ -28,6 +28,8 @@ def _step(name: str, raw: str, bundle: str, users: int, seed: int, books_from: s
         from graphrec_dist.data.synth import generate
 
         generate(raw, users=users, seed=seed, books_from=books_from)
+        seconds, rss = time.perf_counter() - t0, _peak_rss_mb()
+        return {"seconds": round(seconds, 2), "peak_rss_mb": round(rss, 1), "marginals": marginals(raw)}
     elif name == "build":
         from graphrec_dist.config import DataConfig
         from graphrec_dist.data.prepare import build_bundle
@@ -41,6 +43,32 @@ def _step(name: str, raw: str, bundle: str, users: int, seed: int, books_from: s
     else:
         raise ValueError(f"unknown step {name!r}")
     return {"seconds": round(time.perf_counter() - t0, 2), "peak_rss_mb": round(_peak_rss_mb(), 1), **info}
+
+
+def marginals(raw_dir: str | Path) -> dict[str, Any]:
+    """Goodbooks-style marginals of a raw directory: sizes, activity, popularity, rating shares."""
+    import numpy as np
+    import pandas as pd
+    from scipy.stats import spearmanr
+
+    from graphrec_dist.data.sources import find_file
+
+    ratings = pd.read_csv(find_file(raw_dir, "ratings"))
+    to_read = pd.read_csv(find_file(raw_dir, "to_read"))
+    books = pd.read_csv(find_file(raw_dir, "books"), usecols=["book_id", "ratings_count"])
+    per_user = ratings.groupby("user_id").size()
+    per_book = ratings.groupby("book_id").size().reindex(books["book_id"], fill_value=0)
+    shares = ratings["rating"].value_counts(normalize=True).sort_index()
+    return {"ratings": len(ratings), "to_read": len(to_read), "users": int(per_user.size),
+            "users_with_to_read": int(to_read["user_id"].nunique()),
+            "ratings_per_user": {"mean": round(float(per_user.mean()), 2), "min": int(per_user.min()),
+                                 "max": int(per_user.max())},
+            "ratings_per_book": {"mean": round(float(per_book.mean()), 1), "median": float(per_book.median()),
+                                 "min": int(per_book.min()), "max": int(per_book.max())},
+            "spearman_book_count_vs_ratings_count": round(float(
+                spearmanr(per_book.to_numpy(), books["ratings_count"].to_numpy()).correlation), 3),
+            "rating_shares": {int(k): round(float(v), 3) for k, v in shares.items()},
+            "books": int(np.asarray(books["book_id"]).size)}
 
 
 def bench_build(users: int = 53424, work_dir: str | Path = "bench_data", books_from: str | None = None,
