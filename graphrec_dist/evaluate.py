@@ -125,7 +125,7 @@ def full_ranks(scores: torch.Tensor, row_local: np.ndarray, targets: np.ndarray,
     flat = torch.as_tensor(mask_row[keep] * rows.shape[1] + mask_col[keep], device=dev)
     # Masked items were counted as "not below" above when they are; take those back out.
     counted = ~(rows.reshape(-1).index_select(0, flat) < t.reshape(-1).index_select(0, mr))
-    rank -= torch.bincount(mr[counted], minlength=rows.shape[0])
+    rank.index_add_(0, mr, counted.to(torch.int64), alpha=-1)
     return rank.cpu()
 
 
