@@ -19,8 +19,7 @@ import pytest
 from graphrec_dist import checkpoint as ckpt
 from graphrec_dist.config import load_config
 
-pytestmark = [pytest.mark.slow, pytest.mark.multiproc,
-              pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray is not installed")]
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray is not installed")
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "debug.yaml"
@@ -47,7 +46,10 @@ def local_ray():
     saved = {key: os.environ.get(key) for key in RAY_ENV}
     os.environ.update(RAY_ENV)
     import ray
+    from ray._private import ray_constants
 
+    # Ray reads the loopback switch when first imported; an earlier test may have imported it.
+    enable_cluster, ray_constants.ENABLE_RAY_CLUSTER = ray_constants.ENABLE_RAY_CLUSTER, False
     try:
         ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
                  logging_level="WARNING")
@@ -55,6 +57,7 @@ def local_ray():
         yield ray
     finally:
         ray.shutdown()
+        ray_constants.ENABLE_RAY_CLUSTER = enable_cluster
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -104,6 +107,24 @@ def _assert_same_run(history: list[dict], test: dict, reference) -> None:
         assert test[key] == pytest.approx(ref_test[key], rel=REL_TOL, abs=1e-12), key
 
 
+def test_trainer_settings_come_from_the_dist_section(tmp_path, monkeypatch):
+    from graphrec_dist import launch_ray
+
+    monkeypatch.chdir(tmp_path)
+    cfg = launch_ray.resolve_paths(load_config(CONFIG, ["run.out_dir=runs/x", "dist.num_workers=3",
+                                                        "dist.cpus_per_worker=2", "dist.max_failures=2"]))
+    assert cfg.run.out_dir == str(tmp_path / "runs" / "x")
+    assert cfg.data.bundle_dir == str(tmp_path / "data" / "bundles" / "synth-300")
+    assert cfg.dist.storage_path == str(tmp_path / "runs" / "x" / "ray")
+    trainer = launch_ray.build_trainer(cfg)
+    assert trainer.scaling_config.num_workers == 3
+    assert trainer.scaling_config.resources_per_worker == {"CPU": 2}
+    assert trainer.run_config.failure_config.max_failures == 2
+    assert launch_ray.resolve_paths(load_config(CONFIG, ["dist.storage_path=s3://b/p"])).dist.storage_path == "s3://b/p"
+
+
+@pytest.mark.slow
+@pytest.mark.multiproc
 def test_ray_two_workers_match_torchrun(local_ray, torchrun_reference, data_dirs, tmp_path):
     from graphrec_dist import launch_ray
 
@@ -116,6 +137,8 @@ def test_ray_two_workers_match_torchrun(local_ray, torchrun_reference, data_dirs
     assert Path(result.path).is_relative_to(tmp_path / "run" / "ray")
 
 
+@pytest.mark.slow
+@pytest.mark.multiproc
 def test_ray_restarts_a_failed_worker_group_from_the_last_checkpoint(local_ray, torchrun_reference, data_dirs,
                                                                       tmp_path):
     from graphrec_dist import launch_ray
