@@ -101,6 +101,7 @@ class TrainConfig:
     edges_per_epoch: Optional[int] = None  # cap for quick runs; None = every training edge
     max_steps: Optional[int] = None  # stop after this many optimiser steps (tests, smoke runs)
     num_workers: int = 0  # sampling worker processes per rank
+    num_threads: int = 0  # torch intra-op threads per process (0: torch's default); 1 suits a busy box
     seed: int = 0
     lr_schedule: Literal["none", "cosine"] = "none"
     amp: bool = True  # only takes effect on CUDA
@@ -119,6 +120,7 @@ class TrainConfig:
         _require(self.edges_per_epoch is None or self.edges_per_epoch > 0, "train.edges_per_epoch",
                  "a positive integer or null")
         _require(self.num_workers >= 0, "train.num_workers", "an integer >= 0")
+        _require(self.num_threads >= 0, "train.num_threads", "an integer >= 0")
         _require(self.patience >= 1, "train.patience", "an integer >= 1")
 
 

@@ -316,10 +316,17 @@ def _short(row: dict[str, Any], key: str) -> str:
     return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
 
 
+def set_threads(cfg: Config) -> None:
+    # Two OpenMP threads on a box already busy spin-wait more than they compute (we measured 10x).
+    if cfg.train.num_threads > 0:
+        torch.set_num_threads(cfg.train.num_threads)
+
+
 def run_training(cfg: Config, ctx: DistContext, hooks: Optional[TrainHooks] = None) -> TrainResult:
     """Train ``cfg.model.name`` on ``cfg.data``, validate, keep the best, test it, write the outputs."""
     hooks = hooks or TrainHooks()
     out_dir = Path(cfg.run.out_dir)
+    set_threads(cfg)
     bundle = load_data(cfg, ctx)
     if ctx.is_main:
         write_text_atomic(out_dir / "config.yaml", cfg.to_yaml())
@@ -375,6 +382,54 @@ def finish_run(cfg: Config, result: TrainResult, bundle, ctx: DistContext) -> No
           f"best epoch {result.best_epoch}):\n  {shown}")
     print(f"artifacts in {out}/: config.yaml metrics.jsonl best.pt last.pt test_metrics.json {CURVES}")
     sys.stdout.flush()
+
+
+def profile_steps(cfg: Config, steps: int = 200, ctx: Optional[DistContext] = None) -> dict[str, Any]:
+    """Time ``steps`` training steps of ``cfg`` (one process, no evaluation), phase by phase.
+
+    Sampling is the wait for the next batch (with ``num_workers`` > 0, only what the workers did
+    not hide). Returns totals in seconds, seed edges per second and the implied epoch time.
+    """
+    ctx = ctx or DistContext()
+    set_threads(cfg)
+    bundle = load_data(cfg, ctx)
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg, bundle).to(ctx.device)
+    trainer = Trainer(cfg, ctx, model, bundle, TrainHooks())
+    module = trainer.wrap()
+    times = {"sampling_s": 0.0, "forward_s": 0.0, "backward_s": 0.0, "optimizer_s": 0.0}
+    it, done, seeds, epoch = iter(trainer.batches(0, 0)), 0, 0, 0
+    sync = torch.cuda.synchronize if ctx.device.type == "cuda" else (lambda: None)
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        try:
+            batch = next(it).to(ctx.device)
+        except StopIteration:
+            epoch += 1
+            it = iter(trainer.batches(epoch, 0))
+            batch = next(it).to(ctx.device)
+        t1 = time.perf_counter()
+        pos, neg, reg = module(batch)
+        loss = bpr_loss(pos, neg) + cfg.train.l2 * reg
+        sync()
+        t2 = time.perf_counter()
+        trainer.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        sync()
+        t3 = time.perf_counter()
+        trainer.optimizer.step()
+        sync()
+        t4 = time.perf_counter()
+        for key, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+            times[key] += dt
+        done, seeds = done + 1, seeds + int(pos.shape[0])
+    total = sum(times.values())
+    return {"model": cfg.model.name, "users": bundle.num_users, "books": bundle.num_books,
+            "train_edges": len(bundle.train), "steps": done, "batch_size": cfg.train.batch_size,
+            "num_neighbors": list(cfg.train.num_neighbors), "num_workers": cfg.train.num_workers,
+            "steps_per_epoch": trainer.steps, **{k: round(v, 4) for k, v in times.items()},
+            "total_s": round(total, 4), "seed_edges_per_s": round(seeds / total, 1) if total else None,
+            "est_epoch_s": round(total / max(done, 1) * trainer.steps, 1), "units": "seconds, totals over steps"}
 
 
 def build_parser() -> argparse.ArgumentParser:

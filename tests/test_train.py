@@ -1,0 +1,97 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from graphrec_dist.cli import main as cli_main
+from graphrec_dist.config import load_config
+from graphrec_dist.distributed import DistContext
+from graphrec_dist.train import TrainHooks, main, profile_steps, run_training
+
+OUTPUTS = ["config.yaml", "metrics.jsonl", "best.pt", "last.pt", "test_metrics.json", "training_curves.png"]
+
+
+@pytest.fixture(scope="module")
+def data_overrides(tmp_path_factory) -> list[str]:
+    """A tiny Goodbooks-shaped synth dataset, generated and built once for this module."""
+    root = tmp_path_factory.mktemp("train_data")
+    return [f"data.raw_dir={root}/raw", f"data.bundle_dir={root}/bundle", "data.synth_users=120"]
+
+
+def small(data: list[str], out: Path, *extra: str) -> list[str]:
+    return data + [f"run.out_dir={out}", "run.progress=false", "model.emb_dim=16", "model.hidden_dim=16",
+                   "train.batch_size=128", "train.num_neighbors=[4,3]", "train.edges_per_epoch=1024",
+                   "train.epochs=2", "train.lr=0.01", "eval.ks=[10]", *extra]
+
+
+def read_rows(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_graphsage_run_writes_every_output_and_the_loss_falls(data_overrides, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    result = main(["configs/debug.yaml", *small(data_overrides, out, "train.epochs=3")])
+    assert [p for p in OUTPUTS if not (out / p).is_file()] == []
+    rows = read_rows(out)
+    assert [r["epoch"] for r in rows] == [0, 1, 2]
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    assert all(r["seed_edges"] == 1024 and r["edges_per_s"] > 0 and "val_ndcg@10" in r for r in rows)
+    test = json.loads((out / "test_metrics.json").read_text())
+    assert test["num_users"] == 120 and 0.0 <= test["ndcg@10"] <= 1.0 and test == {**result.test_metrics, **{
+        k: test[k] for k in ("model", "best_epoch", "split")}}
+    assert (out / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
+    printed = capsys.readouterr().out
+    assert "full-ranking test metrics" in printed and str(out) in printed
+
+
+def test_resumed_run_ends_with_the_same_metrics_as_an_uninterrupted_one(data_overrides, tmp_path: Path) -> None:
+    base = ["train.checkpoint_every=3", "model.dropout=0.2"]
+    full = main(["configs/debug.yaml", *small(data_overrides, tmp_path / "a", *base)])
+    # 8 steps per epoch: the last checkpoint before step 11 is mid-epoch 1 (step 9).
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        main(["configs/debug.yaml", *small(data_overrides, tmp_path / "b", *base, "train.fail_after_step=11")])
+    assert len(read_rows(tmp_path / "b")) == 1
+    resumed = main(["configs/debug.yaml", *small(data_overrides, tmp_path / "b", *base)])
+    assert resumed.test_metrics == full.test_metrics
+    rows_a, rows_b = read_rows(tmp_path / "a"), read_rows(tmp_path / "b")
+    assert [r["loss"] for r in rows_a] == [r["loss"] for r in rows_b]
+    assert [r["val_ndcg@10"] for r in rows_a] == [r["val_ndcg@10"] for r in rows_b]
+
+
+def test_same_seed_same_result_other_seed_other_result(data_overrides, tmp_path: Path) -> None:
+    runs = [main(["configs/debug.yaml", *small(data_overrides, tmp_path / name, "train.epochs=1", f"train.seed={s}")])
+            for name, s in (("s0", 0), ("s0b", 0), ("s1", 1))]
+    assert runs[0].history[0]["loss"] == runs[1].history[0]["loss"]
+    assert runs[0].history[0]["loss"] != runs[2].history[0]["loss"]
+
+
+def test_closed_form_model_goes_straight_to_evaluation(data_overrides, tmp_path: Path) -> None:
+    cfg = load_config("configs/debug.yaml", small(data_overrides, tmp_path / "pop", "model.name=popularity"))
+    result = run_training(cfg, DistContext())
+    assert result.global_step == 0 and result.best_epoch == 0
+    assert [p for p in OUTPUTS if not (tmp_path / "pop" / p).is_file()] == []
+
+
+def test_triplet_model_trains_and_hooks_see_every_epoch(data_overrides, tmp_path: Path) -> None:
+    seen = []
+    cfg = load_config("configs/debug.yaml", small(data_overrides, tmp_path / "mf", "model.name=mf",
+                                                   "train.max_steps=10"))
+    result = run_training(cfg, DistContext(), TrainHooks(on_epoch_end=lambda row, path: seen.append((row, path))))
+    assert result.global_step == 10  # max_steps stops inside the second epoch
+    assert [r["epoch"] for r, _ in seen] == [0, 1] and seen[-1][1] == tmp_path / "mf" / "last.pt"
+
+
+def test_bad_config_key_exits_2_with_the_key_named(data_overrides, capsys) -> None:
+    assert cli_main(["train", "configs/debug.yaml", "train.nope=1"]) == 2
+    assert "train.nope" in capsys.readouterr().err
+
+
+def test_profile_steps_reports_each_phase(data_overrides, tmp_path: Path) -> None:
+    cfg = load_config("configs/debug.yaml", small(data_overrides, tmp_path / "prof"))
+    prof = profile_steps(cfg, steps=10)  # more steps than one epoch of 8: rolls over
+    assert prof["steps"] == 10 and prof["steps_per_epoch"] == 8
+    assert all(prof[k] > 0 for k in ("sampling_s", "forward_s", "backward_s", "optimizer_s", "seed_edges_per_s"))
+    assert prof["total_s"] == pytest.approx(sum(prof[k] for k in ("sampling_s", "forward_s", "backward_s",
+                                                                  "optimizer_s")), abs=1e-3)
+    assert torch.get_num_threads() >= 1
