@@ -199,13 +199,21 @@ def report(metrics: dict[str, Any], checkpoint_file: Optional[Path]) -> None:
     if checkpoint_file is None:
         ray.train.report(metrics)
         return
-    with tempfile.TemporaryDirectory(prefix="graphrec-ray-report-", ignore_cleanup_errors=True) as stage:
+    folder = Path(checkpoint_file).parent
+    # Staged beside the files so that a hard link works; Ray copies the folder to storage.
+    with tempfile.TemporaryDirectory(prefix=".ray-report-", dir=folder, ignore_cleanup_errors=True) as stage:
         for name in (ckpt.LAST, ckpt.BEST):
-            source = Path(checkpoint_file).parent / name
-            if source.is_file():
-                os.link(source, Path(stage) / name)  # a link: Ray copies it to storage, out_dir keeps its file
+            if (folder / name).is_file():
+                _link_or_copy(folder / name, Path(stage) / name)
         (Path(stage) / STEP_FILE).write_text(json.dumps({"step": metrics.get("step")}))
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(stage))
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # a file system without hard links
+        shutil.copy2(source, target)
 
 
 def train_worker(loop_config: dict[str, Any]) -> None:
