@@ -11,6 +11,7 @@ import dataclasses
 import fcntl
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -55,15 +56,16 @@ def input_checksums(files: dict[str, Path]) -> dict[str, dict[str, Any]]:
 
 @contextlib.contextmanager
 def _locked(target: Path) -> Iterator[None]:
-    """Hold an exclusive lock beside ``target`` (``.<name>.lock``), so that two processes that
-    prepare the same directory take turns and the second one finds the first one's result."""
+    """Hold an exclusive flock on ``target``'s parent directory, so that two processes preparing
+    the same directory take turns and the second finds the first one's result. Locking the
+    directory itself writes no lock file (bad input must leave nothing behind)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f".{target.name}.lock", "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    fd = os.open(target.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def build_bundle(cfg: DataConfig, raw_dir: str | Path | None = None, out: str | Path | None = None,
