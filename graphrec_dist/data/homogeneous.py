@@ -77,8 +77,9 @@ def homogeneous_view(bundle: Bundle, edge_types: Iterable[EdgeType] | None = Non
     deg = np.asarray(adj.sum(axis=1)).ravel()
     inv = np.zeros_like(deg)
     inv[deg > 0] = deg[deg > 0] ** -0.5
-    norm = (sp.diags(inv) @ adj @ sp.diags(inv)).tocoo()
-    order = np.lexsort((norm.col, norm.row))
-    edge_index = torch.from_numpy(np.stack([norm.row[order], norm.col[order]]).astype(np.int64))
-    edge_weight = torch.from_numpy(norm.data[order].astype(np.float32))
+    norm = (sp.diags(inv) @ adj @ sp.diags(inv)).tocsr()
+    norm.sort_indices()  # CSR order is (row, col) order
+    rows = np.repeat(np.arange(total, dtype=np.int64), np.diff(norm.indptr))
+    edge_index = torch.from_numpy(np.stack([rows, norm.indices.astype(np.int64)]))
+    edge_weight = torch.from_numpy(norm.data.astype(np.float32))
     return HomogeneousView(edge_index, edge_weight, offsets, total)
