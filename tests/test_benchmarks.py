@@ -259,11 +259,11 @@ def test_bench_command_end_to_end_at_a_tiny_size(tmp_path, monkeypatch):
 
     monkeypatch.setattr(bench_cli, "reduced_plan", _tiny_plan)
     out, docs = tmp_path / "bench_out", tmp_path / "docs"
-    result = bench_cli.main(["--out", str(out), "--docs", str(docs), "--sections", "quality,evaluation,sampling",
+    result = bench_cli.main(["--out", str(out), "--docs", str(docs), "--sections", "quality,training,evaluation,memory",
                              *TINY_SET])
-    assert set(result.written) == {"quality", "evaluation", "sampling"} and not result.failed
+    assert set(result.written) == {"quality", "training", "evaluation", "memory"} and not result.failed
     quality = json.loads((out / "quality.json").read_text())
-    assert quality["command"].startswith("graphrec-dist bench --sections quality,evaluation,sampling --set")
+    assert quality["command"].startswith("graphrec-dist bench --sections quality,training,evaluation,memory --set")
     models = quality["results"]["models"]
     assert set(models) == {"popularity", "graphsage"}
     for m in models.values():
@@ -274,6 +274,15 @@ def test_bench_command_end_to_end_at_a_tiny_size(tmp_path, monkeypatch):
     evaluation = json.loads((out / "evaluation.json").read_text())["results"]
     assert _finite_positive(evaluation["versus_bare"]["ratio"])
     assert _finite_positive(evaluation["graphsage_inference"]["inference_s"])
+    training = json.loads((out / "training.json").read_text())["results"]
+    for phase in ("sampling_s", "forward_s", "backward_s", "optimizer_s", "seed_edges_per_s"):
+        assert _finite_positive(training["profile"][phase])
+    assert training["compare"]["reference"]["steps"] > 0 and training["compare"]["trainer"]["curve"]
+    memory = json.loads((out / "memory.json").read_text())["results"]
+    for stage in ("data_build", "training", "evaluation"):
+        assert _finite_positive(memory[stage]["peak_rss_mb"])
+    assert memory["training_under_target"] is True
     text = result.report.read_text()
     assert "## Quality (300 users" in text and "Not run into this bench folder" in text
-    assert (docs / "img" / "quality_bars.png").is_file()
+    for png in ("quality_bars.png", "training_curves.png", "training_race.png", "training_phases.png"):
+        assert (docs / "img" / png).read_bytes()[:8] == PNG_MAGIC

@@ -55,7 +55,7 @@ def measure_point(plan: BenchPlan, users: int, steps: int) -> dict[str, Any]:
                         run_overrides(plan, users, "model.name=graphsage", "train.epochs=1", "train.seed=0",
                                       f"train.max_steps={steps}"),
                         timeout_s=4 * 3600, salt=plan.invocation)
-    ev = call_in_child("graphrec_dist.benchmarks.memory:eval_child", {"run_dir": run["run_dir"]},
+    ev = call_in_child("graphrec_dist.benchmarks.memory:eval_child", {"run_dir": run["run_dir"], "repeats": min(plan.repeats, 3)},
                        plan.out_dir, timeout_s=4 * 3600, tag=f"eval-{users}")
     return {
         "users": users, "num_books": build["num_books"], "train_edges": build["train_edges"],

@@ -47,10 +47,15 @@ def profile(plan: BenchPlan, users: int, steps: int) -> dict[str, Any]:
     return res
 
 
+def trained(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Points after at least one step (the untrained model's score reaches nothing)."""
+    return [p for p in points if (p.get("step") or 0) > 0 and p.get("val_ndcg@10") is not None]
+
+
 def first_reach(points: list[dict[str, Any]], target: float) -> dict[str, Any] | None:
-    """The first point of a curve whose val_ndcg@10 is at least ``target``."""
-    for p in points:
-        if p.get("val_ndcg@10") is not None and p["val_ndcg@10"] >= target:
+    """The first trained point of a curve whose val_ndcg@10 is at least ``target``."""
+    for p in trained(points):
+        if p["val_ndcg@10"] >= target:
             return p
     return None
 
@@ -68,8 +73,8 @@ def trainer_curve(record: dict[str, Any], steps_per_epoch: int) -> list[dict[str
 
 def race(ref: list[dict[str, Any]], ours: list[dict[str, Any]]) -> dict[str, Any]:
     """Who reaches 90% of the lower of the two best validation NDCG@10s first, in time and steps."""
-    best_ref = max((p["val_ndcg@10"] or 0.0) for p in ref)
-    best_ours = max((p["val_ndcg@10"] or 0.0) for p in ours)
+    best_ref = max((p["val_ndcg@10"] for p in trained(ref)), default=0.0)
+    best_ours = max((p["val_ndcg@10"] for p in trained(ours)), default=0.0)
     target = 0.9 * min(best_ref, best_ours)
     r, o = first_reach(ref, target), first_reach(ours, target)
     return {
