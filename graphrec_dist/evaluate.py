@@ -50,6 +50,7 @@ class Holdout:
 
     @classmethod
     def from_pairs(cls, pairs: torch.Tensor) -> "Holdout":
+        """From a split's int64 [n, 2] (user, book) rows, in any order."""
         arr = pairs.cpu().numpy().astype(np.int64).reshape(-1, 2)
         arr = arr[np.lexsort((arr[:, 1], arr[:, 0]))]
         users, counts = np.unique(arr[:, 0], return_counts=True)
@@ -65,6 +66,7 @@ class Masks:
 
     @classmethod
     def for_split(cls, bundle: Bundle, split: str, cfg: EvalConfig) -> "Masks":
+        """Training items, plus the other held-out split's items with ``cfg.exclude_other_holdout``."""
         csrs = [bundle.train_csr()]
         if cfg.exclude_other_holdout:
             csrs.append(_csr(bundle.split(OTHER_SPLIT[split]), bundle.num_users))
@@ -350,6 +352,7 @@ def write_per_user(path: str | Path, bundle: Bundle, hold: Holdout, parts: list[
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Options of ``graphrec-dist evaluate``."""
     parser = argparse.ArgumentParser(prog="graphrec-dist evaluate",
                                      description="Evaluate a trained run or checkpoint; prints metrics as JSON.")
     source = parser.add_mutually_exclusive_group(required=True)
