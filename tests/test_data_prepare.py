@@ -34,6 +34,8 @@ def test_prepare_synth(synth300) -> None:
     assert len(bundle.graph.edge_types) == 11
     assert bundle.val.shape == bundle.test.shape == (300, 2)
     assert bundle.graph[RATES].edge_index.shape[1] == bundle.train.shape[0]
+    rates = {tuple(p) for p in bundle.graph[RATES].edge_index.t().tolist()}
+    assert not rates & {tuple(p) for p in bundle.val.tolist() + bundle.test.tolist()}
     assert {"book_id", "title", "authors"} <= set(bundle.books.columns)
     assert list(bundle.users.columns) == ["user_id"]
     for name in ("ratings.csv", "to_read.csv", "books.csv", "book_tags.csv", "tags.csv"):
@@ -141,3 +143,22 @@ def test_two_processes_prepare_the_same_bundle(tmp_path) -> None:
     assert [o[0].strip() for o in outs] == ["120", "120"]
     logs = "".join(o[1] for o in outs)
     assert logs.count("generating 120 synthetic users") == 1 and logs.count("building Graph3") == 1
+
+
+def test_series_read_in_order(synth300) -> None:
+    import pandas as pd
+
+    from graphrec_dist.data.synth import parse_series
+
+    assert parse_series(["A (The Saga, #2)", "B (X, #1.5)", "Plain"])[0] == ["The Saga", "X", ""]
+    cfg, _ = synth300
+    raw = Path(cfg.raw_dir)
+    books = pd.read_csv(raw / "books.csv").set_index("book_id")
+    ratings = pd.read_csv(raw / "ratings.csv")
+    names, volumes = parse_series(books.loc[ratings["book_id"], "title"].tolist())
+    ratings["series"], ratings["volume"] = names, volumes
+    in_series = ratings[ratings["series"] != ""]
+    assert len(in_series) > 1000
+    # File order is time order: within a user and a series, volumes never go down.
+    steps = in_series.groupby(["user_id", "series"])["volume"].apply(lambda v: (v.diff().dropna() >= 0).all())
+    assert steps.all()
