@@ -142,6 +142,27 @@ def _validate(model, data, bundle, cfg, ctx) -> dict[str, float]:
             "val_ndcg@10_raw_table": raw.get("ndcg@10")}
 
 
+def _setup(cfg, seed: int) -> dict[str, Any]:
+    """Data, model, optimizer and the user-seeded loader of the notebook's loop."""
+    from torch_geometric.loader import NeighborLoader
+
+    from graphrec_dist.data.prepare import prepare_bundle
+
+    torch.manual_seed(seed)
+    bundle = prepare_bundle(cfg.data)
+    data = user_book_graph(bundle)
+    model = ReferenceSAGE(bundle.num_users, bundle.num_books, cfg.model.emb_dim, cfg.model.hidden_dim,
+                          cfg.model.num_layers)
+    return {
+        "bundle": bundle, "data": data, "model": model, "gen": torch.Generator().manual_seed(seed),
+        "csr": tuple(torch.from_numpy(a) for a in bundle.train_csr()),
+        "optimizer": torch.optim.Adam(model.parameters(), lr=cfg.train.lr),
+        "loader": NeighborLoader(data, num_neighbors=list(cfg.train.num_neighbors), input_nodes=(USER, None),
+                                 batch_size=cfg.train.batch_size, shuffle=True),
+        "slot": torch.full((bundle.num_books,), -1, dtype=torch.long),
+    }
+
+
 def run_reference(config_path: str | None, overrides: list[str], time_budget_s: float, max_steps: int,
                   eval_every_steps: int, seed: int = 0) -> dict[str, Any]:
     """Train with the notebook's loop until ``time_budget_s`` of training time or ``max_steps``.
@@ -150,50 +171,39 @@ def run_reference(config_path: str | None, overrides: list[str], time_budget_s: 
     end; returns the curve (step, epoch, train seconds, val NDCG@10 of the GNN output and of the
     raw table) and the mean share of positives/negatives that fell back to raw embeddings.
     """
-    from torch_geometric.loader import NeighborLoader
-
     from graphrec_dist.config import load_config
-    from graphrec_dist.data.prepare import prepare_bundle
     from graphrec_dist.distributed import DistContext
 
-    cfg = load_config(config_path, overrides)
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    bundle = prepare_bundle(cfg.data)
-    data = user_book_graph(bundle)
-    indptr, indices = (torch.from_numpy(a) for a in bundle.train_csr())
-    model = ReferenceSAGE(bundle.num_users, bundle.num_books, cfg.model.emb_dim, cfg.model.hidden_dim,
-                          cfg.model.num_layers)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
-    loader = NeighborLoader(data, num_neighbors=list(cfg.train.num_neighbors), input_nodes=(USER, None),
-                            batch_size=cfg.train.batch_size, shuffle=True)
-    steps_per_epoch = math.ceil(bundle.num_users / cfg.train.batch_size)
-    slot = torch.full((bundle.num_books,), -1, dtype=torch.long)
-    ctx = DistContext()
-    curve, fallbacks, step, train_s, epoch = [], [], 0, 0.0, 0
-    curve.append({"step": 0, "epoch": 0, "train_s": 0.0, **_validate(model, data, bundle, cfg, ctx)})
+    cfg, ctx = load_config(config_path, overrides), DistContext()
+    r = _setup(cfg, seed)
+    bundle, model = r["bundle"], r["model"]
+
+    def point(step: int, epoch: int, train_s: float, **extra) -> dict[str, Any]:
+        return {"step": step, "epoch": epoch, "train_s": round(train_s, 3), **extra,
+                **_validate(model, r["data"], bundle, cfg, ctx)}
+
+    curve, fallbacks, step, train_s, epoch = [point(0, 0, 0.0)], [], 0, 0.0, 0
     while step < max_steps and train_s < time_budget_s:
         epoch += 1
         t0 = time.perf_counter()
-        for batch in loader:
-            stats = train_step(model, batch, indptr, indices, bundle.num_books, cfg.train.l2, optimizer, gen, slot)
+        for batch in r["loader"]:
+            stats = train_step(model, batch, *r["csr"], bundle.num_books, cfg.train.l2, r["optimizer"], r["gen"],
+                               r["slot"])
             fallbacks.append((stats["fallback_pos"], stats["fallback_neg"]))
             step += 1
             if step % eval_every_steps == 0 or step >= max_steps:
-                train_s += time.perf_counter() - t0
-                curve.append({"step": step, "epoch": epoch, "train_s": round(train_s, 3), "loss": stats["loss"],
-                              **_validate(model, data, bundle, cfg, ctx)})
+                train_s += time.perf_counter() - t0  # validation time is not training time
+                curve.append(point(step, epoch, train_s, loss=stats["loss"]))
                 t0 = time.perf_counter()
                 if step >= max_steps or train_s >= time_budget_s:
                     break
         else:
             train_s += time.perf_counter() - t0
     if curve[-1]["step"] != step:
-        curve.append({"step": step, "epoch": epoch, "train_s": round(train_s, 3),
-                      **_validate(model, data, bundle, cfg, ctx)})
+        curve.append(point(step, epoch, train_s))
     return {
         "loop": "reference_notebook", "num_users": bundle.num_users, "num_books": bundle.num_books,
-        "steps_per_epoch": steps_per_epoch, "batch_size": cfg.train.batch_size,
+        "steps_per_epoch": math.ceil(bundle.num_users / cfg.train.batch_size), "batch_size": cfg.train.batch_size,
         "num_neighbors": list(cfg.train.num_neighbors), "steps": step, "train_s": round(train_s, 3),
         "seed_users_per_s": round(step * cfg.train.batch_size / train_s, 1) if train_s > 0 else None,
         "fallback_share_pos": round(sum(f[0] for f in fallbacks) / max(len(fallbacks), 1), 4),
