@@ -106,4 +106,4 @@ def rank_models(models: dict[str, dict[str, Any]], metric: str = "ndcg@10") -> l
 
 def run_ablation(plan: BenchPlan, common: list[str]) -> dict[str, Any]:
     """graphsage with one Graph3 relation removed at a time, same budget (where a knob exists)."""
-    return {"run": False, "why": "no config switch to drop one relation type yet"}
+    return {"run": False, "why": "the config has no switch to leave one relation type out of graphsage yet"}
