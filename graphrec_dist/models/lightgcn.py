@@ -12,9 +12,10 @@ adjacency; the scorer propagates once more and ranks by dot products.
 """
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import torch
+from torch_geometric.nn.conv import LGConv
 from torch_geometric.nn.models import LightGCN as PygLightGCN
 from torch_geometric.utils import to_torch_csr_tensor
 
@@ -24,15 +25,45 @@ from graphrec_dist.models.base import BPROutput, EmbeddingScorer, Recommender, S
 from graphrec_dist.models.mf import INIT_STD, ego_reg, triplet_scores
 
 
-def _adjacency(edge_index: torch.Tensor, edge_weight: torch.Tensor, num_nodes: int,
-               device: torch.device) -> torch.Tensor:
-    """The transposed weighted adjacency (PyG's ``adj_t``) as a torch CSR tensor on ``device``.
+class AdjPair(NamedTuple):
+    """The normalised adjacency as PyG's ``adj_t`` (messages flow src -> dst) and its transpose."""
 
-    One fused sparse-dense matmul per layer (plain torch, CPU or CUDA): the edge_index path would
-    materialise one message per edge (E x dim floats), 30x slower and gigabytes at Goodbooks scale.
-    """
-    adj_t = to_torch_csr_tensor(edge_index.flip(0), edge_weight.float(), size=(num_nodes, num_nodes))
-    return adj_t.to(device)
+    adj_t: torch.Tensor  # torch sparse CSR [N, N]: row = destination
+    adj: torch.Tensor  # torch sparse CSR [N, N]: row = source, for the backward pass
+
+
+class _SpMM(torch.autograd.Function):
+    """``adj_t @ x`` whose backward is ``adj @ grad``: torch's own CSR backward rebuilds the
+    transpose on every call, which made a step 10-30x slower than the forward pass."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, adj_t: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
+        ctx.adj = adj
+        return torch.sparse.mm(adj_t, x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return torch.sparse.mm(ctx.adj, grad), None, None
+
+
+class PairLGConv(LGConv):
+    """PyG's ``LGConv`` (``normalize=False``) that also takes an :class:`AdjPair`."""
+
+    def forward(self, x: torch.Tensor, edge_index, edge_weight: torch.Tensor | None = None) -> torch.Tensor:
+        if isinstance(edge_index, AdjPair):
+            return _SpMM.apply(x, edge_index.adj_t, edge_index.adj)
+        return super().forward(x, edge_index, edge_weight)
+
+
+def adjacency_pair(edge_index: torch.Tensor, edge_weight: torch.Tensor, num_nodes: int,
+                   device: torch.device) -> AdjPair:
+    """Both CSR orientations on ``device``. A fused sparse-dense matmul per layer: the edge_index
+    path would materialise one message per edge (E x dim floats), gigabytes at Goodbooks scale."""
+    size = (num_nodes, num_nodes)
+    weight = edge_weight.float()
+    adj_t = to_torch_csr_tensor(edge_index.flip(0), weight, size=size)
+    adj = to_torch_csr_tensor(edge_index, weight, size=size)
+    return AdjPair(adj_t.to(device), adj.to(device))
 
 
 class LightGCNRecommender(Recommender):
@@ -44,6 +75,7 @@ class LightGCNRecommender(Recommender):
                  offsets: dict[str, int], num_users: int, num_books: int, dim: int, num_layers: int):
         super().__init__()
         self.net = PygLightGCN(num_nodes, dim, num_layers, normalize=False)
+        self.net.convs = torch.nn.ModuleList([PairLGConv(normalize=False) for _ in range(num_layers)])
         torch.nn.init.normal_(self.net.embedding.weight, std=INIT_STD)
         # Plain attributes, not buffers: DDP would broadcast buffers every step and checkpoints
         # would carry the graph, which the bundle already holds.
@@ -56,11 +88,11 @@ class LightGCNRecommender(Recommender):
         self.num_users = num_users
         self.num_books = num_books
 
-    def adjacency(self):
+    def adjacency(self) -> AdjPair:
         """The cached adjacency, rebuilt when the model has moved to another device."""
         device = self.net.embedding.weight.device
-        if self._adj is None or self._adj.device != device:
-            self._adj = _adjacency(self._edge_index, self._edge_weight, self.num_nodes, device)
+        if self._adj is None or self._adj.adj_t.device != device:
+            self._adj = adjacency_pair(self._edge_index, self._edge_weight, self.num_nodes, device)
         return self._adj
 
     def propagate(self) -> torch.Tensor:
