@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from graphrec_dist.benchmarks.common import BenchError
 from graphrec_dist.benchmarks.datasets import ensure_bundle
 from graphrec_dist.benchmarks.plan import BenchPlan, run_overrides
 from graphrec_dist.benchmarks.runs import evaluate_run, train_run
@@ -82,12 +83,15 @@ def run_section(plan: BenchPlan) -> dict[str, Any]:
     common = common_overrides(plan, plan.quality_users)
     models = {}
     for m in plan.quality_models:
-        models[m] = summarize_run(model_run(plan, m, plan.quality_users))
         preset, extra = preset_for(m)
+        try:
+            models[m] = summarize_run(model_run(plan, m, plan.quality_users))
+        except BenchError as exc:  # one model failing must not cost the table the others
+            models[m] = {"error": str(exc), "test": {}, "curve": [], "command": f"graphrec-dist train {preset}"}
         models[m]["short_command"] = " ".join(["graphrec-dist train", preset, *extra, "…"])
     out: dict[str, Any] = {"num_users": data["num_users"], "num_books": data["num_books"],
                            "train_edges": data["train_edges"], "models": models, "common_overrides": common}
-    if "graphsage" in models:
+    if models.get("graphsage", {}).get("test"):
         cands = [c for c in plan.sampled_candidates if c < data["num_books"]]
         sampled = evaluate_run(plan.out_dir, models["graphsage"]["run_dir"],
                                ["eval.protocol=sampled", f"eval.sampled_candidates=[{','.join(map(str, cands))}]"],

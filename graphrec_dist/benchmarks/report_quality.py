@@ -15,6 +15,9 @@ def quality_table(models: dict[str, dict[str, Any]], ranking: list[str]) -> list
     leader = ranking[0] if ranking else None
     for name in order:
         m = models[name]
+        if m.get("error"):
+            lines.append(f"| {name} | failed: {m['error']} |" + " |" * (len(QUALITY_COLUMNS) + 2))
+            continue
         cells = [f"**{fmt(m['test'].get(c))}**" if name == leader and c == "ndcg@10" else fmt(m["test"].get(c))
                  for c in QUALITY_COLUMNS]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {fmt(m.get('best_val_epoch'))} | {fmt(m.get('train_s'), 1)} "

@@ -190,9 +190,13 @@ def training_part(payload: Section, rel: dict[str, str]) -> str:
     res = payload["results"]
     prof, comp = res["profile"], res["compare"]
     phases = phases_per_step(prof)
-    lines = ["## Training speed", "",
-             f"graphsage on Graph3, {fmt(prof.get('users'))} users, {fmt(pick(prof, 'steps', 'timed_steps'))} profiled "
-             f"steps (`{prof.get('command')}`): **{fmt(pick(prof, 'seed_edges_per_s', 'edges_per_s'), 0)} seed edges/s**.", ""]
+    lines = ["## Training speed", ""]
+    if prof.get("error"):
+        lines += [f"The per-phase profile failed: {prof['error']}", ""]
+    else:
+        lines += [f"graphsage on Graph3, {fmt(prof.get('users'))} users, {fmt(pick(prof, 'steps', 'timed_steps'))} profiled "
+                  f"steps (`{prof.get('command')}`): **{fmt(pick(prof, 'seed_edges_per_s', 'edges_per_s'), 0)} seed edges/s**.",
+                  ""]
     if phases:
         total = sum(phases.values())
         lines += ["| phase | ms per step | share |", "|---|---|---|"]

@@ -7,7 +7,7 @@ import json
 import math
 from typing import Any
 
-from graphrec_dist.benchmarks.common import call_in_child
+from graphrec_dist.benchmarks.common import BenchError, call_in_child
 from graphrec_dist.benchmarks.datasets import ensure_bundle
 from graphrec_dist.benchmarks.plan import BenchPlan, run_overrides
 from graphrec_dist.benchmarks.quality import (MAIN_PRESET, common_overrides, epoch_seconds, model_run, preset_for,
@@ -105,5 +105,8 @@ def compare(plan: BenchPlan) -> dict[str, Any]:
 
 
 def run_section(plan: BenchPlan) -> dict[str, Any]:
-    return {"profile": profile(plan, plan.profile_users, plan.profile_steps),
-            "compare": compare(plan)}
+    try:
+        prof = profile(plan, plan.profile_users, plan.profile_steps)
+    except BenchError as exc:  # keep the race even if the profile failed (and say so)
+        prof = {"error": str(exc), "users": plan.profile_users}
+    return {"profile": prof, "compare": compare(plan)}
