@@ -42,10 +42,12 @@ CURVES = "training_curves.png"
 class TrainHooks:
     """Seams for launchers. ``resume_from`` returns a checkpoint file to resume from (or None);
     ``on_epoch_end(row, checkpoint)`` runs on every rank after each epoch (checkpoint: rank 0's
-    last.pt path, None elsewhere), e.g. to ``ray.train.report`` metrics and the checkpoint."""
+    last.pt path, None elsewhere), e.g. to ``ray.train.report`` metrics and the checkpoint;
+    ``on_start(model)`` runs on every rank once the (unwrapped) model is built."""
 
     resume_from: Optional[Callable[[], Optional[Path]]] = None
     on_epoch_end: Optional[Callable[[dict[str, Any], Optional[Path]], None]] = None
+    on_start: Optional[Callable[[Recommender], None]] = None
 
 
 @dataclass
@@ -332,6 +334,8 @@ def run_training(cfg: Config, ctx: DistContext, hooks: Optional[TrainHooks] = No
         write_text_atomic(out_dir / "config.yaml", cfg.to_yaml())
     torch.manual_seed(cfg.train.seed)  # the same initial model on every rank
     model = build_model(cfg, bundle).to(ctx.device)
+    if hooks.on_start:
+        hooks.on_start(model)
     if model.kind == "closed_form":
         state = fit_closed_form(cfg, ctx, model, bundle, hooks)
     else:

@@ -1,0 +1,113 @@
+"""``graphrec-dist recommend --run DIR --user ID``: a user's top-k books next to their history.
+
+Books the user already rated in training are never recommended again. ``--user`` is the
+original user id of the data (``users.csv``); ``--index`` takes the internal index instead.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Optional
+
+import torch
+
+from graphrec_dist.distributed import DistContext
+from graphrec_dist.errors import UserError
+
+COLUMN = 56  # characters per side in the text layout
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="graphrec-dist recommend", description=__doc__.split("\n")[0])
+    parser.add_argument("--run", required=True, help="a run directory (uses best.pt) or a checkpoint file")
+    who = parser.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", help="original user id (as in the ratings file)")
+    who.add_argument("--index", type=int, help="internal user index (0..num_users-1)")
+    parser.add_argument("--k", type=int, default=10, help="how many books to recommend (default 10)")
+    parser.add_argument("--history", type=int, default=10, help="history books to show (default 10; 0 = all)")
+    parser.add_argument("--format", choices=["text", "json"], default="text")
+    parser.add_argument("overrides", nargs="*", help="section.key=value overrides of the run's config")
+    return parser
+
+
+def user_index(bundle, user: Optional[str], index: Optional[int]) -> int:
+    """The internal index of ``--user`` (original id) or ``--index``; a clear error if unknown."""
+    if index is not None:
+        if not 0 <= index < bundle.num_users:
+            raise UserError(f"--index {index}: expected 0..{bundle.num_users - 1}")
+        return index
+    ids = bundle.users["user_id"].astype(str).tolist()
+    try:
+        return ids.index(str(user))
+    except ValueError:
+        raise UserError(f"--user {user}: no such user id in {bundle.path or 'the bundle'}/users.csv "
+                        f"(ids look like {', '.join(ids[:3])}, ...)") from None
+
+
+def _book(bundle, b: int, score: Optional[float] = None) -> dict[str, Any]:
+    row = bundle.books.iloc[b]
+    out = {"book_index": b, "book_id": _plain(row.get("book_id")), "title": str(row.get("title", "")),
+           "authors": str(row.get("authors", ""))}
+    if score is not None:
+        out["score"] = round(score, 4)
+    return out
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
+def recommend(model, bundle, u: int, k: int, eval_cfg, ctx: Optional[DistContext] = None) -> list[dict[str, Any]]:
+    """Top-``k`` books for user index ``u`` from the model's scorer, training books excluded."""
+    indptr, indices = bundle.train_csr()
+    seen = torch.from_numpy(indices[indptr[u]:indptr[u + 1]])
+    scores = model.scorer(bundle, ctx or DistContext(), eval_cfg).scores(torch.tensor([u]))[0].float().cpu()
+    scores[seen] = float("-inf")
+    k = min(k, bundle.num_books - len(seen))
+    top = torch.topk(scores, k)
+    return [_book(bundle, int(b), float(s)) for s, b in zip(top.values, top.indices)]
+
+
+def history(bundle, u: int, limit: int) -> list[dict[str, Any]]:
+    indptr, indices = bundle.train_csr()
+    books = indices[indptr[u]:indptr[u + 1]].tolist()
+    return [_book(bundle, b) for b in (books[:limit] if limit > 0 else books)]
+
+
+def _cell(book: dict[str, Any], prefix: str) -> str:
+    text = f"{prefix}{book['title']} - {book['authors']}"
+    return text if len(text) <= COLUMN else text[:COLUMN - 3] + "..."
+
+
+def format_text(result: dict[str, Any]) -> str:
+    recs, hist = result["recommendations"], result["history"]
+    lines = [f"user {result['user_id']} (index {result['user_index']}, model {result['model']}): "
+             f"top {len(recs)} of {result['num_books']} books, {result['history_size']} rated in training",
+             f"{'RECOMMENDED':<{COLUMN}}  | HISTORY (training)", "-" * (2 * COLUMN + 4)]
+    for i in range(max(len(recs), len(hist))):
+        left = _cell(recs[i], f"{i + 1:>2}. ") if i < len(recs) else ""
+        right = _cell(hist[i], "- ") if i < len(hist) else ""
+        lines.append(f"{left:<{COLUMN}}  | {right}")
+    if result["history_size"] > len(hist):
+        lines.append(f"{'':<{COLUMN}}  | ... and {result['history_size'] - len(hist)} more")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
+    """Load the run, score one user against every book, print the top-k and the history."""
+    from graphrec_dist.checkpoint import load_run
+
+    args = build_parser().parse_args(argv)
+    if args.k < 1:
+        raise UserError(f"--k {args.k}: expected a positive integer")
+    cfg, model, bundle = load_run(args.run, list(args.overrides))
+    u = user_index(bundle, args.user, args.index)
+    indptr, _ = bundle.train_csr()
+    result = {"user_id": _plain(bundle.users["user_id"].iloc[u]), "user_index": u, "model": cfg.model.name,
+              "num_books": bundle.num_books, "history_size": int(indptr[u + 1] - indptr[u]),
+              "recommendations": recommend(model, bundle, u, args.k, cfg.eval),
+              "history": history(bundle, u, args.history)}
+    print(json.dumps(result, indent=2) if args.format == "json" else format_text(result))
+    sys.stdout.flush()
+    return result
