@@ -180,8 +180,7 @@ def _sections() -> dict:
     point = {"users": 534, "percent": 1.0, "num_books": 1000, "train_edges": 40000, "graph_edges": 100000,
              "data_build": {"synth_s": 1.0, "build_s": 2.0, "wall_s": 4.0, "peak_rss_mb": 400.0},
              "training": {"steps": 5, "seed_edges_per_s": 5000.0, "peak_rss_mb": 600.0, "wall_s": 9.0},
-             "evaluation": {"inference_s": 0.5, "ranking_s": 0.2, "peak_rss_mb": 500.0, "wall_s": 3.0},
-             "short_run": {"command": "graphrec-dist train x", "peak_rss_mb": 700.0, "wall_s": 12.0}}
+             "evaluation": {"inference_s": 0.5, "ranking_s": 0.2, "peak_rss_mb": 500.0, "wall_s": 3.0}}
     return {
         "quality": _quality_results(),
         "training": {"profile": {"users": 53424, "steps": 20, "seed_edges_per_s": 3000.0, "command": "profile",

@@ -4,8 +4,8 @@ and the scale sweep that repeats them at several sizes.
 Each stage runs in its own child process:
 - data build: generate + build the bundle (:func:`datasets.build_child`);
 - training: ``graphrec_dist.train.profile_steps`` for a few steps (training alone, no evaluation);
-- evaluation: load a short graphsage run, embedding inference for every user and book, then
-  full ranking of the test split (:func:`eval_child`).
+- evaluation: load the bundle, build graphsage, embedding inference for every user and book,
+  then full ranking of the test split (:func:`eval_child`).
 """
 from __future__ import annotations
 
@@ -15,20 +15,32 @@ from typing import Any
 from graphrec_dist.benchmarks.common import GOODBOOKS_USERS, call_in_child, median
 from graphrec_dist.benchmarks.datasets import ensure_bundle
 from graphrec_dist.benchmarks.plan import BenchPlan, run_overrides
-from graphrec_dist.benchmarks.quality import MAIN_PRESET, model_run
-from graphrec_dist.benchmarks.runs import train_run
+from graphrec_dist.benchmarks.quality import MAIN_PRESET
 from graphrec_dist.benchmarks.training import profile
 
 
-def eval_child(run_dir: str, repeats: int = 1) -> dict[str, Any]:
-    """Embedding inference (``model.scorer``) and full ranking of the test split of a run."""
+def eval_child(run_dir: str | None = None, config_path: str | None = None, overrides: list[str] | None = None,
+               repeats: int = 1) -> dict[str, Any]:
+    """Embedding inference (``model.scorer``) and full ranking of the test split, for a trained run
+    (``run_dir``) or a freshly initialised model of a config (the cost does not depend on the weights)."""
     import torch
 
-    from graphrec_dist.checkpoint import load_run
     from graphrec_dist.distributed import DistContext
     from graphrec_dist.evaluate import evaluate_scorer
 
-    cfg, model, bundle = load_run(run_dir, [])
+    if run_dir is not None:
+        from graphrec_dist.checkpoint import load_run
+
+        cfg, model, bundle = load_run(run_dir, [])
+    else:
+        from graphrec_dist.config import load_config
+        from graphrec_dist.data.prepare import prepare_bundle
+        from graphrec_dist.models import build_model
+
+        cfg = load_config(config_path, overrides or [])
+        bundle = prepare_bundle(cfg.data)
+        torch.manual_seed(cfg.train.seed)
+        model = build_model(cfg, bundle)
     ctx = DistContext()
     infer, rank, metrics = [], [], {}
     for _ in range(repeats):
@@ -40,22 +52,21 @@ def eval_child(run_dir: str, repeats: int = 1) -> dict[str, Any]:
         t2 = time.perf_counter()
         infer.append(t1 - t0)
         rank.append(t2 - t1)
-    return {"inference_s": round(median(infer), 3), "ranking_s": round(median(rank), 3),
+    return {"inference_s": round(median(infer), 3), "ranking_s": round(median(rank), 3), "repeats": repeats,
             "ranked_users": metrics.get("num_users"), "num_users": bundle.num_users, "num_books": bundle.num_books}
 
 
 def measure_point(plan: BenchPlan, users: int, steps: int) -> dict[str, Any]:
-    """Build, train-profile and evaluate at ``users`` scale; seconds and peak RSS of each stage."""
+    """Build, train-profile and evaluate at ``users`` scale; seconds and peak RSS of each stage.
+
+    Evaluation uses a freshly initialised graphsage of the same config: inference and ranking
+    cost the same whatever the weights, and no training run is needed for the figure.
+    """
     build = ensure_bundle(plan, users)
     prof = profile(plan, users, steps)
-    if users == plan.quality_users and "graphsage" in plan.quality_models:
-        run = model_run(plan, "graphsage", users)  # the quality table's run: evaluation cost is the same
-    else:
-        run = train_run(plan.out_dir, f"short-graphsage-{users}", MAIN_PRESET,
-                        run_overrides(plan, users, "model.name=graphsage", "train.epochs=1", "train.seed=0",
-                                      f"train.max_steps={steps}"),
-                        timeout_s=4 * 3600, salt=plan.invocation)
-    ev = call_in_child("graphrec_dist.benchmarks.memory:eval_child", {"run_dir": run["run_dir"], "repeats": min(plan.repeats, 3)},
+    overrides = run_overrides(plan, users, "model.name=graphsage", "train.seed=0")
+    ev = call_in_child("graphrec_dist.benchmarks.memory:eval_child",
+                       {"config_path": MAIN_PRESET, "overrides": overrides, "repeats": 1},
                        plan.out_dir, timeout_s=4 * 3600, tag=f"eval-{users}")
     return {
         "users": users, "num_books": build["num_books"], "train_edges": build["train_edges"],
@@ -66,7 +77,6 @@ def measure_point(plan: BenchPlan, users: int, steps: int) -> dict[str, Any]:
                      "peak_rss_mb": prof["child_peak_rss_mb"], "wall_s": prof["child_wall_s"]},
         "evaluation": {"inference_s": ev["inference_s"], "ranking_s": ev["ranking_s"],
                        "peak_rss_mb": ev["child_peak_rss_mb"], "wall_s": ev["child_wall_s"]},
-        "short_run": {"command": run["command"], "peak_rss_mb": run["peak_rss_mb"], "wall_s": run["wall_s"]},
     }
 
 
