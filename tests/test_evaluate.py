@@ -315,7 +315,6 @@ def test_sampled_config_is_validated():
         load_config(None, ["eval.sampled_num_users=0"])
 
 
-@pytest.mark.slow
 def test_cli_on_a_trained_run_reproduces_the_trainers_test_metrics(tmp_path, capsys):
     from graphrec_dist import train
 
