@@ -87,6 +87,7 @@ class ModelConfig:
         _require(self.num_layers >= 1, "model.num_layers", "an integer >= 1")
         _require(0.0 <= self.dropout < 1.0, "model.dropout", "a number in [0, 1)")
         _require(self.ease_lambda > 0, "model.ease_lambda", "a positive number")
+        _require(self.lightgcn_layers >= 0, "model.lightgcn_layers", "an integer >= 0 (0 = matrix factorisation)")
 
 
 @dataclass

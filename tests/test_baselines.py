@@ -12,6 +12,7 @@ from torch_geometric.data import HeteroData
 from graphrec_dist.config import EvalConfig, load_config
 from graphrec_dist.data.bundle import BOOK, RATES, REV_RATES, USER, Bundle
 from graphrec_dist.distributed import DistContext
+from graphrec_dist.errors import ConfigError
 from graphrec_dist.models import build_model
 from graphrec_dist.models.base import TripletBatch
 from graphrec_dist.models.ease import Ease, interaction_matrix
@@ -209,3 +210,10 @@ def test_lightgcn_graph3_has_the_side_node_types_and_ui_does_not() -> None:
 def test_lightgcn_layers_follow_the_config() -> None:
     bundle = _random_bundle()
     assert build_model(_cfg("lightgcn", lightgcn_layers=4), bundle).net.num_layers == 4
+    zero = build_model(_cfg("lightgcn", lightgcn_layers=0), bundle)  # plain MF on the same tables
+    assert torch.equal(zero.propagate(), zero.net.embedding.weight)
+
+
+def test_negative_lightgcn_layers_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="model.lightgcn_layers"):
+        _cfg("lightgcn", lightgcn_layers=-1)
