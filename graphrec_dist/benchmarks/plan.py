@@ -30,20 +30,21 @@ class BenchPlan:
     sampling_batches: int = 10
     # training: per-phase profile, and the reference notebook's loop vs the trainer
     profile_users: int = GOODBOOKS_USERS
-    profile_steps: int = 20
+    profile_steps: int = 10
     compare_users: int = 2000
-    compare_budget_s: float = 90.0  # the reference loop's training time cap (never above the trainer's)
+    compare_budget_s: float = 60.0  # the reference loop's training time cap (never above the trainer's)
     compare_eval_every: int = 5  # reference-loop steps between validations
     # evaluation
     eval_users: int = GOODBOOKS_USERS
     eval_books: int = 10_000
+    eval_chunk_sweep: list[int] = field(default_factory=list)  # extra user_chunk sizes for the memory curve
     # scaling: 1 vs 2 gloo processes
     scaling_users: int = 2000
-    scaling_steps: int = 15
+    scaling_steps: int = 10
     # memory and the scale sweep (the memory point joins the sweep's chart)
     memory_users: int = GOODBOOKS_USERS
     sweep_users: list[int] = field(default_factory=lambda: [2000, 5342])
-    sweep_steps: int = 20
+    sweep_steps: int = 10  # training steps profiled at each size
     # quality table
     quality_users: int = 2000
     quality_models: list[str] = field(default_factory=lambda: list(QUALITY_MODELS))
@@ -65,7 +66,7 @@ def reduced_plan(out_dir: Path) -> BenchPlan:
 def full_plan(out_dir: Path) -> BenchPlan:
     """``graphrec-dist bench --full``: the issue's sizes (hours on 2 cores)."""
     return BenchPlan(
-        mode="full", out_dir=out_dir, repeats=5, sampling_workers=[0, 1, 2, 4], sampling_batches=50,
+        mode="full", out_dir=out_dir, repeats=5, eval_chunk_sweep=[256, 4096], sampling_workers=[0, 1, 2, 4], sampling_batches=50,
         profile_steps=200, compare_users=GOODBOOKS_USERS, compare_budget_s=1800.0, compare_eval_every=27,
         scaling_users=GOODBOOKS_USERS, scaling_steps=100, sweep_users=[users_at(p) for p in (10, 30, 100, 300)],
         sweep_steps=200, quality_users=GOODBOOKS_USERS, ablation=True,

@@ -14,7 +14,8 @@ TARGET_RATIO = 1.5
 
 
 def run_section(plan: BenchPlan) -> dict[str, Any]:
-    args = {"num_users": plan.eval_users, "num_books": plan.eval_books, "dim": 64, "repeats": plan.repeats}
+    args = {"num_users": plan.eval_users, "num_books": plan.eval_books, "dim": 64, "repeats": plan.repeats,
+            "chunk_sweep": list(plan.eval_chunk_sweep)}
     versus = call_in_child("graphrec_dist.benchmarks.evaluation:bench_evaluation", args, plan.out_dir,
                            timeout_s=3 * 3600, tag=f"bench-evaluation-{plan.eval_users}")
     versus["args"] = args
