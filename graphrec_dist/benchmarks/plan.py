@@ -27,7 +27,7 @@ class BenchPlan:
     # sampling
     sampling_users: int = GOODBOOKS_USERS
     sampling_workers: list[int] = field(default_factory=lambda: [0, 1, 2])
-    sampling_batches: int = 10
+    sampling_batches: int = 5
     # training: per-phase profile, and the reference notebook's loop vs the trainer
     profile_users: int = GOODBOOKS_USERS
     profile_steps: int = 10
