@@ -177,3 +177,18 @@ def sweep_lines(res: dict[str, Any], path: Path) -> Path | None:
     ax1.set_title("Time against scale")
     ax2.set_title("Memory against scale")
     return _save(fig, path)
+
+
+def evaluation_bars(res: dict[str, Any], ratio_parts: tuple[Any, Any, Any], path: Path) -> Path | None:
+    """Full-ranking seconds: the evaluator next to a bare chunked matmul + top-k."""
+    ev, bare, ratio = ratio_parts
+    if not ev or not bare:
+        return None
+    args = res.get("versus_bare", {}).get("args", {})
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    bars = ax.barh(["bare matmul + top-k", "evaluator"], [bare, ev], color=["tab:gray", "tab:blue"])
+    ax.bar_label(bars, fmt="%.2f s", fontsize=8)
+    ax.set_xlabel("seconds (median)")
+    ax.set_title(f"Full ranking of {args.get('num_users')} users x {args.get('num_books')} books: {ratio:.2f}x")
+    return _save(fig, path)

@@ -20,7 +20,7 @@ SECTION_NAMES = ("quality", "training", "evaluation", "sampling", "scaling", "me
 
 def draw(sections: dict[str, dict[str, Any] | None], img_dir: Path) -> dict[str, Path]:
     """Every chart whose section is present; name -> PNG path."""
-    from graphrec_dist.benchmarks.report_text import phases_per_step, sweep_points
+    from graphrec_dist.benchmarks.report_text import eval_ratio, phases_per_step, sweep_points
 
     out: dict[str, Path | None] = {}
     res = {k: (v or {}).get("results") for k, v in sections.items()}
@@ -31,6 +31,9 @@ def draw(sections: dict[str, dict[str, Any] | None], img_dir: Path) -> dict[str,
         out["race"] = figures.race(res["training"], img_dir / "training_race.png")
         prof = res["training"].get("profile", {})
         out["phases"] = figures.phase_split(prof, phases_per_step(prof), img_dir / "training_phases.png")
+    if res.get("evaluation"):
+        out["evaluation"] = figures.evaluation_bars(res["evaluation"], eval_ratio(res["evaluation"]),
+                                                    img_dir / "evaluation.png")
     if res.get("sampling"):
         out["sampling"] = figures.sampling_bars(res["sampling"], img_dir / "sampling.png")
     if res.get("scaling"):
@@ -69,7 +72,7 @@ def generate(out_dir: str | Path, docs_dir: str | Path) -> Path:
         "",
         training_part(sections.get("training"), rel),
         "",
-        evaluation_part(sections.get("evaluation"), sections.get("memory")),
+        evaluation_part(sections.get("evaluation"), sections.get("memory"), rel),
         "",
         sampling_part(sections.get("sampling"), rel),
         "",

@@ -221,7 +221,7 @@ def training_part(payload: Section, rel: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def evaluation_part(payload: Section, memory: Section) -> str:
+def evaluation_part(payload: Section, memory: Section, rel: dict[str, str]) -> str:
     if not payload:
         return not_run("Evaluation speed", "evaluation")
     res = payload["results"]
@@ -240,6 +240,7 @@ def evaluation_part(payload: Section, memory: Section) -> str:
         m = memory["results"]
         lines.append(f"At {fmt(m['users'])} users: inference {fmt(m['evaluation']['inference_s'], 2)} s, ranking "
                      f"{fmt(m['evaluation']['ranking_s'], 2)} s (memory section).")
+    lines += _img(rel, "evaluation", "evaluator vs bare chunked matmul + top-k", payload, "evaluation")
     return "\n".join(lines)
 
 
