@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
+import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -57,6 +58,8 @@ def train_run(root: str | Path, name: str, config_path: str | None, overrides: S
         record = json.loads(stamp.read_text())["record"]
         record["reused"] = True
         return _with_outputs(record, run_dir)
+    # A stale run in the folder would be resumed (train.resume=auto): start from nothing.
+    shutil.rmtree(run_dir, ignore_errors=True)
     if torchrun_nproc > 0:
         cmd = python_cmd("-m", "torch.distributed.run", f"--nproc_per_node={torchrun_nproc}",
                          "--master_addr=127.0.0.1", f"--master_port={_free_port()}", "-m", "graphrec_dist.train",
