@@ -28,8 +28,11 @@ def plot_training_curves(history: list[dict[str, Any]], path: str | Path, title:
     ax_val.set(xlabel="epoch", ylabel="validation (full ranking)", title="validation")
     if ax_val.get_legend_handles_labels()[0]:
         ax_val.legend()
+    from matplotlib.ticker import MaxNLocator
+
     for ax in (ax_loss, ax_val):
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)
