@@ -217,3 +217,10 @@ def test_lightgcn_layers_follow_the_config() -> None:
 def test_negative_lightgcn_layers_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="model.lightgcn_layers"):
         _cfg("lightgcn", lightgcn_layers=-1)
+
+
+def test_ease_weights_are_row_major() -> None:
+    bundle = _random_bundle(num_users=30, num_books=11, per_user=4)
+    model = build_model(_cfg("ease"), bundle)
+    model.fit(bundle, CTX)
+    assert model.weights.is_contiguous()  # LAPACK's column-major output made scoring ~15x slower

@@ -100,7 +100,7 @@ class LightGCNRecommender(Recommender):
         return self.net.get_embedding(self.adjacency())
 
     def forward(self, batch: TripletBatch) -> BPROutput:
-        """DDP calls ``forward``; it is the BPR forward."""
+        """Calling the model runs the BPR forward (the trainer calls ``bpr_forward`` directly)."""
         return self.bpr_forward(batch)
 
     def bpr_forward(self, batch: TripletBatch) -> BPROutput:

@@ -42,7 +42,7 @@ class MatrixFactorization(Recommender):
         torch.nn.init.normal_(self.book_emb.weight, std=INIT_STD)
 
     def forward(self, batch: TripletBatch) -> BPROutput:
-        """DDP calls ``forward``; it is the BPR forward."""
+        """Calling the model runs the BPR forward (the trainer calls ``bpr_forward`` directly)."""
         return self.bpr_forward(batch)
 
     def bpr_forward(self, batch: TripletBatch) -> BPROutput:
