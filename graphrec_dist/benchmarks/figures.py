@@ -56,11 +56,11 @@ def training_curves(res: dict[str, Any], path: Path) -> Path | None:
     drawn = 0
     for name, m in models.items():
         pts = [(c["epoch"], c["val_ndcg@10"]) for c in m.get("curve", []) if c.get("val_ndcg@10") is not None]
-        if len(pts) == 1:  # closed form: fitted once, drawn as a level to compare against
+        if m.get("closed_form") and len(pts) == 1:  # fitted once: a level to compare against
             ax.axhline(pts[0][1], linestyle="--", linewidth=1, label=f"{name} (fitted once)", color=f"C{drawn}")
             drawn += 1
         elif pts:
-            ax.plot(*zip(*pts), marker="o", markersize=3, label=name, color=f"C{drawn}")
+            ax.plot(*zip(*pts), marker="o", markersize=4, label=name, color=f"C{drawn}")
             drawn += 1
     if not drawn:
         plt.close(fig)

@@ -48,7 +48,8 @@ class BenchPlan:
     # quality table
     quality_users: int = 2000
     quality_models: list[str] = field(default_factory=lambda: list(QUALITY_MODELS))
-    quality_epochs: int | None = None  # None: each preset's own epochs
+    # Same for every model: 3 epochs, validated each epoch (reduced); --full keeps each preset's.
+    quality_overrides: list[str] = field(default_factory=lambda: ["train.epochs=3", "eval.every=1"])
     sampled_candidates: list[int] = field(default_factory=lambda: [1000, 2000])
     ablation: bool = False  # graphsage without one relation type at a time
 
@@ -66,7 +67,8 @@ def reduced_plan(out_dir: Path) -> BenchPlan:
 def full_plan(out_dir: Path) -> BenchPlan:
     """``graphrec-dist bench --full``: the issue's sizes (hours on 2 cores)."""
     return BenchPlan(
-        mode="full", out_dir=out_dir, repeats=5, eval_chunk_sweep=[256, 4096], sampling_workers=[0, 1, 2, 4], sampling_batches=50,
+        mode="full", out_dir=out_dir, repeats=5, eval_chunk_sweep=[256, 4096], quality_overrides=[],
+        sampling_workers=[0, 1, 2, 4], sampling_batches=50,
         profile_steps=200, compare_users=GOODBOOKS_USERS, compare_budget_s=1800.0, compare_eval_every=27,
         scaling_users=GOODBOOKS_USERS, scaling_steps=100, sweep_users=[users_at(p) for p in (10, 30, 100, 300)],
         sweep_steps=200, quality_users=GOODBOOKS_USERS, ablation=True,

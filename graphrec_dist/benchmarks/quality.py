@@ -54,6 +54,7 @@ def summarize_run(record: dict[str, Any]) -> dict[str, Any]:
     test = record.get("test_metrics", {})
     best_epoch = test["best_epoch"] + 1 if isinstance(test.get("best_epoch"), int) else (best and best["epoch"])
     return {
+        "closed_form": any("fit_time_s" in r for r in rows),
         "command": record["command"], "run_dir": record["run_dir"], "config": str(Path(record["run_dir"]) / "config.yaml"),
         "test": {k: test.get(k) for k in METRIC_KEYS if k in test},
         "best_val_epoch": best_epoch, "epochs_run": len(rows),
@@ -64,9 +65,8 @@ def summarize_run(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def common_overrides(plan: BenchPlan, users: int) -> list[str]:
-    """Same data, same seed (and the same epoch cap, if any) for every model."""
-    extra = ["train.seed=0"] + ([f"train.epochs={plan.quality_epochs}"] if plan.quality_epochs is not None else [])
-    return run_overrides(plan, users, *extra)
+    """Same data, same seed (and the plan's epoch cap, if any) for every model."""
+    return run_overrides(plan, users, "train.seed=0", *plan.quality_overrides)
 
 
 def model_run(plan: BenchPlan, model: str, users: int) -> dict[str, Any]:

@@ -65,6 +65,12 @@ def verdict(res: dict[str, Any]) -> list[str]:
     return out
 
 
+def budget_limited(models: dict[str, dict[str, Any]]) -> list[str]:
+    """Trained models whose best validation epoch was the last one they ran."""
+    return [name for name, m in models.items() if not m.get("closed_form") and not m.get("error")
+            and m.get("epochs_run") and m.get("best_val_epoch") == m["epochs_run"]]
+
+
 def evidence(res: dict[str, Any]) -> list[str]:
     models = res["models"]
     g = models["graphsage"]
@@ -103,7 +109,17 @@ def quality_markdown(payload: dict[str, Any], rel: dict[str, str], img: Callable
              "model trains on the same generated data with seed 0; each row's command names its preset, and its run "
              "directory holds the exact `config.yaml`. Best validation epoch: the epoch whose validation NDCG@10 "
              "chose the checkpoint that was tested (closed-form models fit once).", ""]
+    caps = [o for o in res.get("plan", {}).get("quality_overrides", []) if o.startswith("train.epochs=")]
+    if caps:
+        lines += [f"**Budget: every trained model is capped at {caps[0].split('=', 1)[1]} epochs here** (the reduced "
+                  "plan, to keep `make bench` under 15 minutes), so this is a quick table, not a converged one; "
+                  "models that need many epochs (MF, LightGCN) are the most affected. `--full` trains each model for "
+                  "its preset's epochs with early stopping.", ""]
     lines += quality_table(res["models"], res.get("ranking", []))
+    limited = budget_limited(res["models"])
+    if limited:
+        lines += ["", "Still improving when the budget ran out (best validation epoch = last epoch run): "
+                  + ", ".join(limited) + "."]
     if res.get("common_overrides"):
         lines += ["", "`…` = the overrides every model shares (same data, same seed): `"
                   + " ".join(res["common_overrides"]) + "`, plus its own `run.out_dir` (whose `config.yaml` is the "
