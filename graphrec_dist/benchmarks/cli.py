@@ -18,6 +18,7 @@ from typing import Any
 
 from graphrec_dist.benchmarks.common import BenchError, section_payload, write_section
 from graphrec_dist.benchmarks.plan import BenchPlan, full_plan, reduced_plan
+from graphrec_dist.benchmarks.quality import MAIN_PRESET
 from graphrec_dist.config import parse_override
 from graphrec_dist.errors import UserError
 from graphrec_dist.logging_utils import get_logger, setup_logging
@@ -104,6 +105,9 @@ def main(argv: list[str] | None = None) -> BenchResult:
     setup_logging(0, "INFO")
     plan = make_plan(args)
     sections = [] if args.report_only else parse_sections(args.sections)
+    if sections and not Path(MAIN_PRESET).is_file():
+        raise UserError(f"{MAIN_PRESET} not found: run graphrec-dist bench from the repository root "
+                        "(the sections train with its config presets)")
     command = "graphrec-dist bench" + (" --full" if args.full else "")
     if args.sections != "all":
         command += f" --sections {','.join(sections)}"
