@@ -23,6 +23,12 @@ def fmt(x: Any, nd: int = 4) -> str:
     return str(x)
 
 
+def hours(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    return f"{seconds:,.0f} s ({seconds / 3600:.1f} h)" if seconds >= 3600 else f"{seconds:,.0f} s"
+
+
 def pick(d: dict[str, Any] | None, *keys: str) -> Any:
     """The first of ``keys`` present (and not None) in ``d``."""
     for k in keys:
@@ -142,7 +148,8 @@ def headline(sections: dict[str, Section]) -> str:
                      f"{fmt((r.get('reference') or {}).get('train_s'), 1)} s; best within budget: trainer "
                      f"{fmt(r['best_trainer'])}, reference {fmt(r['best_reference'])}).")
         sps = pick(t.get("profile"), "seed_edges_per_s", "edges_per_s")
-        lines.append(f"- Training throughput (graphsage, {fmt(t['profile'].get('users'))} users): {fmt(sps, 0)} seed edges/s.")
+        lines.append(f"- Training throughput (graphsage, {fmt(t['profile'].get('users'))} users): {fmt(sps, 0)} seed edges/s, "
+                     f"{hours(t['profile'].get('est_epoch_s'))} per epoch.")
     ev, bare, ratio = eval_ratio(res.get("evaluation"))
     if ratio is not None:
         lines.append(f"- Full-ranking evaluator / bare chunked matmul + top-k: **{fmt(ratio, 2)}×** (target ≤ 1.5×; "
@@ -195,8 +202,9 @@ def training_part(payload: Section, rel: dict[str, str]) -> str:
         lines += [f"The per-phase profile failed: {prof['error']}", ""]
     else:
         lines += [f"graphsage on Graph3, {fmt(prof.get('users'))} users, {fmt(pick(prof, 'steps', 'timed_steps'))} profiled "
-                  f"steps (`{prof.get('command')}`): **{fmt(pick(prof, 'seed_edges_per_s', 'edges_per_s'), 0)} seed edges/s**.",
-                  ""]
+                  f"steps (`{prof.get('command')}`): **{fmt(pick(prof, 'seed_edges_per_s', 'edges_per_s'), 0)} seed edges/s**; "
+                  f"an epoch over all {fmt(prof.get('train_edges'))} training edges ({fmt(prof.get('steps_per_epoch'))} steps "
+                  f"of {fmt(prof.get('batch_size'))}) would take {hours(prof.get('est_epoch_s'))}.", ""]
     if phases:
         total = sum(phases.values())
         lines += ["| phase | ms per step | share |", "|---|---|---|"]
