@@ -10,13 +10,14 @@ Usage: ``graphrec-dist train CONFIG [key=value ...]`` or
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -25,7 +26,7 @@ from graphrec_dist import checkpoint as ckpt
 from graphrec_dist.config import Config, load_config
 from graphrec_dist.distributed import (DistContext, all_reduce_sum, barrier, broadcast_object, cleanup,
                                        init_distributed)
-from graphrec_dist.errors import DataError
+from graphrec_dist.errors import ConfigError, DataError
 from graphrec_dist.io_utils import write_json_atomic, write_text_atomic
 from graphrec_dist.logging_utils import get_logger, progress, setup_logging
 from graphrec_dist.losses import bpr_loss
@@ -205,7 +206,13 @@ class Trainer:
 
     def restore(self, path: Path) -> None:
         state = ckpt.load_checkpoint(path, map_location=self.ctx.device)
-        self.model.load_state_dict(state["model"])
+        hint = "pass train.resume=never or another run.out_dir"
+        if state["config"].get("model") != asdict(self.cfg.model):
+            raise ConfigError(f"train.resume: {path} was trained with a different 'model' config; {hint}")
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as exc:  # same model config, other data (e.g. other node counts)
+            raise ConfigError(f"train.resume: {path} does not fit this data ({str(exc)[:200]}); {hint}") from None
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler and state.get("scheduler"):
             self.scheduler.load_state_dict(state["scheduler"])
@@ -318,17 +325,27 @@ def _short(row: dict[str, Any], key: str) -> str:
     return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
 
 
-def set_threads(cfg: Config) -> None:
-    # Two OpenMP threads on a box already busy spin-wait more than they compute (we measured 10x).
+@contextlib.contextmanager
+def threads(cfg: Config) -> Iterator[None]:
+    """``train.num_threads`` for the duration of a run, then the caller's setting again."""
+    before = torch.get_num_threads()
+    # Two OpenMP threads on a box already busy spin-wait more than they compute (docs/TRAINING.md).
     if cfg.train.num_threads > 0:
         torch.set_num_threads(cfg.train.num_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def run_training(cfg: Config, ctx: DistContext, hooks: Optional[TrainHooks] = None) -> TrainResult:
     """Train ``cfg.model.name`` on ``cfg.data``, validate, keep the best, test it, write the outputs."""
-    hooks = hooks or TrainHooks()
+    with threads(cfg):
+        return _run(cfg, ctx, hooks or TrainHooks())
+
+
+def _run(cfg: Config, ctx: DistContext, hooks: TrainHooks) -> TrainResult:
     out_dir = Path(cfg.run.out_dir)
-    set_threads(cfg)
     bundle = load_data(cfg, ctx)
     if ctx.is_main:
         write_text_atomic(out_dir / "config.yaml", cfg.to_yaml())
@@ -394,8 +411,11 @@ def profile_steps(cfg: Config, steps: int = 200, ctx: Optional[DistContext] = No
     Sampling is the wait for the next batch (with ``num_workers`` > 0, only what the workers did
     not hide). Returns totals in seconds, seed edges per second and the implied epoch time.
     """
-    ctx = ctx or DistContext()
-    set_threads(cfg)
+    with threads(cfg):
+        return _profile(cfg, steps, ctx or DistContext())
+
+
+def _profile(cfg: Config, steps: int, ctx: DistContext) -> dict[str, Any]:
     bundle = load_data(cfg, ctx)
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg, bundle).to(ctx.device)

@@ -7,6 +7,7 @@ import torch
 from graphrec_dist.cli import main as cli_main
 from graphrec_dist.config import load_config
 from graphrec_dist.distributed import DistContext
+from graphrec_dist.errors import ConfigError
 from graphrec_dist.train import TrainHooks, main, profile_steps, run_training
 
 OUTPUTS = ["config.yaml", "metrics.jsonl", "best.pt", "last.pt", "test_metrics.json", "training_curves.png"]
@@ -22,7 +23,7 @@ def data_overrides(tmp_path_factory) -> list[str]:
 def small(data: list[str], out: Path, *extra: str) -> list[str]:
     return data + [f"run.out_dir={out}", "run.progress=false", "model.emb_dim=16", "model.hidden_dim=16",
                    "train.batch_size=128", "train.num_neighbors=[4,3]", "train.edges_per_epoch=1024",
-                   "train.epochs=2", "train.lr=0.01", "eval.ks=[10]", *extra]
+                   "train.epochs=2", "train.lr=0.01", "eval.ks=[10]", "train.num_threads=1", *extra]
 
 
 def read_rows(out: Path) -> list[dict]:
@@ -94,4 +95,13 @@ def test_profile_steps_reports_each_phase(data_overrides, tmp_path: Path) -> Non
     assert all(prof[k] > 0 for k in ("sampling_s", "forward_s", "backward_s", "optimizer_s", "seed_edges_per_s"))
     assert prof["total_s"] == pytest.approx(sum(prof[k] for k in ("sampling_s", "forward_s", "backward_s",
                                                                   "optimizer_s")), abs=1e-3)
-    assert torch.get_num_threads() >= 1
+
+
+def test_resume_refuses_a_checkpoint_of_another_model(data_overrides, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    main(["configs/debug.yaml", *small(data_overrides, out, "train.max_steps=2")])
+    with pytest.raises(ConfigError, match="different 'model' config"):
+        main(["configs/debug.yaml", *small(data_overrides, out, "model.hidden_dim=8")])
+    fresh = main(["configs/debug.yaml", *small(data_overrides, out, "model.hidden_dim=8", "train.resume=never",
+                                               "train.max_steps=2")])
+    assert fresh.global_step == 2
