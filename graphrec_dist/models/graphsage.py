@@ -45,8 +45,9 @@ def normalised_weight(edge_weight: Optional[Tensor], dst: Tensor, num_dst: int) 
 class WeightedSAGEConv(SAGEConv):
     """SAGEConv whose messages are scaled by (renormalised) edge weights.
 
-    Takes either ``edge_index`` + raw ``edge_weight`` (training subgraphs) or a SparseTensor
-    ``adj_t`` whose values are already renormalised (full-graph inference, no per-edge messages).
+    Takes either ``edge_index`` + raw ``edge_weight`` (renormalised here) or a SparseTensor
+    ``adj_t`` whose values are already renormalised: what the model passes, in training and at
+    inference, so that no per-edge message is ever materialised.
     """
 
     def forward(self, x, edge_index, edge_weight: Optional[Tensor] = None) -> Tensor:  # type: ignore[override]
@@ -251,9 +252,8 @@ class GraphSAGERecommender(Recommender):
         for i in range(len(self.encoder.layers)):
             h = self.encoder.layer(i, x, adj, {})
             x = {nt: gather_rows(hv[_block(hv.size(0), ctx)], hv.size(0), ctx) for nt, hv in h.items()}
-        out = x
         self.train(was_training)
-        return out
+        return x
 
     @torch.no_grad()
     def scorer(self, bundle: Bundle, ctx, eval_cfg) -> EmbeddingScorer:
