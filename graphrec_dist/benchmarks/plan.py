@@ -22,7 +22,7 @@ class BenchPlan:
     out_dir: Path = Path("bench_out")
     repeats: int = 3
     reuse: bool = False  # reuse runs and bundles of an earlier invocation with the same key
-    invocation: str = ""  # salts run keys so that a fresh invocation retrains unless reuse
+    invocation: str = ""  # runs, datasets and profiles are shared within one invocation (or any, with reuse)
     train_overrides: list[str] = field(default_factory=list)  # appended to every training config (--set)
     # sampling
     sampling_users: int = GOODBOOKS_USERS

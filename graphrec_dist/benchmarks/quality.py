@@ -74,7 +74,7 @@ def model_run(plan: BenchPlan, model: str, users: int) -> dict[str, Any]:
     ensure_bundle(plan, users)
     preset, extra = preset_for(model)
     return train_run(plan.out_dir, f"quality-{model}-{users}", preset, extra + common_overrides(plan, users),
-                     timeout_s=4 * 3600, salt=plan.invocation)
+                     timeout_s=4 * 3600, invocation=plan.invocation, reuse=plan.reuse)
 
 
 def run_section(plan: BenchPlan) -> dict[str, Any]:

@@ -3,7 +3,8 @@ each in a child process so its wall time and peak RSS are its own.
 
 A run lives in ``<out>/runs/<name>``. Sections that need the same run (the quality table and the
 training comparison both train ``graphsage`` on the demo data) share it: a run is reused when its
-key (config file text, overrides, and the bench invocation unless ``--reuse`` was given) matches.
+key (config file text, overrides, launcher) matches and this invocation made it (any, with
+``--reuse``).
 """
 from __future__ import annotations
 
@@ -18,9 +19,9 @@ from graphrec_dist.benchmarks.common import BenchError, python_cmd, run_child
 from graphrec_dist.io_utils import write_json_atomic
 
 
-def _key(config_path: str | None, overrides: Sequence[str], salt: str) -> str:
+def _key(config_path: str | None, overrides: Sequence[str], launcher: str) -> str:
     text = Path(config_path).read_text() if config_path else ""
-    blob = json.dumps([text, list(overrides), salt])
+    blob = json.dumps([text, list(overrides), launcher])
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -43,20 +44,23 @@ def display_command(args: Sequence[str]) -> str:
 
 
 def train_run(root: str | Path, name: str, config_path: str | None, overrides: Sequence[str],
-              timeout_s: float, salt: str, torchrun_nproc: int = 0) -> dict[str, Any]:
+              timeout_s: float, invocation: str, reuse: bool = False, torchrun_nproc: int = 0) -> dict[str, Any]:
     """Train (or reuse) run ``name``; return its command, cost, per-epoch metrics and test metrics.
 
-    ``torchrun_nproc`` > 0 launches ``python -m torch.distributed.run --nproc_per_node=N`` (gloo on
+    A finished run with the same key is reused if this invocation made it, or any invocation with
+    ``reuse``. ``torchrun_nproc`` > 0 launches ``python -m torch.distributed.run --nproc_per_node=N`` (gloo on
     CPU) instead of one process.
     """
     run_dir = Path(root) / "runs" / name
-    key = _key(config_path, overrides, f"{salt}|{torchrun_nproc}")
+    key = _key(config_path, overrides, f"torchrun={torchrun_nproc}")
     args = ["train"] + ([config_path] if config_path else []) + list(overrides) + [
         f"run.out_dir={run_dir}", "run.progress=false"]
     stamp = run_dir / "bench_key.json"
-    if stamp.is_file() and json.loads(stamp.read_text()).get("key") == key and (run_dir / "test_metrics.json").is_file():
-        record = json.loads(stamp.read_text())["record"]
-        record["reused"] = True
+    old = json.loads(stamp.read_text()) if stamp.is_file() else {}
+    if (old.get("key") == key and (reuse or old.get("invocation") == invocation)
+            and (run_dir / "test_metrics.json").is_file()):
+        record = old["record"]
+        record["reused"] = old.get("invocation") != invocation
         return _with_outputs(record, run_dir)
     # A stale run in the folder would be resumed (train.resume=auto): start from nothing.
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -76,7 +80,7 @@ def train_run(root: str | Path, name: str, config_path: str | None, overrides: S
     record = {"name": name, "command": shown, "config_path": config_path, "overrides": list(overrides),
               "run_dir": str(run_dir), "wall_s": round(res.wall_s, 2), "peak_rss_mb": round(res.peak_rss_mb, 1),
               "reused": False}
-    write_json_atomic(stamp, {"key": key, "record": record})
+    write_json_atomic(stamp, {"key": key, "invocation": invocation, "record": record})
     return _with_outputs(record, run_dir)
 
 

@@ -38,7 +38,7 @@ def run_section(plan: BenchPlan) -> dict[str, Any]:
     rows = []
     for nproc in (1, 2):
         rec = train_run(plan.out_dir, f"scaling-{nproc}p-{users}", MAIN_PRESET, overrides,
-                        timeout_s=4 * 3600, salt=plan.invocation, torchrun_nproc=nproc)
+                        timeout_s=4 * 3600, invocation=plan.invocation, reuse=plan.reuse, torchrun_nproc=nproc)
         last = rec["epochs"][-1] if rec["epochs"] else {}
         rows.append({"processes": nproc, "command": rec["command"], "seed_edges_per_s": throughput(last),
                      "epoch_s": epoch_seconds(last), "peak_rss_mb": rec["peak_rss_mb"], "wall_s": rec["wall_s"]})
