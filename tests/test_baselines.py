@@ -2,6 +2,8 @@
 propagation, and lightgcn (all of Graph3) sees the side node types while lightgcn_ui does not."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -224,3 +226,9 @@ def test_ease_weights_are_row_major() -> None:
     model = build_model(_cfg("ease"), bundle)
     model.fit(bundle, CTX)
     assert model.weights.is_contiguous()  # LAPACK's column-major output made scoring ~15x slower
+
+
+@pytest.mark.parametrize("name", ["popularity", "ease", "mf", "lightgcn", "lightgcn_ui"])
+def test_each_preset_loads_and_names_its_model(name: str) -> None:
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "baselines" / f"{name}.yaml")
+    assert cfg.model.name == name and cfg.data.bundle_dir == "data/bundles/synth-2000"
