@@ -80,8 +80,8 @@ def evidence(res: dict[str, Any]) -> list[str]:
         lines.append(f"graphsage's best validation epoch is its last ({g['best_val_epoch']}): it was still improving "
                      "when its epoch budget ran out, so the table compares it before convergence.")
     elif curve:
-        lines.append(f"graphsage peaked at epoch {g.get('best_val_epoch')} of {curve[-1]['epoch']} (early stopping "
-                     "on validation NDCG@10): more epochs would not have helped at this configuration.")
+        lines.append(f"graphsage's best validation epoch was {g.get('best_val_epoch')} of the {curve[-1]['epoch']} it ran: "
+                     "later epochs did not improve validation NDCG@10 at this configuration.")
     if "graphsage_ui" in models and models["graphsage_ui"]["test"].get("ndcg@10") is not None:
         ui = models["graphsage_ui"]["test"]["ndcg@10"]
         delta = (g["test"]["ndcg@10"] / ui - 1) * 100 if ui else None
