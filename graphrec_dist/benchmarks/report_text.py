@@ -284,9 +284,11 @@ def scaling_part(payload: Section, rel: dict[str, str]) -> str:
              "| processes | global seed edges/s | speedup | peak RSS (MiB, largest process) |", "|---|---|---|---|"]
     lines += [f"| {r['processes']} | {fmt(r['seed_edges_per_s'], 0)} | {fmt(r.get('speedup'), 2)} | {fmt(r['peak_rss_mb'], 0)} |"
               for r in res["rows"]]
-    lines += ["", "Both runs use every core of this machine (torchrun gives each of 2 processes one thread), so on "
-              "2 cores this measures what DDP costs, not added hardware. Expected N-GPU scaling and its limits: "
-              "see [BENCHMARKS.md](BENCHMARKS.md#scaling-to-n-gpus)."]
+    threads = [str(r.get("threads_per_process", "?")) for r in res["rows"]]
+    lines += ["", f"Intra-op threads per process: {' / '.join(threads)} (1 vs 2 processes; from the preset's "
+              "`train.num_threads`). With one thread each, 2 processes use both cores where 1 process uses one: the CPU "
+              "stand-in for 1 vs 2 devices, on a machine whose 2 cores are shared with other work. Expected N-GPU "
+              "scaling and its limits: see [BENCHMARKS.md](BENCHMARKS.md#scaling-to-n-gpus)."]
     lines += _img(rel, "scaling", "global throughput with 1 and 2 processes", payload, "scaling")
     return "\n".join(lines)
 

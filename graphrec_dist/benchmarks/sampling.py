@@ -68,10 +68,14 @@ def time_loader(make_loader, batches: int) -> dict[str, float]:
 
 def measure_sampling(bundle_dir: str, batch_size: int = 2048, num_neighbors: list[int] | None = None,
                      neg_per_pos: int = 1, workers: list[int] | None = None, batches: int = 20,
-                     repeats: int = 3, seed: int = 0) -> dict[str, Any]:
-    """Seed edges/s per (backend, num_workers), medians of ``repeats``; runs in a child process."""
+                     repeats: int = 3, seed: int = 0, num_threads: int = 0) -> dict[str, Any]:
+    """Seed edges/s per (backend, num_workers), medians of ``repeats``; runs in a child process.
+
+    ``num_threads`` > 0 sets torch's intra-op threads (as ``train.num_threads`` does in training)."""
     from graphrec_dist.data.store import load_bundle
 
+    if num_threads > 0:
+        torch.set_num_threads(num_threads)
     torch.manual_seed(seed)
     bundle = load_bundle(bundle_dir)
     fanout = list(num_neighbors or [15, 10])
@@ -110,9 +114,15 @@ def run_section(plan) -> dict[str, Any]:
     from graphrec_dist.benchmarks.datasets import ensure_bundle
     from graphrec_dist.benchmarks.plan import bundle_dir
 
+    from graphrec_dist.benchmarks.plan import run_overrides
+    from graphrec_dist.benchmarks.quality import MAIN_PRESET
+    from graphrec_dist.config import load_config
+
     ensure_bundle(plan, plan.sampling_users)
-    args = {"bundle_dir": bundle_dir(plan, plan.sampling_users), "batch_size": 2048, "num_neighbors": [15, 10],
-            "neg_per_pos": 1, "workers": plan.sampling_workers, "batches": plan.sampling_batches,
-            "repeats": plan.repeats}
+    train = load_config(MAIN_PRESET, run_overrides(plan, plan.sampling_users)).train
+    args = {"bundle_dir": bundle_dir(plan, plan.sampling_users), "batch_size": train.batch_size,
+            "num_neighbors": list(train.num_neighbors), "neg_per_pos": train.neg_per_pos,
+            "workers": plan.sampling_workers, "batches": plan.sampling_batches, "repeats": plan.repeats,
+            "num_threads": train.num_threads}
     return call_in_child("graphrec_dist.benchmarks.sampling:measure_sampling", args, plan.out_dir,
                          timeout_s=3 * 3600, tag=f"sampling-{plan.sampling_users}")
