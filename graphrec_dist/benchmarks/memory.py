@@ -14,8 +14,7 @@ from typing import Any
 
 from graphrec_dist.benchmarks.common import GOODBOOKS_USERS, call_in_child, median
 from graphrec_dist.benchmarks.datasets import ensure_bundle
-from graphrec_dist.benchmarks.plan import BenchPlan, run_overrides
-from graphrec_dist.benchmarks.quality import MAIN_PRESET
+from graphrec_dist.benchmarks.plan import SPEED_OVERRIDES, SPEED_PRESET, BenchPlan, run_overrides
 from graphrec_dist.benchmarks.training import profile
 
 
@@ -64,9 +63,9 @@ def measure_point(plan: BenchPlan, users: int, steps: int) -> dict[str, Any]:
     """
     build = ensure_bundle(plan, users)
     prof = profile(plan, users, steps)
-    overrides = run_overrides(plan, users, "model.name=graphsage", "train.seed=0")
+    overrides = run_overrides(plan, users, *SPEED_OVERRIDES, "train.seed=0")
     ev = call_in_child("graphrec_dist.benchmarks.memory:eval_child",
-                       {"config_path": MAIN_PRESET, "overrides": overrides, "repeats": 1},
+                       {"config_path": SPEED_PRESET, "overrides": overrides, "repeats": 1},
                        plan.out_dir, timeout_s=4 * 3600, tag=f"eval-{users}")
     return {
         "users": users, "num_books": build["num_books"], "train_edges": build["train_edges"],

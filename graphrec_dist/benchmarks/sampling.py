@@ -114,12 +114,11 @@ def run_section(plan) -> dict[str, Any]:
     from graphrec_dist.benchmarks.datasets import ensure_bundle
     from graphrec_dist.benchmarks.plan import bundle_dir
 
-    from graphrec_dist.benchmarks.plan import run_overrides
-    from graphrec_dist.benchmarks.quality import MAIN_PRESET
+    from graphrec_dist.benchmarks.plan import SPEED_OVERRIDES, SPEED_PRESET, run_overrides
     from graphrec_dist.config import load_config
 
     ensure_bundle(plan, plan.sampling_users)
-    train = load_config(MAIN_PRESET, run_overrides(plan, plan.sampling_users)).train
+    train = load_config(SPEED_PRESET, run_overrides(plan, plan.sampling_users, *SPEED_OVERRIDES)).train
     args = {"bundle_dir": bundle_dir(plan, plan.sampling_users), "batch_size": train.batch_size,
             "num_neighbors": list(train.num_neighbors), "neg_per_pos": train.neg_per_pos,
             "workers": plan.sampling_workers, "batches": plan.sampling_batches, "repeats": plan.repeats,

@@ -9,8 +9,8 @@ from typing import Any
 
 from graphrec_dist.benchmarks.common import BenchError, call_in_child
 from graphrec_dist.benchmarks.datasets import ensure_bundle
-from graphrec_dist.benchmarks.plan import BenchPlan, run_overrides
-from graphrec_dist.benchmarks.quality import (MAIN_PRESET, common_overrides, epoch_seconds, model_run, preset_for,
+from graphrec_dist.benchmarks.plan import SPEED_OVERRIDES, SPEED_PRESET, BenchPlan, run_overrides
+from graphrec_dist.benchmarks.quality import (common_overrides, epoch_seconds, model_run, preset_for,
                                               val_value)
 from graphrec_dist.config import load_config
 from graphrec_dist.io_utils import write_json_atomic
@@ -35,12 +35,12 @@ def profile(plan: BenchPlan, users: int, steps: int) -> dict[str, Any]:
     if key in cache and (plan.reuse or cache[key].get("invocation") == plan.invocation):
         return cache[key]
     ensure_bundle(plan, users)
-    overrides = run_overrides(plan, users, "model.name=graphsage", "run.progress=false")
+    overrides = run_overrides(plan, users, *SPEED_OVERRIDES, "run.progress=false")
     res = call_in_child("graphrec_dist.benchmarks.training:profile_child",
-                        {"config_path": MAIN_PRESET, "overrides": overrides, "steps": steps},
+                        {"config_path": SPEED_PRESET, "overrides": overrides, "steps": steps},
                         plan.out_dir, timeout_s=3 * 3600, tag=f"profile-{key}")
     res.update(users=users, invocation=plan.invocation,
-               command=f"graphrec_dist.train.profile_steps(load_config({MAIN_PRESET!r}, {overrides!r}), steps={steps})")
+               command=f"graphrec_dist.train.profile_steps(load_config({SPEED_PRESET!r}, {overrides!r}), steps={steps})")
     cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
     cache[key] = res
     write_json_atomic(cache_path, cache)
