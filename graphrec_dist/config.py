@@ -99,6 +99,7 @@ class TrainConfig:
     batch_size: int = 2048  # seed (user, positive) edges per batch
     num_neighbors: list[int] = field(default_factory=lambda: [15, 10])
     neg_per_pos: int = 1
+    exclude_seed_edges: bool = False  # drop batch seed edges from message passing (hurt on the demo)
     edges_per_epoch: Optional[int] = None  # cap for quick runs; None = every training edge
     max_steps: Optional[int] = None  # stop after this many optimiser steps (tests, smoke runs)
     num_workers: int = 0  # sampling worker processes per rank

@@ -17,7 +17,7 @@ from torch_geometric.data import HeteroData
 from torch_geometric.loader import LinkNeighborLoader
 from torch_geometric.sampler import NegativeSampling
 
-from graphrec_dist.data.bundle import RATES, REV_RATES, Bundle
+from graphrec_dist.data.bundle import BOOK, RATES, REV_RATES, USER, Bundle
 from graphrec_dist.models.base import TripletBatch
 
 # Mixed into seeds so that (seed, rank, epoch, step) tuples never collide in practice.
@@ -59,15 +59,35 @@ def training_graph(bundle: Bundle, user_book_only: bool = False) -> HeteroData:
     return bundle.graph
 
 
+def drop_seed_edges(batch: HeteroData) -> HeteroData:
+    """``batch`` without its seed (user, positive book) edges in ``rates`` and ``rev_rates``.
+
+    Otherwise the model sees each supervision edge in its own message passing and learns to
+    detect it, while at evaluation the held-out edge is never in the graph. Edges are matched by
+    their global (user, book) ids, so this holds however the loader numbers edges.
+    """
+    users, books = batch[USER].n_id, batch[BOOK].n_id
+    num_books = int(books.max()) + 1 if books.numel() else 1
+    seeds = users[batch[USER].src_index] * num_books + books[batch[BOOK].dst_pos_index]
+    keep = {}
+    for et, (u_row, b_row) in ((RATES, (0, 1)), (REV_RATES, (1, 0))):
+        if et not in batch.edge_types:
+            continue
+        ei = batch[et].edge_index
+        keep[et] = ~torch.isin(users[ei[u_row]] * num_books + books[ei[b_row]], seeds)
+    return batch.edge_subgraph(keep)
+
+
 def make_link_loader(bundle: Bundle, batch_size: int, num_neighbors: list[int], neg_per_pos: int = 1,
                      num_workers: int = 0, seed: int = 0, edge_ids: Optional[torch.Tensor] = None,
-                     graph: Optional[HeteroData] = None) -> LinkNeighborLoader:
+                     graph: Optional[HeteroData] = None, exclude_seed_edges: bool = False) -> LinkNeighborLoader:
     """A LinkNeighborLoader over training (user, book) edges with triplet negatives.
 
     Each batch holds the subgraph around every seed user, positive and negative book, with
     ``user.src_index``, ``book.dst_pos_index`` and ``book.dst_neg_index`` ([B, neg_per_pos])
     pointing into it. Batches follow ``edge_ids`` in order (the caller shuffles by sharding);
-    ``seed`` seeds the DataLoader's own generator (its workers' seeds).
+    ``seed`` seeds the DataLoader's own generator (its workers' seeds). With
+    ``exclude_seed_edges`` each batch's seed edges are removed from it (:func:`drop_seed_edges`).
     """
     graph = bundle.graph if graph is None else graph
     pairs = bundle.train if edge_ids is None else bundle.train[edge_ids]
@@ -81,6 +101,7 @@ def make_link_loader(bundle: Bundle, batch_size: int, num_neighbors: list[int], 
         num_workers=num_workers,
         persistent_workers=False,
         generator=torch.Generator().manual_seed(seed),
+        transform=drop_seed_edges if exclude_seed_edges else None,
     )
 
 

@@ -159,7 +159,8 @@ class Trainer:
         ids = shard_edges(len(self.bundle.train), epoch, tc.seed, self.ctx.rank, self.ctx.world_size,
                           tc.edges_per_epoch)[start * tc.batch_size:]
         return make_link_loader(self.bundle, tc.batch_size, tc.num_neighbors, tc.neg_per_pos, tc.num_workers,
-                                seed=sampling_seed(tc.seed, self.ctx.rank, epoch), edge_ids=ids, graph=self.graph)
+                                seed=sampling_seed(tc.seed, self.ctx.rank, epoch), edge_ids=ids, graph=self.graph,
+                                exclude_seed_edges=tc.exclude_seed_edges)
 
     def _warmup_batch(self):
         """A small first batch, drawn without touching the RNG streams that training uses."""
@@ -170,7 +171,8 @@ class Trainer:
         else:
             ids = torch.arange(min(64, len(self.bundle.train)))
             batch = next(iter(make_link_loader(self.bundle, len(ids), tc.num_neighbors, tc.neg_per_pos, 0,
-                                               edge_ids=ids, graph=self.graph)))
+                                               edge_ids=ids, graph=self.graph,
+                                               exclude_seed_edges=tc.exclude_seed_edges)))
         ckpt.set_rng_state(rng)
         return batch
 

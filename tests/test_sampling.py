@@ -96,3 +96,30 @@ def test_link_loader_is_deterministic_for_a_seed() -> None:
 def test_training_graph_user_book_only() -> None:
     g = training_graph(toy_bundle(), user_book_only=True)
     assert set(g.edge_types) == {RATES, REV_RATES}
+
+
+def _global_pairs(batch, et, user_row: int) -> set[tuple[int, int]]:
+    ei = batch[et].edge_index
+    users, books = batch["user"].n_id[ei[user_row]], batch["book"].n_id[ei[1 - user_row]]
+    return set(zip(users.tolist(), books.tolist()))
+
+
+@pytest.mark.parametrize("exclude", [True, False])
+def test_seed_edges_leave_the_message_passing_graph_only_when_excluded(exclude: bool) -> None:
+    bundle = toy_bundle()
+    ids = torch.arange(0, 100, 5)
+    # Full fanout: without exclusion every seed edge is certainly in the sampled subgraph.
+    batch = next(iter(make_link_loader(bundle, len(ids), [-1, -1], edge_ids=ids, exclude_seed_edges=exclude)))
+    seeds = set(map(tuple, bundle.train[ids].tolist()))
+    assert set(zip(batch["user"].n_id[batch["user"].src_index].tolist(),
+                   batch["book"].n_id[batch["book"].dst_pos_index].tolist())) == seeds
+    rates, rev = _global_pairs(batch, RATES, 0), _global_pairs(batch, REV_RATES, 1)
+    if exclude:
+        assert not seeds & rates and not seeds & rev
+        # Only the seed edges go: every other training edge of the seed users is still there.
+        seed_users = {u for u, _ in seeds}
+        others = {tuple(p) for p in bundle.train.tolist() if p[0] in seed_users} - seeds
+        assert others <= rates and others <= rev
+        assert len(batch[RATES].edge_weight) == batch[RATES].edge_index.shape[1] == len(batch[RATES].e_id)
+    else:
+        assert seeds <= rates and seeds <= rev
