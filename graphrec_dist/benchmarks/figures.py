@@ -167,9 +167,15 @@ def sweep_lines(res: dict[str, Any], path: Path) -> Path | None:
         ax1.plot(users, vals, marker="o", label=name)
     for stage in ("data_build", "training", "evaluation"):
         ax2.plot(users, [p[stage]["peak_rss_mb"] / 1024 for p in pts], marker="o", label=stage.replace("_", " "))
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
     for ax, ylabel in ((ax1, "seconds"), (ax2, "peak RSS (GiB)")):
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.set_xticks(users, [f"{u:,}" for u in users])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("users")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3, which="both")
