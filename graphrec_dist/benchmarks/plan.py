@@ -52,7 +52,7 @@ class BenchPlan:
     # quality table
     quality_users: int = 2000
     quality_models: list[str] = field(default_factory=lambda: list(QUALITY_MODELS))
-    # Same for every model: 5 epochs (make demo's own), validated each epoch; --full keeps each preset's.
+    # Same for every model: 5 epochs, validated each epoch; --full keeps each preset's.
     quality_overrides: list[str] = field(default_factory=lambda: ["train.epochs=5", "eval.every=1"])
     sampled_candidates: list[int] = field(default_factory=lambda: [1000, 2000])
     ablation: bool = False  # graphsage without one relation type at a time
