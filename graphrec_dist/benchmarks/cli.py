@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reuse", action="store_true", help="reuse datasets and training runs of an earlier invocation")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override appended to every training run (repeatable), e.g. train.num_workers=1")
+    p.add_argument("--quality-epochs", default=None, metavar="N|preset",
+                   help="epochs of every trained model in the quality table: a number, or 'preset' for each "
+                        "preset's own epochs and validation schedule (default: 5 reduced, preset with --full)")
     p.add_argument("--report-only", action="store_true", help="only regenerate the report from existing JSON")
     p.add_argument("--no-report", action="store_true", help="write JSON only")
     return p
@@ -82,6 +85,12 @@ def make_plan(args: argparse.Namespace) -> BenchPlan:
             raise UserError("--repeats: expected a positive integer")
         plan.repeats = args.repeats
     plan.reuse = args.reuse
+    if args.quality_epochs == "preset":
+        plan.quality_overrides = []
+    elif args.quality_epochs is not None:
+        if not args.quality_epochs.isdigit() or int(args.quality_epochs) < 1:
+            raise UserError(f"--quality-epochs: expected a positive integer or 'preset', got {args.quality_epochs!r}")
+        plan.quality_overrides = [f"train.epochs={args.quality_epochs}", "eval.every=1"]
     for item in args.overrides:
         parse_override(item)  # a malformed override is the user's to fix, before hours of work
     plan.train_overrides = list(args.overrides)
@@ -112,6 +121,8 @@ def main(argv: list[str] | None = None) -> BenchResult:
     if args.sections != "all":
         command += f" --sections {','.join(sections)}"
     command += "".join(f" --set {o}" for o in args.overrides)
+    if args.quality_epochs is not None:
+        command += f" --quality-epochs {args.quality_epochs}"
     result = BenchResult()
     for name in sections:
         log.info("bench section %s (%s)", name, plan.mode)

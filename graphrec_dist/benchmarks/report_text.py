@@ -38,8 +38,9 @@ def pick(d: dict[str, Any] | None, *keys: str) -> Any:
 
 
 def reproduce(payload: dict[str, Any], name: str) -> str:
-    full = " --full" if payload.get("mode") == "full" else ""
-    return f"`graphrec-dist bench{full} --sections {name}`"
+    """The command that made this section's JSON, narrowed to the section."""
+    command = payload.get("command") or ("graphrec-dist bench" + (" --full" if payload.get("mode") == "full" else ""))
+    return f"`{command}`" if "--sections" in command else f"`{command} --sections {name}`"
 
 
 def scale_of(users: int | None) -> str:
