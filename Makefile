@@ -13,7 +13,7 @@ FIND_LINKS := $(if $(wildcard $(WHEELS)/*.whl),--find-links $(WHEELS),)
 STAMP := $(VENV)/.installed
 DEMO_CONFIG ?= configs/demo.yaml
 
-.PHONY: install demo test test-fast bench clean help
+.PHONY: install demo test test-fast bench bench-full clean help
 
 help:
 	@echo "make demo   - install, generate the embedded dataset, build Graph3, train, print test metrics"
@@ -47,3 +47,6 @@ bench: install
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
+
+bench-full: install
+	$(VENV)/bin/graphrec-dist bench --full
