@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torch_geometric.nn import SAGEConv, to_hetero
 from torch_geometric.utils import scatter
 from torch_sparse import SparseTensor
+from torch_geometric.nn.conv import MessagePassing
 from torch_sparse import matmul as sparse_matmul
 
 from graphrec_dist.data.bundle import BOOK, USER, Bundle
@@ -49,6 +50,11 @@ class WeightedSAGEConv(SAGEConv):
     ``adj_t`` whose values are already renormalised: what the model passes, in training and at
     inference, so that no per-edge message is ever materialised.
     """
+
+    # PyG swaps a conv class's `propagate` for one generated from its own signature. Once a plain
+    # SAGEConv has been built in the process, this subclass would inherit SAGEConv's generated
+    # propagate (no edge_weight); owning the generic one makes PyG generate (or fall back to) ours.
+    propagate = MessagePassing.propagate
 
     def forward(self, x, edge_index, edge_weight: Optional[Tensor] = None) -> Tensor:  # type: ignore[override]
         if isinstance(x, Tensor):
