@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from graphrec_dist.config import Config, from_dict, parse_override, _set_dotted
+from graphrec_dist.config import Config, apply_overrides, from_dict
 from graphrec_dist.errors import DataError, UserError
 from graphrec_dist.io_utils import atomic_path
 
@@ -75,11 +75,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def _config_from_checkpoint(state: dict[str, Any], overrides: list[str]) -> Config:
-    tree = state["config"]
-    for item in overrides:
-        key, value = parse_override(item)
-        _set_dotted(tree, key, value)
-    return from_dict(tree)
+    return from_dict(apply_overrides(state["config"], overrides))
 
 
 def load_run(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[Config, Any, Any]:

@@ -195,27 +195,31 @@ def _require(ok: bool, key: str, expected: str) -> None:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Defaults, then the YAML preset at ``path`` (if any), then ``section.key=value`` overrides."""
-    tree: dict[str, Any] = {}
-    if path is not None:
-        tree = read_yaml(path)
+    tree: dict[str, Any] = read_yaml(path) if path is not None else {}
+    return from_dict(apply_overrides(tree, overrides))
+
+
+def apply_overrides(tree: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Apply ``section.key=value`` overrides to a nested mapping in place and return it."""
     for item in overrides:
         key, value = parse_override(item)
         _set_dotted(tree, key, value)
-    return from_dict(tree)
+    return tree
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
+def read_yaml(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """A YAML mapping from ``path``; a missing file, bad YAML or a non-mapping raise ConfigError."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"config file not found: {p}")
+        raise ConfigError(f"{what} not found: {p}")
     try:
         tree = yaml.safe_load(p.read_text())
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
+        raise ConfigError(f"{what} {p} is not valid YAML: {exc}") from None
     if tree is None:
         return {}
     if not isinstance(tree, dict):
-        raise ConfigError(f"config file {p}: expected a mapping of sections at the top level")
+        raise ConfigError(f"{what} {p}: expected a mapping at the top level")
     return tree
 
 

@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
-
+from graphrec_dist.config import read_yaml
 from graphrec_dist.errors import ConfigError
 
 
@@ -100,14 +99,7 @@ def goodbooks_spec() -> SourceSpec:
 
 def load_spec(path: str | Path) -> SourceSpec:
     """Read a bring-your-own-data spec YAML; unknown or missing keys raise ConfigError naming them."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"csv spec file not found: {p}")
-    try:
-        tree = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"csv spec {p} is not valid YAML: {exc}") from None
-    return _build(SourceSpec, tree, f"{p}")
+    return _build(SourceSpec, read_yaml(path, "csv spec file"), f"{path}")
 
 
 def _build(cls: type, tree: Any, where: str) -> Any:
