@@ -19,6 +19,11 @@ import yaml
 
 from graphrec_dist.errors import ConfigError
 
+# Graph3's side relations by name, as ``model.exclude_relations`` spells them: the node type a
+# book links to, or "similar" for book-book similarity (data.bundle maps names to edge types;
+# kept here so that reading a config does not import torch).
+RELATION_NAMES = ("tag", "author", "language", "year_bin", "similar")
+
 
 @dataclass
 class SplitConfig:
@@ -78,6 +83,9 @@ class ModelConfig:
     norm: Literal["none", "layer", "batch"] = "none"
     skip: bool = True  # add the input embedding to each layer's output (residual)
     edge_weight: bool = True  # scale messages by edge_weight where a relation has one
+    # Side relations left out of the graph (graphsage, lightgcn): any of tag, author, language,
+    # year_bin, similar. For ablations; the user-book relation cannot be left out.
+    exclude_relations: list[str] = field(default_factory=list)
     lightgcn_layers: int = 3
     ease_lambda: float = 500.0
 
@@ -87,6 +95,8 @@ class ModelConfig:
         _require(self.num_layers >= 1, "model.num_layers", "an integer >= 1")
         _require(0.0 <= self.dropout < 1.0, "model.dropout", "a number in [0, 1)")
         _require(self.ease_lambda > 0, "model.ease_lambda", "a positive number")
+        _require(all(r in RELATION_NAMES for r in self.exclude_relations), "model.exclude_relations",
+                 f"a list of relation names from {', '.join(RELATION_NAMES)}")
         _require(self.lightgcn_layers >= 0, "model.lightgcn_layers", "an integer >= 0 (0 = matrix factorisation)")
 
 

@@ -9,7 +9,7 @@ seeded by ``(seed, rank, epoch)`` so ranks draw different subgraphs.
 from __future__ import annotations
 
 import math
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -17,7 +17,7 @@ from torch_geometric.data import HeteroData
 from torch_geometric.loader import LinkNeighborLoader
 from torch_geometric.sampler import NegativeSampling
 
-from graphrec_dist.data.bundle import BOOK, RATES, REV_RATES, USER, Bundle
+from graphrec_dist.data.bundle import BOOK, RATES, REV_RATES, USER, Bundle, relation_edge_types
 from graphrec_dist.models.base import TripletBatch
 
 # Mixed into seeds so that (seed, rank, epoch, step) tuples never collide in practice.
@@ -52,11 +52,15 @@ def steps_per_epoch(num_edges: int, batch_size: int, world_size: int, cap: Optio
     return math.ceil((total // world_size) / batch_size)
 
 
-def training_graph(bundle: Bundle, user_book_only: bool = False) -> HeteroData:
-    """The message-passing graph: all of Graph3, or only user->book and its reverse."""
+def training_graph(bundle: Bundle, user_book_only: bool = False, exclude: Sequence[str] = ()) -> HeteroData:
+    """The message-passing graph: all of Graph3 less the side relations named in ``exclude``
+    (``model.exclude_relations``), or only user->book and its reverse."""
     if user_book_only:
         return bundle.graph.edge_type_subgraph([RATES, REV_RATES])
-    return bundle.graph
+    if not exclude:
+        return bundle.graph
+    dropped = {et for name in exclude for et in relation_edge_types(name)}
+    return bundle.graph.edge_type_subgraph([et for et in bundle.graph.edge_types if et not in dropped])
 
 
 def drop_seed_edges(batch: HeteroData) -> HeteroData:

@@ -32,8 +32,7 @@ from graphrec_dist.logging_utils import get_logger, progress, setup_logging
 from graphrec_dist.losses import bpr_loss
 from graphrec_dist.models import build_model
 from graphrec_dist.models.base import Recommender
-from graphrec_dist.sampling import (TripletLoader, make_link_loader, sampling_seed, shard_edges, steps_per_epoch,
-                                    training_graph)
+from graphrec_dist.sampling import TripletLoader, make_link_loader, sampling_seed, shard_edges, steps_per_epoch
 
 log = get_logger("train")
 CURVES = "training_curves.png"
@@ -142,7 +141,7 @@ class Trainer:
         self.best_model: Optional[dict[str, Any]] = None
         self._rng_after_step: Optional[dict[str, Any]] = None
         if model.kind == "sampled":
-            self.graph = training_graph(bundle, getattr(model, "user_book_only", False))
+            self.graph = model.message_graph(bundle)
         else:
             self.triplets = TripletLoader(bundle, tc.batch_size, tc.neg_per_pos, tc.seed, ctx.rank,
                                           ctx.world_size, tc.edges_per_epoch)

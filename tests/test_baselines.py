@@ -209,6 +209,14 @@ def test_lightgcn_graph3_has_the_side_node_types_and_ui_does_not() -> None:
     assert full._edge_index.shape[1] == ui._edge_index.shape[1] + 2 * bundle.num_books
 
 
+def test_lightgcn_without_the_tag_relation_is_the_user_book_graph() -> None:
+    bundle = _random_bundle()
+    no_tags = build_model(_cfg("lightgcn", exclude_relations=["tag"]), bundle)
+    ui = build_model(_cfg("lightgcn_ui"), bundle)
+    assert no_tags.num_nodes == ui.num_nodes
+    assert torch.equal(no_tags._edge_index, ui._edge_index)
+
+
 def test_lightgcn_layers_follow_the_config() -> None:
     bundle = _random_bundle()
     assert build_model(_cfg("lightgcn", lightgcn_layers=4), bundle).net.num_layers == 4

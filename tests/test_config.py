@@ -87,3 +87,9 @@ def test_cli_help_lists_subcommands(capsys):
     out = capsys.readouterr().out
     for name in ("data", "train", "evaluate", "recommend", "bench"):
         assert name in out
+
+
+def test_exclude_relations_accepts_side_relations_and_names_a_wrong_one() -> None:
+    assert load_config(None, ["model.exclude_relations=[tag,similar]"]).model.exclude_relations == ["tag", "similar"]
+    with pytest.raises(ConfigError, match="model.exclude_relations.*tag, author, language, year_bin, similar"):
+        load_config(None, ["model.exclude_relations=[rates]"])

@@ -83,6 +83,20 @@ def test_graphsage_ui_uses_the_user_book_graph_only() -> None:
     assert full[USER].shape == (bundle.num_users, 6) and full[BOOK].shape == (bundle.num_books, 6)
 
 
+def test_an_excluded_relation_leaves_the_model_and_its_sampled_graph() -> None:
+    model, bundle = _model("graphsage", "model.exclude_relations=[tag]")
+    assert set(model.encoder.emb.keys()) == {USER, BOOK}
+    assert set(model.message_graph(bundle).edge_types) == {RATES, REV_RATES}
+    assert all(HAS_TAG not in ets and REV_HAS_TAG not in ets for ets in model.encoder.layer_types)
+    batch = next(iter(make_link_loader(bundle, 8, [3, 3], edge_ids=torch.arange(8),
+                                       graph=model.message_graph(bundle))))
+    assert "tag" not in batch.node_types
+    out = model.bpr_forward(batch)
+    assert torch.isfinite(bpr_loss(out.pos, out.neg))
+    kept, _ = _model("graphsage")
+    assert "tag" in kept.encoder.emb and HAS_TAG in kept.message_graph(bundle).edge_types
+
+
 def test_rank_blocks_cover_rows_once_and_adjacency_keeps_only_own_rows() -> None:
     blocks = [_block(10, DistContext(rank=r, world_size=3)) for r in range(3)]
     assert [(b.start, b.stop) for b in blocks] == [(0, 4), (4, 8), (8, 10)]

@@ -13,6 +13,8 @@ import pandas as pd
 import torch
 from torch_geometric.data import HeteroData
 
+from graphrec_dist.config import RELATION_NAMES
+
 USER = "user"
 BOOK = "book"
 RATES = (USER, "rates", BOOK)
@@ -26,6 +28,17 @@ SIDE_RELATIONS = {
     "year_bin": "published_in",
 }
 SIMILAR = (BOOK, "similar_to", BOOK)
+assert RELATION_NAMES == (*SIDE_RELATIONS, "similar"), "config.RELATION_NAMES is out of date"
+
+
+def relation_edge_types(name: str) -> list[tuple[str, str, str]]:
+    """The stored edge types of a side relation named as in RELATION_NAMES (both directions)."""
+    if name == "similar":
+        return [SIMILAR]
+    if name not in SIDE_RELATIONS:
+        raise KeyError(f"unknown relation {name!r}; expected one of {', '.join(RELATION_NAMES)}")
+    forward = (BOOK, SIDE_RELATIONS[name], name)
+    return [forward, reverse_type(forward)]
 
 
 def reverse_type(edge_type: tuple[str, str, str]) -> tuple[str, str, str]:

@@ -68,6 +68,10 @@ class Recommender(torch.nn.Module):
         """``sampled``: a LinkNeighborLoader HeteroData batch; ``triplet``: a TripletBatch."""
         raise NotImplementedError(f"{type(self).__name__} is not trained by gradient steps")
 
+    def message_graph(self, bundle):
+        """``sampled``: the HeteroData graph the loader samples subgraphs from."""
+        raise NotImplementedError(f"{type(self).__name__} is not trained on sampled subgraphs")
+
     def fit(self, bundle, ctx) -> None:
         """Closed-form models compute their parameters here (called once on every rank)."""
         raise NotImplementedError(f"{type(self).__name__} has no closed-form fit")

@@ -216,10 +216,15 @@ class GraphSAGERecommender(Recommender):
     def __init__(self, bundle: Bundle, cfg, user_book_only: bool):
         super().__init__()
         self.user_book_only = user_book_only
+        self.exclude_relations = tuple(cfg.model.exclude_relations)
         self.use_edge_weight = cfg.model.edge_weight
-        graph = training_graph(bundle, user_book_only)
+        graph = self.message_graph(bundle)
         num_nodes = {nt: int(graph[nt].num_nodes) for nt in graph.node_types}
         self.encoder = HeteroSAGE(num_nodes, list(graph.edge_types), cfg)
+
+    def message_graph(self, bundle: Bundle):
+        """The graph this model passes messages over (and the loader samples from)."""
+        return training_graph(bundle, self.user_book_only, self.exclude_relations)
 
     def encode_batch(self, batch) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """(input embeddings, output embeddings) of every node in a sampled HeteroData batch."""
@@ -252,7 +257,7 @@ class GraphSAGERecommender(Recommender):
         was_training = self.training
         self.eval()
         device = next(self.parameters()).device
-        graph = training_graph(bundle, self.user_book_only)
+        graph = self.message_graph(bundle)
         adj = graph_adjacency(graph, self.use_edge_weight, device, ctx)
         x = {nt: e.weight for nt, e in self.encoder.emb.items()}
         for i in range(len(self.encoder.layers)):
