@@ -237,6 +237,38 @@ def test_report_says_which_sections_were_not_run(tmp_path):
     assert payload["machine"]["cpu_model"] and payload["section"] == "quality"
 
 
+def test_ablation_trains_graphsage_without_each_relation_and_reports_the_change(tmp_path, monkeypatch):
+    from graphrec_dist.benchmarks import quality
+
+    calls = []
+    worse = {"tag": 0.05, "author": 0.06, "language": 0.07, "year_bin": 0.071, "similar": 0.065}
+
+    def fake_train_run(root, name, preset, overrides, **kw):
+        calls.append(overrides)
+        excluded = [o.split("=[")[1].rstrip("]") for o in overrides if o.startswith("model.exclude_relations=")]
+        ndcg = worse[excluded[0]] if excluded else 0.07
+        return {"epochs": [{"epoch": 0, "val_ndcg@10": ndcg, "epoch_time_s": 2.0}], "command": name,
+                "run_dir": str(tmp_path / name), "wall_s": 3.0, "peak_rss_mb": 100.0, "reused": False,
+                "test_metrics": {"ndcg@10": ndcg, "hit@10": 2 * ndcg, "best_epoch": 0}}
+
+    monkeypatch.setattr(quality, "train_run", fake_train_run)
+    monkeypatch.setattr(quality, "ensure_bundle", lambda plan, users: {})
+    off = quality.run_ablation(BenchPlan(mode="reduced", out_dir=tmp_path), ["train.seed=0"])
+    assert off["run"] is False and not calls
+    ab = quality.run_ablation(BenchPlan(mode="reduced", out_dir=tmp_path, ablation=True), ["train.seed=0"])
+    assert list(ab["results"]) == ["tag", "author", "language", "year_bin", "similar"]
+    assert ab["baseline_ndcg@10"] == 0.07 and ab["results"]["tag"]["delta_ndcg@10"] == pytest.approx(-0.02)
+    assert ab["results"]["year_bin"]["delta_ndcg@10"] == pytest.approx(0.001)
+    assert all("train.seed=0" in c for c in calls)
+    out, docs = tmp_path / "bench_out", tmp_path / "docs"
+    common.write_section(out, _payload("quality", {**_quality_results(), "ablation": ab}))
+    text = report.generate(out, docs).read_text()
+    assert "### Relation ablation" in text and "| tag | 0.1000 | 0.0500 | -0.0200 |" in text
+    assert "removing tag (-0.0200), author (-0.0100), similar (-0.0050) lowered test NDCG@10" in text
+    rows = [line.split(" | ")[0] for line in text.splitlines() if line.startswith("| ") and "exclude_relations" in line]
+    assert rows == ["| tag", "| author", "| language", "| year_bin", "| similar"]
+
+
 # ----- the whole command at a tiny size -----
 
 def _tiny_plan(out_dir: Path) -> BenchPlan:

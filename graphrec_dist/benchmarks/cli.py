@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quality-epochs", default=None, metavar="N|preset",
                    help="epochs of every trained model in the quality table: a number, or 'preset' for each "
                         "preset's own epochs and validation schedule (default: 5 reduced, preset with --full)")
+    p.add_argument("--ablation", action="store_true",
+                   help="quality section: also train graphsage without each side relation (on with --full)")
     p.add_argument("--report-only", action="store_true", help="only regenerate the report from existing JSON")
     p.add_argument("--no-report", action="store_true", help="write JSON only")
     return p
@@ -91,6 +93,7 @@ def make_plan(args: argparse.Namespace) -> BenchPlan:
         if not args.quality_epochs.isdigit() or int(args.quality_epochs) < 1:
             raise UserError(f"--quality-epochs: expected a positive integer or 'preset', got {args.quality_epochs!r}")
         plan.quality_overrides = [f"train.epochs={args.quality_epochs}", "eval.every=1"]
+    plan.ablation = plan.ablation or args.ablation
     for item in args.overrides:
         parse_override(item)  # a malformed override is the user's to fix, before hours of work
     plan.train_overrides = list(args.overrides)
@@ -123,6 +126,8 @@ def main(argv: list[str] | None = None) -> BenchResult:
     command += "".join(f" --set {o}" for o in args.overrides)
     if args.quality_epochs is not None:
         command += f" --quality-epochs {args.quality_epochs}"
+    if args.ablation:
+        command += " --ablation"
     result = BenchResult()
     for name in sections:
         log.info("bench section %s (%s)", name, plan.mode)
