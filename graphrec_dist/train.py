@@ -468,7 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[list[str]] = None) -> TrainResult:
     """``graphrec-dist train`` / ``python -m graphrec_dist.train`` (also under torchrun)."""
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)  # --launcher may sit among the overrides
     overrides = list(args.overrides) + ([f"dist.launcher={args.launcher}"] if args.launcher else [])
     cfg = load_config(args.config, overrides)
     if cfg.dist.launcher == "ray":

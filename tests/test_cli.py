@@ -43,3 +43,11 @@ def test_importing_the_package_has_no_side_effects():
     code = "import logging, graphrec_dist.cli, graphrec_dist.config; print(logging.getLogger('graphrec_dist').handlers)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.strip() == "[]"
+
+
+def test_train_launcher_flag_may_sit_among_the_overrides() -> None:
+    from graphrec_dist.train import build_parser
+
+    args = build_parser().parse_intermixed_args(["configs/demo.yaml", "train.epochs=1", "--launcher", "ray",
+                                                 "dist.num_workers=2"])
+    assert args.launcher == "ray" and args.overrides == ["train.epochs=1", "dist.num_workers=2"]
