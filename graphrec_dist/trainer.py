@@ -1,0 +1,288 @@
+"""The gradient training loop: :class:`Trainer` for ``sampled`` and ``triplet`` models.
+
+It owns batches (per-rank sampling seeds), the warm-up forward and DDP wrap, atomic save/restore of
+everything needed to resume, the epoch loop (``fit`` / ``train_epoch`` / ``step`` / ``end_epoch``),
+early stopping on the validation metric (``track_best``), and the helpers only they use
+(:func:`evaluate_model`, :func:`metric_key`, :func:`all_reduce_max_scalar`). Entry points that build
+the data and model and call it live in :mod:`graphrec_dist.train`.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from graphrec_dist import checkpoint as ckpt
+from graphrec_dist.config import Config
+from graphrec_dist.distributed import DistContext, all_reduce_max, all_reduce_sum, barrier
+from graphrec_dist.errors import ConfigError
+from graphrec_dist.io_utils import write_text_atomic
+from graphrec_dist.logging_utils import get_logger, progress
+from graphrec_dist.losses import bpr_loss
+from graphrec_dist.models.base import Recommender
+from graphrec_dist.sampling import TripletLoader, make_link_loader, sampling_seed, shard_edges, steps_per_epoch
+
+log = get_logger("train")  # kept from before the split so log filters on "graphrec_dist.train" still work
+
+
+@dataclass
+class TrainHooks:
+    """Seams for launchers. ``resume_from`` returns a checkpoint file to resume from (or None);
+    ``on_epoch_end(row, checkpoint)`` runs on every rank after each epoch (checkpoint: rank 0's
+    last.pt path, None elsewhere), e.g. to ``ray.train.report`` metrics and the checkpoint;
+    ``on_start(model)`` runs on every rank once the (unwrapped) model is built."""
+
+    resume_from: Optional[Callable[[], Optional[Path]]] = None
+    on_epoch_end: Optional[Callable[[dict[str, Any], Optional[Path]], None]] = None
+    on_start: Optional[Callable[[Recommender], None]] = None
+
+
+@dataclass
+class TrainState:
+    """The trainer's bookkeeping; saved in every checkpoint."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    best_metric: float = float("-inf")
+    best_epoch: int = -1
+    best_val: Optional[dict[str, float]] = None
+    bad_evals: int = 0
+    stopped_early: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+    epoch_loss_sum: float = 0.0
+    epoch_count: int = 0
+    epoch_time_s: float = 0.0
+
+
+class _BPRModule(torch.nn.Module):
+    """``forward = model.bpr_forward`` so DDP's hooks see the training computation."""
+
+    def __init__(self, model: Recommender):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch):
+        out = self.model.bpr_forward(batch)
+        return out.pos, out.neg, out.reg
+
+
+def metric_key(cfg: Config) -> str:
+    """Early stopping watches NDCG@10 (or NDCG at the first K when 10 is not evaluated)."""
+    return "ndcg@10" if 10 in cfg.eval.ks else f"ndcg@{cfg.eval.ks[0]}"
+
+
+def evaluate_model(model: Recommender, bundle, split: str, cfg: Config, ctx: DistContext) -> dict[str, float]:
+    """Full-ranking metrics of ``model`` on ``split`` (every rank takes part; see ``evaluate``)."""
+    from graphrec_dist.evaluate import evaluate_scorer
+
+    model.eval()
+    scorer = model.scorer(bundle, ctx, cfg.eval)
+    return evaluate_scorer(scorer, bundle, split, cfg.eval, ctx)
+
+
+class Trainer:
+    """Gradient training of a ``sampled`` or ``triplet`` model; see :func:`graphrec_dist.train.run_training`."""
+
+    def __init__(self, cfg: Config, ctx: DistContext, model: Recommender, bundle, hooks: TrainHooks):
+        self.cfg, self.ctx, self.model, self.bundle, self.hooks = cfg, ctx, model, bundle, hooks
+        self.out_dir = Path(cfg.run.out_dir)
+        tc = cfg.train
+        self.steps = steps_per_epoch(len(bundle.train), tc.batch_size, ctx.world_size, tc.edges_per_epoch)
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+        self.scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=tc.epochs * self.steps)
+                          if tc.lr_schedule == "cosine" else None)
+        self.state = TrainState()
+        self.best_model: Optional[dict[str, Any]] = None
+        self._rng_after_step: Optional[dict[str, Any]] = None
+        if model.kind == "sampled":
+            self.graph = model.message_graph(bundle)
+        else:
+            self.triplets = TripletLoader(bundle, tc.batch_size, tc.neg_per_pos, tc.seed, ctx.rank,
+                                          ctx.world_size, tc.edges_per_epoch)
+        self.amp = tc.amp and ctx.device.type == "cuda"
+
+    # -- batches ---------------------------------------------------------------------------
+    def batches(self, epoch: int, start: int) -> Iterable:
+        """This rank's batches ``start..`` of ``epoch``; sampling RNG seeded per (seed, rank, epoch)."""
+        tc = self.cfg.train
+        if self.model.kind == "triplet":
+            return self.triplets.epoch(epoch, start)
+        if start == 0:
+            torch.manual_seed(sampling_seed(tc.seed, self.ctx.rank, epoch))
+        ids = shard_edges(len(self.bundle.train), epoch, tc.seed, self.ctx.rank, self.ctx.world_size,
+                          tc.edges_per_epoch)[start * tc.batch_size:]
+        return make_link_loader(self.bundle, tc.batch_size, tc.num_neighbors, tc.neg_per_pos, tc.num_workers,
+                                seed=sampling_seed(tc.seed, self.ctx.rank, epoch), edge_ids=ids, graph=self.graph,
+                                exclude_seed_edges=tc.exclude_seed_edges)
+
+    def _warmup_batch(self):
+        """A small first batch, drawn without touching the RNG streams that training uses."""
+        tc = self.cfg.train
+        rng = ckpt.rng_state()
+        if self.model.kind == "triplet":
+            batch = next(iter(self.triplets.epoch(0)))
+        else:
+            ids = torch.arange(min(64, len(self.bundle.train)))
+            batch = next(iter(make_link_loader(self.bundle, len(ids), tc.num_neighbors, tc.neg_per_pos, 0,
+                                               edge_ids=ids, graph=self.graph,
+                                               exclude_seed_edges=tc.exclude_seed_edges)))
+        ckpt.set_rng_state(rng)
+        return batch
+
+    def wrap(self) -> torch.nn.Module:
+        """One forward first (materialises any lazy parameters), then DDP when distributed."""
+        module = _BPRModule(self.model)
+        self.model.eval()
+        with torch.no_grad():
+            module(self._warmup_batch().to(self.ctx.device))
+        self.model.train()
+        if not self.ctx.is_distributed:
+            return module
+        ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
+        return DistributedDataParallel(module, device_ids=ids)
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def save(self, name: str) -> Optional[Path]:
+        """Gather every rank's RNG state, then rank 0 writes ``name`` atomically; all ranks wait."""
+        rng = self._rng_after_step or ckpt.rng_state()
+        states = [rng]
+        if self.ctx.is_distributed:
+            states = [None] * self.ctx.world_size
+            torch.distributed.all_gather_object(states, rng)
+        path = None
+        if self.ctx.is_main:
+            path = ckpt.save_checkpoint(self.out_dir / name, {
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+                "trainer": asdict(self.state), "rng": states, "config": self.cfg.to_dict(),
+                "world_size": self.ctx.world_size})
+        barrier(self.ctx)
+        return path
+
+    def restore(self, path: Path) -> None:
+        state = ckpt.load_checkpoint(path, map_location=self.ctx.device)
+        hint = "pass train.resume=never or another run.out_dir"
+        if state["config"].get("model") != asdict(self.cfg.model):
+            raise ConfigError(f"train.resume: {path} was trained with a different 'model' config; {hint}")
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as exc:  # same model config, other data (e.g. other node counts)
+            raise ConfigError(f"train.resume: {path} does not fit this data ({str(exc)[:200]}); {hint}") from None
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler and state.get("scheduler"):
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.state = TrainState(**state["trainer"])
+        if self.state.step_in_epoch > 0 and state.get("world_size") == self.ctx.world_size:
+            ckpt.set_rng_state(state["rng"][self.ctx.rank])
+        best = path.parent / ckpt.BEST
+        if best.is_file():
+            self.best_model = ckpt.load_checkpoint(best, map_location=self.ctx.device)["model"]
+        log.info("resumed from %s at epoch %d step %d", path, self.state.epoch, self.state.step_in_epoch)
+
+    # -- the loop --------------------------------------------------------------------------
+    def fit(self) -> TrainState:
+        tc = self.cfg.train
+        resume = self.hooks.resume_from() if self.hooks.resume_from else ckpt.resume_path(self.out_dir, tc.resume)
+        if resume is not None:
+            self.restore(Path(resume))
+        module = self.wrap()
+        while self.state.epoch < tc.epochs and not self.state.stopped_early and not self._out_of_steps():
+            self.train_epoch(module, self.state.epoch)
+            row = self.end_epoch()
+            path = self.save(ckpt.LAST)
+            if self.hooks.on_epoch_end:
+                self.hooks.on_epoch_end(row, path)
+        return self.state
+
+    def _out_of_steps(self) -> bool:
+        return self.cfg.train.max_steps is not None and self.state.global_step >= self.cfg.train.max_steps
+
+    def train_epoch(self, module: torch.nn.Module, epoch: int) -> None:
+        st, tc = self.state, self.cfg.train
+        start = time.perf_counter()
+        self.model.train()
+        bar = progress(self.batches(epoch, st.step_in_epoch), self.ctx.is_main and self.cfg.run.progress,
+                       total=self.steps - st.step_in_epoch, desc=f"epoch {epoch}")
+        for batch in bar:
+            loss, n = self.step(module, batch.to(self.ctx.device))
+            st.epoch_loss_sum += loss * n
+            st.epoch_count += n
+            st.step_in_epoch += 1
+            st.global_step += 1
+            if tc.checkpoint_every and st.global_step % tc.checkpoint_every == 0 and st.step_in_epoch < self.steps:
+                st.epoch_time_s += time.perf_counter() - start
+                start = time.perf_counter()
+                self._rng_after_step = ckpt.rng_state()
+                self.save(ckpt.LAST)
+                self._rng_after_step = None
+            if tc.fail_after_step is not None and st.global_step == tc.fail_after_step:
+                raise RuntimeError(f"train.fail_after_step={tc.fail_after_step}: simulated failure")
+            if self._out_of_steps():
+                break
+        st.epoch_time_s += time.perf_counter() - start
+
+    def step(self, module: torch.nn.Module, batch) -> tuple[float, int]:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+            pos, neg, reg = module(batch)
+            loss = bpr_loss(pos.float(), neg.float()) + self.cfg.train.l2 * reg.float()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        if self.scheduler:
+            self.scheduler.step()
+        return float(loss.detach()), int(pos.shape[0])
+
+    def end_epoch(self) -> dict[str, Any]:
+        """Reduce the epoch's loss, validate when due, keep the best model, log one row."""
+        st, cfg = self.state, self.cfg
+        sums = all_reduce_sum(torch.tensor([st.epoch_loss_sum, float(st.epoch_count)], dtype=torch.float64), self.ctx)
+        time_s = float(all_reduce_max_scalar(st.epoch_time_s, self.ctx))
+        row: dict[str, Any] = {"epoch": st.epoch, "step": st.global_step, "loss": float(sums[0] / max(sums[1], 1)),
+                               "seed_edges": int(sums[1]), "epoch_time_s": round(time_s, 3),
+                               "edges_per_s": round(float(sums[1]) / time_s, 1) if time_s > 0 else None,
+                               "lr": self.optimizer.param_groups[0]["lr"]}
+        last = st.epoch + 1 >= cfg.train.epochs or self._out_of_steps()
+        if (st.epoch + 1) % cfg.eval.every == 0 or last:
+            val = evaluate_model(self.model, self.bundle, "val", cfg, self.ctx)
+            row.update({f"val_{k}": v for k, v in val.items()})
+            self.track_best(val)
+        row["best_epoch"] = st.best_epoch
+        st.history.append(row)
+        st.epoch += 1
+        st.step_in_epoch, st.epoch_loss_sum, st.epoch_count, st.epoch_time_s = 0, 0.0, 0, 0.0
+        if self.ctx.is_main:
+            write_text_atomic(self.out_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in st.history))
+            log.info("epoch %d: %s", row["epoch"], _short(row, metric_key(cfg)))
+        return row
+
+    def track_best(self, val: dict[str, float]) -> None:
+        st = self.state
+        score = val[metric_key(self.cfg)]
+        if score > st.best_metric:
+            st.best_metric, st.best_epoch, st.best_val, st.bad_evals = score, st.epoch, val, 0
+            self.best_model = copy.deepcopy(self.model.state_dict())
+            self.save(ckpt.BEST)
+        else:
+            st.bad_evals += 1
+            if st.bad_evals >= self.cfg.train.patience:
+                st.stopped_early = True
+                log.info("early stopping: no %s gain in %d evaluations", metric_key(self.cfg), st.bad_evals)
+
+
+def all_reduce_max_scalar(value: float, ctx: DistContext) -> float:
+    """The largest ``value`` over all ranks (e.g. the slowest rank's epoch time)."""
+    return float(all_reduce_max(torch.tensor([value], dtype=torch.float64), ctx)[0])
+
+
+def _short(row: dict[str, Any], key: str) -> str:
+    shown = {k: row[k] for k in ("loss", f"val_{key}", "epoch_time_s", "edges_per_s") if k in row}
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
+
+
