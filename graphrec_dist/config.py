@@ -191,6 +191,14 @@ class Config:
     dist: DistConfig = field(default_factory=DistConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
+    def __post_init__(self) -> None:
+        # The loader samples one hop per entry and the model runs one layer per hop: a mismatch
+        # would silently waste samples or leave the last layer without neighbours.
+        if self.model.name in ("graphsage", "graphsage_ui"):
+            _require(len(self.train.num_neighbors) == self.model.num_layers, "train.num_neighbors",
+                     f"one fanout per layer (model.num_layers={self.model.num_layers}), "
+                     f"got {len(self.train.num_neighbors)}: {self.train.num_neighbors}")
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

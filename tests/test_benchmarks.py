@@ -281,7 +281,7 @@ def _tiny_plan(out_dir: Path) -> BenchPlan:
 
 
 TINY_SET = ["--set", "train.epochs=2", "--set", "train.batch_size=256", "--set", "train.num_neighbors=[5,5]",
-            "--set", "model.emb_dim=8", "--set", "model.hidden_dim=8", "--set", "train.edges_per_epoch=1024"]
+            "--set", "model.num_layers=2", "--set", "model.emb_dim=8", "--set", "model.hidden_dim=8", "--set", "train.edges_per_epoch=1024"]
 
 
 @pytest.mark.slow

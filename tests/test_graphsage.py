@@ -47,7 +47,7 @@ def test_last_layer_keeps_only_edge_types_into_users_and_books() -> None:
     assert set(last) == {RATES, REV_RATES, REV_HAS_TAG}
 
 
-@pytest.mark.parametrize("overrides", [(), ("model.norm=layer", "model.skip=false"), ("model.num_layers=3",)])
+@pytest.mark.parametrize("overrides", [(), ("model.norm=layer", "model.skip=false"), ("model.num_layers=3", "train.num_neighbors=[4,3,2]")])
 def test_sampled_output_with_full_fanout_equals_full_inference(overrides) -> None:
     model, bundle = _model("graphsage", *overrides)
     model.eval()
