@@ -159,7 +159,8 @@ def _payload(name: str, results: dict, mode: str = "reduced") -> dict:
 def _quality_results() -> dict:
     def model(ndcg, epoch, curve):
         return {"command": "graphrec-dist train configs/demo.yaml", "run_dir": "bench_out/runs/x",
-                "config": "bench_out/runs/x/config.yaml", "best_val_epoch": epoch, "train_s": 12.0, "wall_s": 20.0,
+                "config": "bench_out/runs/x/config.yaml", "best_val_epoch": epoch, "epochs_run": len(curve),
+                "train_s": 12.0, "wall_s": 20.0,
                 "peak_rss_mb": 500.0, "reused": False,
                 "test": {"hit@10": 2 * ndcg, "hit@20": 3 * ndcg, "hit@50": 4 * ndcg, "ndcg@10": ndcg,
                          "ndcg@20": 1.2 * ndcg, "ndcg@50": 1.4 * ndcg},
@@ -226,6 +227,20 @@ def test_report_draws_every_figure_and_names_the_commands(tmp_path):
         assert f"img/{p.name}" in text
 
 
+def test_a_best_last_epoch_is_not_a_budget_limit_when_the_lr_schedule_ended(tmp_path):
+    out, docs = tmp_path / "bench_out", tmp_path / "docs"
+    res = _quality_results()
+    common.write_section(out, _payload("quality", res))
+    text = report.generate(out, docs).read_text()
+    assert "it was still improving" in text and "Still improving when the budget ran out" in text
+    res["models"]["graphsage"]["lr_decayed"] = res["models"]["graphsage_ui"]["lr_decayed"] = True
+    common.write_section(out, _payload("quality", res))
+    text = report.generate(out, docs).read_text()
+    assert "schedule reaches zero" in text and "it was still improving" not in text
+    limited = [line for line in text.splitlines() if line.startswith("Still improving when the budget ran out")]
+    assert limited and "graphsage" not in limited[0]
+
+
 def test_report_says_which_sections_were_not_run(tmp_path):
     out, docs = tmp_path / "bench_out", tmp_path / "docs"
     common.write_section(out, _payload("quality", {**_quality_results(),
@@ -264,7 +279,9 @@ def test_ablation_trains_graphsage_without_each_relation_and_reports_the_change(
     common.write_section(out, _payload("quality", {**_quality_results(), "ablation": ab}))
     text = report.generate(out, docs).read_text()
     assert "### Relation ablation" in text and "| tag | 0.1000 | 0.0500 | -0.0200 |" in text
-    assert "removing tag (-0.0200), author (-0.0100), similar (-0.0050) lowered test NDCG@10" in text
+    # noise bound sqrt(0.07 / 2000) = 0.0059; a difference of two runs counts beyond 2·√2 x that = 0.0167
+    assert "removing tag (-0.0200) changed test NDCG@10 by more than 0.0167" in text
+    assert "author (-0.0100), language (+0.0000), year_bin (+0.0010), similar (-0.0050) stayed within it" in text
     rows = [line.split(" | ")[0] for line in text.splitlines() if line.startswith("| ") and "exclude_relations" in line]
     assert rows == ["| tag", "| author", "| language", "| year_bin", "| similar"]
 
@@ -317,3 +334,12 @@ def test_bench_command_end_to_end_at_a_tiny_size(tmp_path, monkeypatch):
     assert "## Quality (300 users" in text and "Not run into this bench folder" in text
     for png in ("quality_bars.png", "training_curves.png", "training_race.png", "training_phases.png"):
         assert (docs / "img" / png).read_bytes()[:8] == PNG_MAGIC
+
+
+def test_section_time_names_reused_runs_and_their_own_cost():
+    from graphrec_dist.benchmarks.report_text import _section_time
+
+    res = {"section_wall_s": 4.0, "models": {"a": {"reused": True, "wall_s": 100.0}, "b": {"reused": False, "wall_s": 5.0}},
+           "ablation": {"results": {"tag": {"reused": True, "wall_s": 50.0}}}}
+    assert _section_time(res) == "4 s (2 runs reused from an earlier invocation, which took 150 s)"
+    assert _section_time({"section_wall_s": 7.0}) == "7 s"

@@ -52,6 +52,7 @@ def summarize_run(record: dict[str, Any]) -> dict[str, Any]:
     scored = [c for c in curve if c["val_ndcg@10"] is not None]
     best = max(scored, key=lambda c: c["val_ndcg@10"]) if scored else None
     times = [c["epoch_s"] for c in curve if c["epoch_s"] is not None]
+    lrs = [r["lr"] for r in rows if isinstance(r.get("lr"), (int, float))]
     test = record.get("test_metrics", {})
     best_epoch = test["best_epoch"] + 1 if isinstance(test.get("best_epoch"), int) else (best and best["epoch"])
     return {
@@ -62,6 +63,9 @@ def summarize_run(record: dict[str, Any]) -> dict[str, Any]:
         "best_val_ndcg@10": best["val_ndcg@10"] if best else None,
         "train_s": round(sum(times), 2) if times else None, "wall_s": record["wall_s"],
         "peak_rss_mb": record["peak_rss_mb"], "reused": record["reused"], "curve": curve,
+        # A learning rate decayed to ~0 (cosine) ends training by design: a best last epoch is no
+        # sign that more epochs were needed.
+        "lr_decayed": bool(lrs) and lrs[0] > 0 and lrs[-1] < 0.01 * lrs[0],
     }
 
 
@@ -133,6 +137,7 @@ def run_ablation(plan: BenchPlan, common: list[str]) -> dict[str, Any]:
         ndcg = run["test"].get("ndcg@10")
         results[rel] = {**run["test"], "delta_ndcg@10": None if ndcg is None or base is None else ndcg - base,
                         "best_val_epoch": run["best_val_epoch"], "train_s": run["train_s"],
+                        "wall_s": run["wall_s"], "reused": run["reused"],
                         "command": " ".join(["graphrec-dist train", preset, *extra, "…",
                                              f"model.exclude_relations=[{rel}]"])}
     return {"run": True, "baseline_ndcg@10": base, "results": results}

@@ -2,10 +2,11 @@
 whether graphsage is the best model, with the evidence the JSON holds."""
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
-from graphrec_dist.config import RELATION_NAMES
 from graphrec_dist.benchmarks.report_text import QUALITY_COLUMNS, fmt, reproduce, scale_of
+from graphrec_dist.config import RELATION_NAMES
 
 
 def quality_table(models: dict[str, dict[str, Any]], ranking: list[str]) -> list[str]:
@@ -67,9 +68,18 @@ def verdict(res: dict[str, Any]) -> list[str]:
 
 
 def budget_limited(models: dict[str, dict[str, Any]]) -> list[str]:
-    """Trained models whose best validation epoch was the last one they ran."""
+    """Trained models whose best validation epoch was the last one they ran, with a learning rate
+    still far from zero (a decayed schedule ends at its last epoch by design)."""
     return [name for name, m in models.items() if not m.get("closed_form") and not m.get("error")
-            and m.get("epochs_run") and m.get("best_val_epoch") == m["epochs_run"]]
+            and m.get("epochs_run") and m.get("best_val_epoch") == m["epochs_run"] and not m.get("lr_decayed")]
+
+
+def noise_bound(ndcg: float | None, users: int | None) -> float | None:
+    """An upper bound on the standard error of a mean NDCG over ``users``: per-user NDCG lies in
+    [0, 1], so its variance is at most its mean, and the error at most sqrt(mean / users)."""
+    if ndcg is None or not users:
+        return None
+    return math.sqrt(ndcg / users)
 
 
 def evidence(res: dict[str, Any]) -> list[str]:
@@ -77,7 +87,10 @@ def evidence(res: dict[str, Any]) -> list[str]:
     g = models["graphsage"]
     lines = []
     curve = [c for c in g.get("curve", []) if c.get("val_ndcg@10") is not None]
-    if curve and g.get("best_val_epoch") == curve[-1]["epoch"]:
+    if curve and g.get("best_val_epoch") == curve[-1]["epoch"] and g.get("lr_decayed"):
+        lines.append(f"graphsage's best validation epoch is its last ({g['best_val_epoch']}), where its learning-rate "
+                     "schedule reaches zero: the run ended by design, not for lack of budget.")
+    elif curve and g.get("best_val_epoch") == curve[-1]["epoch"]:
         lines.append(f"graphsage's best validation epoch is its last ({g['best_val_epoch']}): it was still improving "
                      "when its epoch budget ran out, so the table compares it before convergence.")
     elif curve:
@@ -96,10 +109,21 @@ def evidence(res: dict[str, Any]) -> list[str]:
     ab = res.get("ablation", {})
     if ab.get("run"):
         deltas = {k: v["delta_ndcg@10"] for k, v in ab.get("results", {}).items() if v.get("delta_ndcg@10") is not None}
-        helps = sorted((k for k, d in deltas.items() if d < 0), key=deltas.get)
-        lines.append("Relation ablation (table below): removing "
-                     + (", ".join(f"{k} ({_signed(deltas[k])})" for k in helps) if helps else "no relation")
-                     + " lowered test NDCG@10" + (" (those relations carry signal)." if helps else "."))
+        bound = noise_bound(ab.get("baseline_ndcg@10"), res.get("num_users"))
+        # Two independent runs: the difference's error is at most sqrt(2) x the bound; call a
+        # change signal only beyond twice that.
+        limit = 2 * math.sqrt(2) * bound if bound is not None else 0.0
+        clear = sorted((k for k, d in deltas.items() if abs(d) > limit), key=deltas.get)
+        small = [k for k in RELATION_NAMES if k in deltas and k not in clear]
+        text = "Relation ablation (table below): "
+        if clear:
+            text += "removing " + ", ".join(f"{k} ({_signed(deltas[k])})" for k in clear) + " changed test NDCG@10 by more than "
+        else:
+            text += "no removal changed test NDCG@10 by more than "
+        text += f"{fmt(limit)} (2·√2 × sqrt(NDCG@10 / users), a bound on the noise of a difference of two runs)"
+        if small:
+            text += "; " + ", ".join(f"{k} ({_signed(deltas[k])})" for k in small) + " stayed within it"
+        lines.append(text + ".")
     else:
         lines.append(f"The relation-type ablation was not run here ({ab.get('why', 'not requested')}).")
     return lines

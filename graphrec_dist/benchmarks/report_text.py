@@ -99,8 +99,20 @@ def scale_table(sections: dict[str, Section]) -> str:
         res = payload["results"]
         lines.append(f"| {name} | {payload['mode']} | {_section_scale(name, res)} | {payload['machine'].get('git_commit')} "
                      f"| {payload['finished_at']} | {fmt(payload['machine'].get('load_avg_1m'), 2)} "
-                     f"| {fmt(res.get('section_wall_s'), 0)} s | {reproduce(payload, name)} |")
+                     f"| {_section_time(res)} | {reproduce(payload, name)} |")
     return "\n".join(lines)
+
+
+def _section_time(res: dict[str, Any]) -> str:
+    """The section's wall time; with training runs reused from an earlier invocation (--reuse),
+    also what those runs took when they were made."""
+    text = f"{fmt(res.get('section_wall_s'), 0)} s"
+    runs = list(res.get("models", {}).values()) + list(res.get("ablation", {}).get("results", {}).values())
+    reused = [r for r in runs if r.get("reused")]
+    if reused:
+        text += (f" ({len(reused)} runs reused from an earlier invocation, which took "
+                 f"{fmt(sum(r.get('wall_s') or 0.0 for r in reused), 0)} s)")
+    return text
 
 
 def eval_ratio(res: dict[str, Any] | None) -> tuple[Any, Any, Any]:
