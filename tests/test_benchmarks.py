@@ -343,3 +343,13 @@ def test_section_time_names_reused_runs_and_their_own_cost():
            "ablation": {"results": {"tag": {"reused": True, "wall_s": 50.0}}}}
     assert _section_time(res) == "4 s (2 runs reused from an earlier invocation, which took 150 s)"
     assert _section_time({"section_wall_s": 7.0}) == "7 s"
+
+
+def test_run_names_follow_the_config_so_other_settings_never_share_a_folder():
+    from graphrec_dist.benchmarks.quality import run_name
+
+    a = run_name("graphsage", 2000, "configs/demo.yaml", ["train.seed=0", "train.epochs=5"])
+    assert a == run_name("graphsage", 2000, "configs/demo.yaml", ["train.seed=0", "train.epochs=5"])
+    assert a.startswith("graphsage-2000-")
+    assert a != run_name("graphsage", 2000, "configs/demo.yaml", ["train.seed=0"])
+    assert a != run_name("graphsage", 2000, "configs/debug.yaml", ["train.seed=0", "train.epochs=5"])

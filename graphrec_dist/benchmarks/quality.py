@@ -4,6 +4,8 @@
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -74,11 +76,19 @@ def common_overrides(plan: BenchPlan, users: int) -> list[str]:
     return run_overrides(plan, users, "train.seed=0", *plan.quality_overrides)
 
 
+def run_name(label: str, users: int, preset: str, overrides: list[str]) -> str:
+    """``{label}-{users}-{digest of the config}``: sections that train the same config share the
+    run, and a run with other settings never overwrites a folder that some section's JSON names."""
+    digest = hashlib.sha1(json.dumps([preset, list(overrides)]).encode()).hexdigest()[:8]
+    return f"{label}-{users}-{digest}"
+
+
 def model_run(plan: BenchPlan, model: str, users: int) -> dict[str, Any]:
     """Train (or reuse, within this invocation) ``model`` on the ``users`` dataset."""
     ensure_bundle(plan, users)
     preset, extra = preset_for(model)
-    return train_run(plan.out_dir, f"quality-{model}-{users}", preset, extra + common_overrides(plan, users),
+    overrides = extra + common_overrides(plan, users)
+    return train_run(plan.out_dir, run_name(model, users, preset, overrides), preset, overrides,
                      timeout_s=4 * 3600, invocation=plan.invocation, reuse=plan.reuse)
 
 
@@ -126,8 +136,8 @@ def run_ablation(plan: BenchPlan, common: list[str]) -> dict[str, Any]:
     base = full["test"].get("ndcg@10")
     results: dict[str, Any] = {}
     for rel in RELATION_NAMES:
-        name = f"quality-graphsage-no_{rel}-{plan.quality_users}"
         overrides = extra + common + [f"model.exclude_relations=[{rel}]"]
+        name = run_name(f"graphsage-no_{rel}", plan.quality_users, preset, overrides)
         try:
             run = summarize_run(train_run(plan.out_dir, name, preset, overrides, timeout_s=4 * 3600,
                                           invocation=plan.invocation, reuse=plan.reuse))
