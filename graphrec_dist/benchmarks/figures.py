@@ -167,7 +167,7 @@ def sweep_lines(res: dict[str, Any], path: Path) -> Path | None:
         ax1.plot(users, vals, marker="o", label=name)
     for stage in ("data_build", "training", "evaluation"):
         ax2.plot(users, [p[stage]["peak_rss_mb"] / 1024 for p in pts], marker="o", label=stage.replace("_", " "))
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    from matplotlib.ticker import FormatStrFormatter, NullFormatter, ScalarFormatter
 
     for ax, ylabel in ((ax1, "seconds"), (ax2, "peak RSS (GiB)")):
         ax.set_xscale("log")
@@ -180,6 +180,7 @@ def sweep_lines(res: dict[str, Any], path: Path) -> Path | None:
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
+    ax2.yaxis.set_minor_formatter(FormatStrFormatter("%.1f"))  # memory spans under a decade: label minor ticks
     ax1.set_title("Time against scale")
     ax2.set_title("Memory against scale")
     return _save(fig, path)

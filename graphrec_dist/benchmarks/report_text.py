@@ -276,7 +276,7 @@ def sampling_part(payload: Section, rel: dict[str, str]) -> str:
     lines = ["## Sampling throughput", "",
              f"Triplet LinkNeighborLoader on Graph3 ({fmt(res['num_users'])} users, {fmt(res['train_edges'])} training "
              f"edges), batch {res['batch_size']} seed edges, fanout {res['num_neighbors']}, {res['neg_per_pos']} "
-             f"negative per positive; median of {res['repeats']} repeats of {fmt(timed)} batches "
+             f"negative{'s' if res['neg_per_pos'] != 1 else ''} per positive; median of {res['repeats']} repeats of {fmt(timed)} batches "
              "after the first.", "",
              "| backend | num_workers | seed edges/s | s per batch | startup s |", "|---|---|---|---|---|"]
     for r in res["rows"]:
