@@ -353,3 +353,17 @@ def test_run_names_follow_the_config_so_other_settings_never_share_a_folder():
     assert a.startswith("graphsage-2000-")
     assert a != run_name("graphsage", 2000, "configs/demo.yaml", ["train.seed=0"])
     assert a != run_name("graphsage", 2000, "configs/debug.yaml", ["train.seed=0", "train.epochs=5"])
+
+
+def test_same_graph_comparison_locates_the_gap_only_when_the_numbers_say_so():
+    from graphrec_dist.benchmarks.report_quality import same_graph_comparison
+
+    def models(**ndcg):
+        return {k: {"test": {"ndcg@10": v}} for k, v in ndcg.items()}
+
+    line = same_graph_comparison(models(graphsage=0.05, graphsage_ui=0.035, lightgcn=0.052, lightgcn_ui=0.05))[0]
+    assert "(70%)" in line and "(96%)" in line and "add 43% to graphsage and 4% to lightgcn" in line
+    assert "the gap is in the user–book" in line
+    other = same_graph_comparison(models(graphsage=0.04, graphsage_ui=0.045, lightgcn=0.052, lightgcn_ui=0.05))[0]
+    assert "the gap is in" not in other
+    assert same_graph_comparison(models(graphsage=0.05, lightgcn=0.052)) == []
