@@ -44,7 +44,10 @@ def quality_bars(res: dict[str, Any], path: Path) -> Path | None:
     ax.set_xticks(list(xs), names, rotation=20)
     ax.set_ylabel("full-ranking leave-one-out")
     ax.set_title(f"Quality on {res.get('num_users')} generated users ({res.get('num_books')} books)")
-    ax.legend()
+    top = max((models[m]["test"].get("hit@10") or 0.0 for m in names), default=0.0)
+    if top > 0:
+        ax.set_ylim(0, top * 1.25)  # headroom so the legend never covers a bar's label
+    ax.legend(loc="upper center", ncol=2)
     return _save(fig, path)
 
 
