@@ -17,7 +17,7 @@ from torch_geometric.data import HeteroData
 from torch_geometric.loader import LinkNeighborLoader
 from torch_geometric.sampler import NegativeSampling
 
-from graphrec_dist.data.bundle import BOOK, RATES, REV_RATES, USER, Bundle, relation_edge_types
+from graphrec_dist.data.bundle import BOOK, RATES, REV_RATES, USER, Bundle, edge_types_without
 from graphrec_dist.models.base import TripletBatch
 
 # Mixed into seeds so that (seed, rank, epoch, step) tuples never collide in practice.
@@ -59,8 +59,7 @@ def training_graph(bundle: Bundle, user_book_only: bool = False, exclude: Sequen
         return bundle.graph.edge_type_subgraph([RATES, REV_RATES])
     if not exclude:
         return bundle.graph
-    dropped = {et for name in exclude for et in relation_edge_types(name)}
-    return bundle.graph.edge_type_subgraph([et for et in bundle.graph.edge_types if et not in dropped])
+    return bundle.graph.edge_type_subgraph(edge_types_without(bundle.graph.edge_types, exclude))
 
 
 def drop_seed_edges(batch: HeteroData) -> HeteroData:

@@ -201,6 +201,11 @@ def _profile(cfg: Config, steps: int, ctx: DistContext) -> dict[str, Any]:
             "est_epoch_s": round(total / max(done, 1) * trainer.steps, 1), "units": "seconds, totals over steps"}
 
 
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    """``main``'s arguments; ``--launcher`` may sit before, among or after the overrides."""
+    return build_parser().parse_intermixed_args(argv)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="graphrec-dist train", description=__doc__.split("\n")[0])
     parser.add_argument("config", help="YAML preset, e.g. configs/demo.yaml")
@@ -212,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[list[str]] = None) -> TrainResult:
     """``graphrec-dist train`` / ``python -m graphrec_dist.train`` (also under torchrun)."""
-    args = build_parser().parse_intermixed_args(argv)  # --launcher may sit among the overrides
+    args = parse_args(argv)
     overrides = list(args.overrides) + ([f"dist.launcher={args.launcher}"] if args.launcher else [])
     cfg = load_config(args.config, overrides)
     if cfg.dist.launcher == "ray":

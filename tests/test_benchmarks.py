@@ -261,16 +261,15 @@ def test_ablation_trains_graphsage_without_each_relation_and_reports_the_change(
     def fake_train_run(root, name, preset, overrides, **kw):
         calls.append(overrides)
         excluded = [o.split("=[")[1].rstrip("]") for o in overrides if o.startswith("model.exclude_relations=")]
-        ndcg = worse[excluded[0]] if excluded else 0.07
+        ndcg = worse[excluded[0]]
         return {"epochs": [{"epoch": 0, "val_ndcg@10": ndcg, "epoch_time_s": 2.0}], "command": name,
                 "run_dir": str(tmp_path / name), "wall_s": 3.0, "peak_rss_mb": 100.0, "reused": False,
                 "test_metrics": {"ndcg@10": ndcg, "hit@10": 2 * ndcg, "best_epoch": 0}}
 
     monkeypatch.setattr(quality, "train_run", fake_train_run)
-    monkeypatch.setattr(quality, "ensure_bundle", lambda plan, users: {})
-    off = quality.run_ablation(BenchPlan(mode="reduced", out_dir=tmp_path), ["train.seed=0"])
+    off = quality.run_ablation(BenchPlan(mode="reduced", out_dir=tmp_path), ["train.seed=0"], 0.07)
     assert off["run"] is False and not calls
-    ab = quality.run_ablation(BenchPlan(mode="reduced", out_dir=tmp_path, ablation=True), ["train.seed=0"])
+    ab = quality.run_ablation(BenchPlan(mode="reduced", out_dir=tmp_path, ablation=True), ["train.seed=0"], 0.07)
     assert list(ab["results"]) == ["tag", "author", "language", "year_bin", "similar"]
     assert ab["baseline_ndcg@10"] == 0.07 and ab["results"]["tag"]["delta_ndcg@10"] == pytest.approx(-0.02)
     assert ab["results"]["year_bin"]["delta_ndcg@10"] == pytest.approx(0.001)

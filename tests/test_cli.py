@@ -46,8 +46,7 @@ def test_importing_the_package_has_no_side_effects():
 
 
 def test_train_launcher_flag_may_sit_among_the_overrides() -> None:
-    from graphrec_dist.train import build_parser
+    from graphrec_dist.train import parse_args
 
-    args = build_parser().parse_intermixed_args(["configs/demo.yaml", "train.epochs=1", "--launcher", "ray",
-                                                 "dist.num_workers=2"])
+    args = parse_args(["configs/demo.yaml", "train.epochs=1", "--launcher", "ray", "dist.num_workers=2"])
     assert args.launcher == "ray" and args.overrides == ["train.epochs=1", "dist.num_workers=2"]

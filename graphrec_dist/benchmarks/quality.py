@@ -113,7 +113,7 @@ def run_section(plan: BenchPlan) -> dict[str, Any]:
                                timeout_s=3600, tag=f"graphsage-sampled-{plan.quality_users}")
         out["graphsage_sampled"] = {"candidates": cands, **sampled}
     out["ranking"] = rank_models(models)
-    out["ablation"] = run_ablation(plan, common)
+    out["ablation"] = run_ablation(plan, common, models.get("graphsage", {}).get("test", {}).get("ndcg@10"))
     return out
 
 
@@ -123,17 +123,15 @@ def rank_models(models: dict[str, dict[str, Any]], metric: str = "ndcg@10") -> l
     return sorted(have, key=lambda m: -models[m]["test"][metric])
 
 
-def run_ablation(plan: BenchPlan, common: list[str]) -> dict[str, Any]:
+def run_ablation(plan: BenchPlan, common: list[str], base: float | None) -> dict[str, Any]:
     """graphsage with one Graph3 side relation removed at a time, same preset and budget.
 
-    Each row is compared with the full graphsage of the table (same data, seed and epochs), so
-    ``delta_ndcg@10`` < 0 means the relation helps.
+    Each row is compared with ``base``, the test NDCG@10 of the table's full graphsage (same data,
+    seed and epochs), so ``delta_ndcg@10`` < 0 means the relation helps.
     """
     if not plan.ablation:
         return {"run": False, "why": "it runs with --full or --ablation"}
     preset, extra = preset_for("graphsage")
-    full = summarize_run(model_run(plan, "graphsage", plan.quality_users))
-    base = full["test"].get("ndcg@10")
     results: dict[str, Any] = {}
     for rel in RELATION_NAMES:
         overrides = extra + common + [f"model.exclude_relations=[{rel}]"]

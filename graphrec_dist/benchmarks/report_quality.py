@@ -117,38 +117,41 @@ def evidence(res: dict[str, Any]) -> list[str]:
     elif curve:
         lines.append(f"graphsage's best validation epoch was {g.get('best_val_epoch')} of the {curve[-1]['epoch']} it ran: "
                      "later epochs did not improve validation NDCG@10 at this configuration.")
-    if "graphsage_ui" in models and models["graphsage_ui"]["test"].get("ndcg@10") is not None:
+    same_graph = same_graph_comparison(models)  # includes graphsage vs graphsage_ui when lightgcn ran
+    if same_graph:
+        lines += same_graph
+    elif "graphsage_ui" in models and models["graphsage_ui"]["test"].get("ndcg@10") is not None:
         ui = models["graphsage_ui"]["test"]["ndcg@10"]
         delta = (g["test"]["ndcg@10"] / ui - 1) * 100 if ui else None
         lines.append(f"Side relations: graphsage (all of Graph3) vs graphsage_ui (user–book only): "
                      f"{fmt(g['test']['ndcg@10'])} vs {fmt(ui)} NDCG@10 ({fmt(delta, 1)}%).")
-    lines += same_graph_comparison(models)
     for other in ("ease", "lightgcn", "lightgcn_ui", "mf"):
         o = models.get(other)
         if o and o.get("train_s") is not None and g.get("train_s") is not None:
             lines.append(f"{other}: {fmt(o['test'].get('ndcg@10'))} NDCG@10 after {fmt(o['train_s'], 1)} s of training "
                          f"(graphsage: {fmt(g['train_s'], 1)} s).")
-    ab = res.get("ablation", {})
-    if ab.get("run"):
-        deltas = {k: v["delta_ndcg@10"] for k, v in ab.get("results", {}).items() if v.get("delta_ndcg@10") is not None}
-        bound = noise_bound(ab.get("baseline_ndcg@10"), res.get("num_users"))
-        # Two independent runs: the difference's error is at most sqrt(2) x the bound; call a
-        # change signal only beyond twice that.
-        limit = 2 * math.sqrt(2) * bound if bound is not None else 0.0
-        clear = sorted((k for k, d in deltas.items() if abs(d) > limit), key=deltas.get)
-        small = [k for k in RELATION_NAMES if k in deltas and k not in clear]
-        text = "Relation ablation (table below): "
-        if clear:
-            text += "removing " + ", ".join(f"{k} ({_signed(deltas[k])})" for k in clear) + " changed test NDCG@10 by more than "
-        else:
-            text += "no removal changed test NDCG@10 by more than "
-        text += f"{fmt(limit)} (2·√2 × sqrt(NDCG@10 / users), a bound on the noise of a difference of two runs)"
-        if small:
-            text += "; " + ", ".join(f"{k} ({_signed(deltas[k])})" for k in small) + " stayed within it"
-        lines.append(text + ".")
-    else:
-        lines.append(f"The relation-type ablation was not run here ({ab.get('why', 'not requested')}).")
+    lines.append(ablation_summary(res.get("ablation", {}), res.get("num_users")))
     return lines
+
+
+def ablation_summary(ab: dict[str, Any], users: int | None) -> str:
+    """One line: which removals changed test NDCG@10 beyond the noise of a difference of two runs."""
+    if not ab.get("run"):
+        return f"The relation-type ablation was not run here ({ab.get('why', 'not requested')})."
+    deltas = {k: v["delta_ndcg@10"] for k, v in ab.get("results", {}).items() if v.get("delta_ndcg@10") is not None}
+    bound = noise_bound(ab.get("baseline_ndcg@10"), users)
+    # Two independent runs: the difference's error is at most sqrt(2) x the bound; call a change
+    # signal only beyond twice that.
+    limit = 2 * math.sqrt(2) * bound if bound is not None else 0.0
+    clear = sorted((k for k, d in deltas.items() if abs(d) > limit), key=deltas.get)
+    small = [k for k in RELATION_NAMES if k in deltas and k not in clear]
+    text = "Relation ablation (table below): "
+    text += ("removing " + ", ".join(f"{k} ({_signed(deltas[k])})" for k in clear) if clear else "no removal")
+    text += (f" changed test NDCG@10 by more than {fmt(limit)} (2·√2 × sqrt(NDCG@10 / users), a bound on the noise "
+             "of a difference of two runs)")
+    if small:
+        text += "; " + ", ".join(f"{k} ({_signed(deltas[k])})" for k in small) + " stayed within it"
+    return text + "."
 
 
 def _signed(x: float | None) -> str:

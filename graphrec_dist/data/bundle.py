@@ -41,6 +41,12 @@ def relation_edge_types(name: str) -> list[tuple[str, str, str]]:
     return [forward, reverse_type(forward)]
 
 
+def edge_types_without(edge_types, names) -> list[tuple[str, str, str]]:
+    """``edge_types`` less both directions of every side relation in ``names`` (RELATION_NAMES)."""
+    dropped = {et for name in names for et in relation_edge_types(name)}
+    return [tuple(et) for et in edge_types if tuple(et) not in dropped]
+
+
 def reverse_type(edge_type: tuple[str, str, str]) -> tuple[str, str, str]:
     """('book','has_tag','tag') -> ('tag','rev_has_tag','book'); SIMILAR is its own reverse."""
     src, rel, dst = edge_type

@@ -19,7 +19,7 @@ from torch_geometric.nn.conv import LGConv
 from torch_geometric.nn.models import LightGCN as PygLightGCN
 from torch_geometric.utils import to_torch_csr_tensor
 
-from graphrec_dist.data.bundle import BOOK, RATES, USER, Bundle, relation_edge_types
+from graphrec_dist.data.bundle import BOOK, RATES, USER, Bundle, edge_types_without
 from graphrec_dist.data.homogeneous import homogeneous_view
 from graphrec_dist.models.base import BPROutput, EmbeddingScorer, Recommender, Scorer, TripletBatch
 from graphrec_dist.models.mf import INIT_STD, ego_reg, triplet_scores
@@ -128,11 +128,8 @@ class LightGCNRecommender(Recommender):
 
 def build(cfg, bundle: Bundle) -> LightGCNRecommender:
     """``lightgcn``: all of Graph3; ``lightgcn_ui``: the user-book graph only."""
-    if cfg.model.name == "lightgcn_ui":
-        edge_types = [RATES]
-    else:
-        dropped = {et for name in cfg.model.exclude_relations for et in relation_edge_types(name)}
-        edge_types = [et for et in bundle.graph.edge_types if et not in dropped]
+    edge_types = ([RATES] if cfg.model.name == "lightgcn_ui"
+                  else edge_types_without(bundle.graph.edge_types, cfg.model.exclude_relations))
     view = homogeneous_view(bundle, edge_types=edge_types)
     return LightGCNRecommender(view.edge_index, view.edge_weight, view.num_nodes, view.offsets,
                                bundle.num_users, bundle.num_books, cfg.model.emb_dim, cfg.model.lightgcn_layers)
