@@ -15,7 +15,7 @@ from graphrec_dist.config import DataConfig
 from graphrec_dist.data import graph3, interactions as inter
 from graphrec_dist.data.bundle import BOOK, RATES, SIMILAR, USER, edge_key, reverse_type
 from graphrec_dist.data.sources import check_range, find_file, read_header, read_table, to_int_column
-from graphrec_dist.data.spec import InteractionsSpec, SourceSpec
+from graphrec_dist.data.spec import InteractionsSpec, SourceSpec, UsersSpec
 from graphrec_dist.errors import DataError
 
 EdgeType = tuple[str, str, str]
@@ -46,6 +46,8 @@ def input_files(raw_dir: str | Path, spec: SourceSpec) -> dict[str, Path]:
         files["extra_interactions"] = find_file(raw_dir, _stem(spec.extra_interactions.file))
     if spec.item_tags is not None:
         files["item_tags"] = find_file(raw_dir, _stem(spec.item_tags.file))
+    if spec.users is not None:
+        files["users"] = find_file(raw_dir, _stem(spec.users.file))
     for extra in spec.extra_files:
         found = find_file(raw_dir, _stem(extra), required=False)
         if found is not None:
@@ -58,18 +60,30 @@ def check_columns(files: dict[str, Path], spec: SourceSpec) -> None:
     wanted: dict[str, list[str]] = {"interactions": _interaction_columns(spec.interactions)}
     if spec.extra_interactions is not None:
         wanted["extra_interactions"] = _interaction_columns(spec.extra_interactions)
-    ispec = spec.items
-    wanted["items"] = [ispec.id] + [c for c in (ispec.title, ispec.authors, ispec.key) if c] + \
-        [c.column for c in ispec.columns.values()] + list(ispec.text) + ([ispec.bin.column] if ispec.bin else [])
+    wanted["items"] = _item_columns(spec)
     if spec.item_tags is not None:
         t = spec.item_tags
         wanted["item_tags"] = [t.item, t.tag] + ([t.count] if t.count else [])
+    if spec.users is not None:
+        wanted["users"] = _user_columns(spec.users)
     for name, cols in wanted.items():
         read_header(files[name], cols)
 
 
 def _interaction_columns(ispec: InteractionsSpec) -> list[str]:
     return [ispec.user, ispec.item] + [c for c in (ispec.rating, ispec.timestamp) if c]
+
+
+def _item_columns(spec: SourceSpec) -> list[str]:
+    ispec = spec.items
+    return list(dict.fromkeys([ispec.id] + [c for c in (ispec.title, ispec.authors, ispec.key) if c]
+                              + [c.column for c in ispec.columns.values()] + list(ispec.text)
+                              + [b.column for b in ispec.all_bins()]))
+
+
+def _user_columns(uspec: UsersSpec) -> list[str]:
+    return list(dict.fromkeys([uspec.id] + [c.column for c in uspec.columns.values()]
+                              + [b.column for b in uspec.bins]))
 
 
 def _stem(name: str) -> str:
@@ -99,6 +113,7 @@ def read_interactions(path: Path, ispec: InteractionsSpec) -> pd.DataFrame:
 
 def build_arrays(raw_dir: str | Path, spec: SourceSpec, cfg: DataConfig) -> BuiltGraph:
     """Run the Graph3 recipe on the spec's files in ``raw_dir``."""
+    spec.side_node_types()  # a clash of node type names is a ConfigError before any reading
     files = input_files(raw_dir, spec)
     check_columns(files, spec)
     main = read_interactions(files["interactions"], spec.interactions)
@@ -124,27 +139,31 @@ def build_arrays(raw_dir: str | Path, spec: SourceSpec, cfg: DataConfig) -> Buil
                        _books_frame(item_table, spec), pd.DataFrame({"user_id": pairs.user_ids}))
     _add(built, RATES, train[:, 0], train[:, 1], np.ones(len(train), np.float32), None)
     _add_side_relations(built, item_table, spec, cfg, files)
+    if spec.users is not None:
+        _add_user_relations(built, files["users"], spec.users, pairs.user_ids)
     return built
 
 
 def _item_table(path: Path, spec: SourceSpec, book_ids: np.ndarray) -> pd.DataFrame:
     """One row per kept item in index order, with every column the spec uses."""
     ispec = spec.items
-    cols = list(dict.fromkeys([ispec.id] + [c for c in (ispec.title, ispec.authors, ispec.key) if c]
-                              + [c.column for c in ispec.columns.values()] + list(ispec.text)
-                              + ([ispec.bin.column] if ispec.bin else [])))
+    cols = _item_columns(spec)
     ints = [ispec.id] + ([ispec.key] if ispec.key and ispec.key != ispec.id else [])
-    table = read_table(path, cols, int_columns=ints)
-    dup = table[ispec.id].duplicated()
-    if dup.any():
-        pos = int(np.flatnonzero(dup.to_numpy())[0])
-        raise DataError(f"{path}: column {ispec.id!r}, line {pos + 2}: duplicate id {table[ispec.id].iloc[pos]}")
-    table = table.set_index(ispec.id, drop=False)
+    table = _unique_ids(read_table(path, cols, int_columns=ints), path, ispec.id)
     missing = np.setdiff1d(book_ids, table.index.to_numpy())
     if len(missing):
         raise DataError(f"{path}: {len(missing)} item id(s) used in the interactions are not in column "
                         f"{ispec.id!r}, e.g. {missing[:5].tolist()}")
     return table.loc[book_ids].reset_index(drop=True)
+
+
+def _unique_ids(table: pd.DataFrame, path: Path, id_col: str) -> pd.DataFrame:
+    """``table`` indexed by its id column; DataError naming the first duplicate id's line."""
+    dup = table[id_col].duplicated()
+    if dup.any():
+        pos = int(np.flatnonzero(dup.to_numpy())[0])
+        raise DataError(f"{path}: column {id_col!r}, line {pos + 2}: duplicate id {table[id_col].iloc[pos]}")
+    return table.set_index(id_col, drop=False)
 
 
 def _books_frame(table: pd.DataFrame, spec: SourceSpec) -> pd.DataFrame:
@@ -189,8 +208,7 @@ def _add_side_relations(built: BuiltGraph, table: pd.DataFrame, spec: SourceSpec
     for ntype, cspec in ispec.columns.items():
         rel = graph3.multi_value_relation(table[cspec.column], cspec.sep, cspec.missing)
         _add(built, (BOOK, cspec.relation or f"has_{ntype}", ntype), rel.src, rel.dst, rel.weight, rel.vocab)
-    if ispec.bin is not None:
-        b = ispec.bin
+    for b in ispec.all_bins():
         rel = graph3.year_bin_relation(table[b.column], b.edges, b.labels)
         _add(built, (BOOK, b.relation or f"has_{b.node_type}", b.node_type), rel.src, rel.dst, rel.weight,
              rel.vocab)
@@ -200,3 +218,18 @@ def _add_side_relations(built: BuiltGraph, table: pd.DataFrame, spec: SourceSpec
             text = text + " " + table[col].fillna("").astype(str)
         src, dst, w = graph3.similarity_edges(text.tolist(), cfg.sim_top_k, cfg.sim_min, cfg.tfidf_min_df)
         _add(built, SIMILAR, src, dst, w, None)
+
+
+def _add_user_relations(built: BuiltGraph, path: Path, uspec: UsersSpec, user_ids: np.ndarray) -> None:
+    """User -> value edges (weight 1) for each users column and bin; users absent from the file get none."""
+    table = _unique_ids(read_table(path, _user_columns(uspec), int_columns=[uspec.id]), path, uspec.id)
+    present = np.flatnonzero(np.isin(user_ids, table.index.to_numpy()))
+    table = table.loc[user_ids[present]].reset_index(drop=True)
+    for ntype, cspec in uspec.columns.items():
+        rel = graph3.multi_value_relation(table[cspec.column], cspec.sep, cspec.missing)
+        _add(built, (USER, cspec.relation or f"has_{ntype}", ntype), present[rel.src], rel.dst, rel.weight,
+             rel.vocab)
+    for b in uspec.bins:
+        rel = graph3.year_bin_relation(table[b.column], b.edges, b.labels)
+        _add(built, (USER, b.relation or f"has_{b.node_type}", b.node_type), present[rel.src], rel.dst,
+             rel.weight, rel.vocab)

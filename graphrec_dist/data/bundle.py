@@ -91,6 +91,12 @@ class Bundle:
     def num_books(self) -> int:
         return int(self.graph[BOOK].num_nodes)
 
+    @property
+    def item_label(self) -> str:
+        """What the items are called where users read it ("book", "movie", "item"); the node type
+        stays ``book``. Bundles built before the label was stored: "book", or "item" for csv data."""
+        return self.meta.get("item_label") or ("item" if self.meta.get("source") == "csv" else "book")
+
     def split(self, name: str) -> torch.Tensor:
         if name not in ("train", "val", "test"):
             raise ValueError(f"unknown split {name!r}; expected train, val or test")

@@ -89,7 +89,7 @@ def build_bundle(cfg: DataConfig, raw_dir: str | Path | None = None, out: str | 
         log.info("building Graph3 from %s into %s", raw_dir, out)
         built = build_arrays(raw_dir, spec, cfg)
         meta = {"schema_version": SCHEMA_VERSION, "source": cfg.source, "recipe": rec, "recipe_hash": key,
-                "inputs": checksums, "counts": built.counts()}
+                "inputs": checksums, "counts": built.counts(), "item_label": spec.items.label}
         with atomic_dir(out) as tmp:
             write_bundle_dir(tmp, built.edges, built.splits, built.books, built.users, built.vocab, meta)
     return out, True

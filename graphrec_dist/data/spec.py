@@ -3,7 +3,8 @@
 A :class:`SourceSpec` names an interactions file (user, item, optional rating, optional timestamp),
 optional extra all-positive interactions (Goodbooks' to_read), an item-metadata file whose chosen
 columns become node types, an optional item-tag file with counts, an optional text for TF-IDF
-similarity and an optional numeric column binned into a node type. Goodbooks is one preset.
+similarity, numeric columns binned into node types, and an optional user-metadata file whose
+columns and bins become node types linked to users. Goodbooks is one preset.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from graphrec_dist.config import read_yaml
+from graphrec_dist.data.bundle import BOOK, USER
 from graphrec_dist.errors import ConfigError
 
 
@@ -29,7 +31,7 @@ class InteractionsSpec:
 
 @dataclass
 class ColumnSpec:
-    """An item-metadata column that becomes a node type (one node per distinct value)."""
+    """A metadata column (items or users) that becomes a node type (one node per distinct value)."""
 
     column: str
     sep: Optional[str] = None  # multi-valued cells, e.g. "|" for "Comedy|Drama"
@@ -39,7 +41,8 @@ class ColumnSpec:
 
 @dataclass
 class BinSpec:
-    """A numeric item column binned into a node type: bins (-inf,e0], (e0,e1], ...; rest -> unknown."""
+    """A numeric column binned into a node type: bins (-inf,e0], (e0,e1], ...; the rest -> the last
+    label (unknown). Every label is a node, so ``labels`` has one more entry than ``edges``."""
 
     column: str
     node_type: str = "year_bin"
@@ -47,6 +50,13 @@ class BinSpec:
     labels: list[str] = field(default_factory=lambda: ["<=1950", "1951-1970", "1971-1990", "1991-2005",
                                                        "2006-2015", "2016+", "unknown"])
     relation: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if len(self.labels) != len(self.edges) + 1:
+            raise ConfigError(f"bin of column {self.column!r}: {len(self.edges)} edges need "
+                              f"{len(self.edges) + 1} labels (the last for unknown), got {len(self.labels)}")
+        if any(a >= b for a, b in zip(self.edges, self.edges[1:])):
+            raise ConfigError(f"bin of column {self.column!r}: edges must increase, got {self.edges}")
 
 
 @dataclass
@@ -58,7 +68,25 @@ class ItemsSpec:
     key: Optional[str] = None  # column the item-tag file refers to (default: id)
     columns: dict[str, ColumnSpec] = field(default_factory=dict)  # node type -> column
     text: list[str] = field(default_factory=list)  # columns joined by " " for TF-IDF similarity
-    bin: Optional[BinSpec] = None
+    bin: Optional[BinSpec] = None  # one binned column (kept for older specs; same as one entry of bins)
+    bins: list[BinSpec] = field(default_factory=list)
+    label: str = "item"  # what the items are called where users read it ("movie" -> "movies")
+
+    def all_bins(self) -> list[BinSpec]:
+        return ([self.bin] if self.bin is not None else []) + list(self.bins)
+
+
+@dataclass
+class UsersSpec:
+    """A user-metadata file: each chosen column or bin becomes a node type linked to users.
+
+    Users absent from the file (or with an empty cell and no ``missing`` label) get no edge there.
+    """
+
+    file: str
+    id: str = "user_id"  # matched against the interactions' user ids
+    columns: dict[str, ColumnSpec] = field(default_factory=dict)  # node type -> column
+    bins: list[BinSpec] = field(default_factory=list)
 
 
 @dataclass
@@ -77,7 +105,25 @@ class SourceSpec:
     items: ItemsSpec
     extra_interactions: Optional[InteractionsSpec] = None
     item_tags: Optional[ItemTagsSpec] = None
+    users: Optional[UsersSpec] = None
     extra_files: list[str] = field(default_factory=list)  # also checksummed (e.g. tags.csv)
+
+    def side_node_types(self) -> dict[str, str]:
+        """Node type -> the spec key that makes it; ConfigError if two keys make the same type."""
+        found: dict[str, str] = {USER: "the interactions' users", BOOK: "the items (internal type 'book')"}
+        named = [(f"items.columns.{t}", t) for t in self.items.columns]
+        named += [(f"items.bin(s) of {b.column!r}", b.node_type) for b in self.items.all_bins()]
+        if self.item_tags is not None:
+            named.append(("item_tags.node_type", self.item_tags.node_type))
+        if self.users is not None:
+            named += [(f"users.columns.{t}", t) for t in self.users.columns]
+            named += [(f"users.bins of {b.column!r}", b.node_type) for b in self.users.bins]
+        for where, ntype in named:
+            if ntype in found:
+                raise ConfigError(f"{where}: node type {ntype!r} is already made by {found[ntype]}; "
+                                  f"give one of them another name")
+            found[ntype] = where
+        return found
 
 
 def goodbooks_spec() -> SourceSpec:
@@ -90,7 +136,7 @@ def goodbooks_spec() -> SourceSpec:
             columns={"author": ColumnSpec("authors", sep=",", relation="written_by"),
                      "language": ColumnSpec("language_code", missing="unk", relation="in_language")},
             text=["title", "authors"],
-            bin=BinSpec("original_publication_year", relation="published_in")),
+            bin=BinSpec("original_publication_year", relation="published_in"), label="book"),
         item_tags=ItemTagsSpec("book_tags", item="goodreads_book_id", tag="tag_id", count="count",
                                relation="has_tag"),
         extra_files=["tags"],
@@ -98,8 +144,14 @@ def goodbooks_spec() -> SourceSpec:
 
 
 def load_spec(path: str | Path) -> SourceSpec:
-    """Read a bring-your-own-data spec YAML; unknown or missing keys raise ConfigError naming them."""
-    return _build(SourceSpec, read_yaml(path, "csv spec file"), f"{path}")
+    """Read a bring-your-own-data spec YAML; unknown or missing keys and node types made twice raise
+    ConfigError naming them."""
+    spec = _build(SourceSpec, read_yaml(path, "csv spec file"), f"{path}")
+    try:
+        spec.side_node_types()
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return spec
 
 
 def _build(cls: type, tree: Any, where: str) -> Any:
@@ -114,12 +166,12 @@ def _build(cls: type, tree: Any, where: str) -> Any:
         kwargs[name] = _value(fields[name].type, value, f"{where}: {name}")
     try:
         return cls(**kwargs)
-    except TypeError as exc:
+    except (TypeError, ConfigError) as exc:
         raise ConfigError(f"{where}: {exc}") from None
 
 
 _NESTED = {"InteractionsSpec": InteractionsSpec, "ItemsSpec": ItemsSpec, "ItemTagsSpec": ItemTagsSpec,
-           "BinSpec": BinSpec, "ColumnSpec": ColumnSpec}
+           "UsersSpec": UsersSpec, "BinSpec": BinSpec, "ColumnSpec": ColumnSpec}
 
 
 def _value(type_str: str, value: Any, where: str) -> Any:
@@ -131,6 +183,9 @@ def _value(type_str: str, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a mapping of node type -> column spec")
         return {str(k): _build(ColumnSpec, {"column": v} if isinstance(v, str) else v, f"{where}.{k}")
                 for k, v in value.items()}
+    if type_str == "list[BinSpec]":
+        items = value if isinstance(value, list) else [value]
+        return [_build(BinSpec, v, f"{where}[{i}]") for i, v in enumerate(items)]
     if type_str.startswith("list[") and not isinstance(value, list):
         return [value]
     return value
