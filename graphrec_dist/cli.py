@@ -17,7 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("graphrec_dist.data.cli", "download Goodbooks-10k, generate Goodbooks-shaped data, build Graph3 bundles"),
     "train": ("graphrec_dist.train", "train a model (one process, torchrun DDP, or --launcher ray)"),
     "evaluate": ("graphrec_dist.evaluate", "full-ranking (or sampled) evaluation of a run or checkpoint"),
-    "recommend": ("graphrec_dist.recommend", "print a user's top-k books next to their history"),
+    "recommend": ("graphrec_dist.recommend", "print a user's top-k items next to their history"),
     "bench": ("graphrec_dist.benchmarks.cli", "measure speed, memory and quality; write JSON, plots and docs/RESULTS.md"),
 }
 

@@ -1,7 +1,8 @@
-"""``graphrec-dist recommend --run DIR --user ID``: a user's top-k books next to their history.
+"""``graphrec-dist recommend --run DIR --user ID``: a user's top-k items next to their history.
 
-Books the user already rated in training are never recommended again. ``--user`` is the
-original user id of the data (``users.csv``); ``--index`` takes the internal index instead.
+Items the user already rated in training are never recommended again. ``--user`` is the
+original user id of the data (``users.csv``); ``--index`` takes the internal index instead. The
+text says books, movies or items as the bundle's ``item_label`` says; JSON keys stay ``book_*``.
 """
 from __future__ import annotations
 
@@ -24,8 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     who = parser.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", help="original user id (as in the ratings file)")
     who.add_argument("--index", type=int, help="internal user index (0..num_users-1)")
-    parser.add_argument("--k", type=int, default=10, help="how many books to recommend (default 10)")
-    parser.add_argument("--history", type=int, default=10, help="history books to show (default 10; 0 = all)")
+    parser.add_argument("--k", type=int, default=10, help="how many items to recommend (default 10)")
+    parser.add_argument("--history", type=int, default=10, help="history items to show (default 10; 0 = all)")
     parser.add_argument("--format", choices=["text", "json"], default="text")
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides of the run's config")
     return parser
@@ -59,7 +60,7 @@ def _plain(value: Any) -> Any:
 
 
 def recommend(model, bundle, u: int, k: int, eval_cfg, ctx: Optional[DistContext] = None) -> list[dict[str, Any]]:
-    """Top-``k`` books for user index ``u`` from the model's scorer, training books excluded."""
+    """Top-``k`` items for user index ``u`` from the model's scorer, training books excluded."""
     indptr, indices = bundle.train_csr()
     seen = torch.from_numpy(indices[indptr[u]:indptr[u + 1]])
     scores = model.scorer(bundle, ctx or DistContext(), eval_cfg).scores(torch.tensor([u]))[0].float().cpu()
@@ -76,14 +77,15 @@ def history(bundle, u: int, limit: int) -> list[dict[str, Any]]:
 
 
 def _cell(book: dict[str, Any], prefix: str) -> str:
-    text = f"{prefix}{book['title']} - {book['authors']}"
+    text = f"{prefix}{book['title']}" + (f" - {book['authors']}" if book["authors"] else "")
     return text if len(text) <= COLUMN else text[:COLUMN - 3] + "..."
 
 
 def format_text(result: dict[str, Any]) -> str:
     recs, hist = result["recommendations"], result["history"]
     lines = [f"user {result['user_id']} (index {result['user_index']}, model {result['model']}): "
-             f"top {len(recs)} of {result['num_books']} books, {result['history_size']} rated in training",
+             f"top {len(recs)} of {result['num_books']} {result['item_label']}s, "
+             f"{result['history_size']} rated in training",
              f"{'RECOMMENDED':<{COLUMN}}  | HISTORY (training)", "-" * (2 * COLUMN + 4)]
     for i in range(max(len(recs), len(hist))):
         left = _cell(recs[i], f"{i + 1:>2}. ") if i < len(recs) else ""
@@ -95,7 +97,7 @@ def format_text(result: dict[str, Any]) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
-    """Load the run, score one user against every book, print the top-k and the history."""
+    """Load the run, score one user against every item, print the top-k and the history."""
     from graphrec_dist.checkpoint import load_run
 
     args = build_parser().parse_args(argv)
@@ -105,7 +107,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     u = user_index(bundle, args.user, args.index)
     indptr, _ = bundle.train_csr()
     result = {"user_id": _plain(bundle.users["user_id"].iloc[u]), "user_index": u, "model": cfg.model.name,
-              "num_books": bundle.num_books, "history_size": int(indptr[u + 1] - indptr[u]),
+              "item_label": bundle.item_label, "num_books": bundle.num_books,
+              "history_size": int(indptr[u + 1] - indptr[u]),
               "recommendations": recommend(model, bundle, u, args.k, cfg.eval),
               "history": history(bundle, u, args.history)}
     print(json.dumps(result, indent=2) if args.format == "json" else format_text(result))

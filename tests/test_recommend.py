@@ -9,7 +9,7 @@ from graphrec_dist.cli import main as cli_main
 from graphrec_dist.config import load_config
 from graphrec_dist.data.store import save_bundle
 from graphrec_dist.models import build_model
-from graphrec_dist.recommend import main
+from graphrec_dist.recommend import format_text, main
 from test_sampling import toy_bundle
 
 
@@ -51,6 +51,15 @@ def test_text_output_shows_both_columns(run_dir: Path, capsys) -> None:
     main(["--run", str(run_dir), "--user", "100", "--k", "3", "--history", "2"])
     out = capsys.readouterr().out
     assert "RECOMMENDED" in out and "HISTORY" in out and " 1. Title" in out and "... and 3 more" in out
+
+
+def test_text_names_the_items_as_the_bundle_does(run_dir: Path, capsys) -> None:
+    result = main(["--run", str(run_dir), "--index", "0", "--k", "2", "--history", "1"])
+    assert result["item_label"] == "book"  # a bundle without a stored label, not csv data
+    assert "top 2 of 15 books" in capsys.readouterr().out
+    movie = dict(result, item_label="movie", recommendations=[dict(r, authors="") for r in result["recommendations"]])
+    text = format_text(movie)
+    assert "top 2 of 15 movies" in text and " 1. Title" in text and " - " not in text.splitlines()[3].split("|")[0]
 
 
 @pytest.mark.parametrize("args, message", [(["--user", "7"], "--user 7: no such user id"),
