@@ -88,6 +88,11 @@ class ModelConfig:
     exclude_relations: list[str] = field(default_factory=list)
     lightgcn_layers: int = 3
     ease_lambda: float = 500.0
+    # How graphsage scores a (user, item) pair from its output embeddings: a dot product, or the
+    # cosine divided by ``temperature`` (bounded scores; the temperature sets the softmax's sharpness).
+    score: Literal["dot", "cosine"] = "dot"
+    temperature: float = 1.0
+    emb_dropout: float = 0.0  # graphsage: dropout on the id embeddings fed to the first layer
 
     def __post_init__(self) -> None:
         _require(self.emb_dim > 0, "model.emb_dim", "a positive integer")
@@ -97,6 +102,8 @@ class ModelConfig:
         _require(self.ease_lambda > 0, "model.ease_lambda", "a positive number")
         _require(all(r in RELATION_NAMES for r in self.exclude_relations), "model.exclude_relations",
                  f"a list of relation names from {', '.join(RELATION_NAMES)}")
+        _require(self.temperature > 0, "model.temperature", "a positive number")
+        _require(0.0 <= self.emb_dropout < 1.0, "model.emb_dropout", "a number in [0, 1)")
         _require(self.lightgcn_layers >= 0, "model.lightgcn_layers", "an integer >= 0 (0 = matrix factorisation)")
 
 
@@ -109,6 +116,14 @@ class TrainConfig:
     batch_size: int = 2048  # seed (user, positive) edges per batch
     num_neighbors: list[int] = field(default_factory=lambda: [15, 10])
     neg_per_pos: int = 1
+    # graphsage's training regime: "full_graph" runs every layer over the whole graph each step
+    # (exact, no sampling; for graphs that fit one machine), "sampled" trains on
+    # LinkNeighborLoader subgraphs with train.num_neighbors (for graphs beyond one machine).
+    mode: Literal["full_graph", "sampled"] = "sampled"
+    # "bpr": -log sigmoid(pos - neg) per negative; "softmax": cross-entropy of the positive against
+    # every item (models that score all items in a step: mf, lightgcn, full-graph graphsage) or
+    # against its neg_per_pos sampled negatives (sampled graphsage).
+    loss: Literal["bpr", "softmax"] = "bpr"
     exclude_seed_edges: bool = False  # drop batch seed edges from message passing (hurt on the demo)
     edges_per_epoch: Optional[int] = None  # cap for quick runs; None = every training edge
     max_steps: Optional[int] = None  # stop after this many optimiser steps (tests, smoke runs)
@@ -194,7 +209,7 @@ class Config:
     def __post_init__(self) -> None:
         # The loader samples one hop per entry and the model runs one layer per hop: a mismatch
         # would silently waste samples or leave the last layer without neighbours.
-        if self.model.name in ("graphsage", "graphsage_ui"):
+        if self.model.name in ("graphsage", "graphsage_ui") and self.train.mode == "sampled":
             _require(len(self.train.num_neighbors) == self.model.num_layers, "train.num_neighbors",
                      f"one fanout per layer (model.num_layers={self.model.num_layers}), "
                      f"got {len(self.train.num_neighbors)}: {self.train.num_neighbors}")

@@ -16,3 +16,36 @@ def bpr_loss(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
     if neg.shape[0] != pos.shape[0]:
         raise ValueError(f"bpr_loss: {pos.shape[0]} positives but {neg.shape[0]} rows of negatives")
     return F.softplus(neg - pos.unsqueeze(1)).mean()
+
+
+def sampled_softmax_loss(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of each positive against its own sampled negatives.
+
+    ``pos``: [n] scores, ``neg``: [n, k] scores; the positive is class 0 of ``[pos, neg]``.
+    """
+    if neg.dim() == 1:
+        neg = neg.unsqueeze(1)
+    logits = torch.cat([pos.unsqueeze(1), neg], dim=1)
+    return F.cross_entropy(logits, torch.zeros(len(pos), dtype=torch.long, device=pos.device))
+
+
+def full_softmax_loss(user: torch.Tensor, items: torch.Tensor, pos_items: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of each (user, positive item) against every item.
+
+    ``user``: [n, d], ``items``: [num_items, d] scoring vectors (scores = ``user @ items.T``);
+    ``pos_items``: int64 [n] the positive item of each row.
+    """
+    return F.cross_entropy(user @ items.T, pos_items)
+
+
+def ranking_loss(name: str, pos: torch.Tensor, neg: torch.Tensor, user: torch.Tensor | None = None,
+                 items: torch.Tensor | None = None, pos_items: torch.Tensor | None = None) -> torch.Tensor:
+    """``train.loss``: "bpr", or "softmax" over every item when the model scores them all in the
+    step (``user``/``items`` given) and over the sampled negatives otherwise."""
+    if name == "bpr":
+        return bpr_loss(pos, neg)
+    if name != "softmax":
+        raise ValueError(f"unknown loss {name!r}; expected bpr or softmax")
+    if user is not None and items is not None and pos_items is not None:
+        return full_softmax_loss(user.float(), items.float(), pos_items)
+    return sampled_softmax_loss(pos, neg)

@@ -27,10 +27,9 @@ from graphrec_dist.distributed import DistContext, barrier, broadcast_object, cl
 from graphrec_dist.errors import DataError
 from graphrec_dist.io_utils import write_json_atomic, write_text_atomic
 from graphrec_dist.logging_utils import setup_logging
-from graphrec_dist.losses import bpr_loss
 from graphrec_dist.models import build_model
 from graphrec_dist.models.base import Recommender
-from graphrec_dist.trainer import TrainHooks, Trainer, TrainState, evaluate_model, metric_key  # TrainHooks re-exported
+from graphrec_dist.trainer import TrainHooks, Trainer, TrainState, batch_loss, evaluate_model, metric_key  # TrainHooks re-exported
 
 CURVES = "training_curves.png"
 
@@ -178,8 +177,8 @@ def _profile(cfg: Config, steps: int, ctx: DistContext) -> dict[str, Any]:
             it = iter(trainer.batches(epoch, 0))
             batch = next(it).to(ctx.device)
         t1 = time.perf_counter()
-        pos, neg, reg = module(batch)
-        loss = bpr_loss(pos, neg) + cfg.train.l2 * reg
+        outputs = module(batch)
+        loss = batch_loss(cfg, outputs, batch)
         sync()
         t2 = time.perf_counter()
         trainer.optimizer.zero_grad(set_to_none=True)
@@ -191,7 +190,7 @@ def _profile(cfg: Config, steps: int, ctx: DistContext) -> dict[str, Any]:
         t4 = time.perf_counter()
         for key, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
             times[key] += dt
-        done, seeds = done + 1, seeds + int(pos.shape[0])
+        done, seeds = done + 1, seeds + int(outputs[0].shape[0])
     total = sum(times.values())
     return {"model": cfg.model.name, "users": bundle.num_users, "books": bundle.num_books,
             "train_edges": len(bundle.train), "steps": done, "batch_size": cfg.train.batch_size,

@@ -24,8 +24,8 @@ from graphrec_dist.distributed import DistContext, all_reduce_max, all_reduce_su
 from graphrec_dist.errors import ConfigError
 from graphrec_dist.io_utils import write_text_atomic
 from graphrec_dist.logging_utils import get_logger, progress
-from graphrec_dist.losses import bpr_loss
-from graphrec_dist.models.base import Recommender
+from graphrec_dist.losses import ranking_loss
+from graphrec_dist.models.base import Recommender, TripletBatch
 from graphrec_dist.sampling import TripletLoader, make_link_loader, sampling_seed, shard_edges, steps_per_epoch
 
 log = get_logger("train")  # kept from before the split so log filters on "graphrec_dist.train" still work
@@ -70,7 +70,16 @@ class _BPRModule(torch.nn.Module):
 
     def forward(self, batch):
         out = self.model.bpr_forward(batch)
-        return out.pos, out.neg, out.reg
+        return out.pos, out.neg, out.reg, out.user, out.items
+
+
+def batch_loss(cfg: Config, outputs: tuple, batch) -> torch.Tensor:
+    """``train.loss`` of a batch from ``_BPRModule``'s outputs, plus ``train.l2`` times the
+    embedding penalty (in float32 whatever the autocast dtype)."""
+    pos, neg, reg, user, items = outputs
+    pos_items = batch.pos if isinstance(batch, TripletBatch) else None
+    loss = ranking_loss(cfg.train.loss, pos.float(), neg.float(), user, items, pos_items)
+    return loss + cfg.train.l2 * reg.float()
 
 
 def metric_key(cfg: Config) -> str:
@@ -230,14 +239,14 @@ class Trainer:
 
     def step(self, module: torch.nn.Module, batch) -> tuple[float, int]:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
-            pos, neg, reg = module(batch)
-            loss = bpr_loss(pos.float(), neg.float()) + self.cfg.train.l2 * reg.float()
+            outputs = module(batch)
+            loss = batch_loss(self.cfg, outputs, batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         if self.scheduler:
             self.scheduler.step()
-        return float(loss.detach()), int(pos.shape[0])
+        return float(loss.detach()), int(outputs[0].shape[0])
 
     def end_epoch(self) -> dict[str, Any]:
         """Reduce the epoch's loss, validate when due, keep the best model, log one row."""

@@ -4,7 +4,8 @@ import torch
 from graphrec_dist.config import load_config
 from graphrec_dist.data.bundle import BOOK, RATES, REV_RATES, USER
 from graphrec_dist.distributed import DistContext
-from graphrec_dist.losses import bpr_loss
+from graphrec_dist.losses import bpr_loss, full_softmax_loss
+from graphrec_dist.models.base import TripletBatch
 from graphrec_dist.models import build_model
 from graphrec_dist.models.graphsage import (WeightedSAGEConv, _block, adjacency, graph_adjacency,
                                             layer_edge_types, normalised_weight)
@@ -105,3 +106,44 @@ def test_rank_blocks_cover_rows_once_and_adjacency_keeps_only_own_rows() -> None
     rows = adj[RATES].storage.row()
     assert adj[RATES].sparse_sizes() == (bundle.num_books, bundle.num_users)
     assert len(rows) > 0 and bool((rows >= 8).all())  # rank 1 of 2 holds books 8..14
+
+
+def _triplets(bundle, n: int = 16) -> TripletBatch:
+    rows = bundle.train[:n]
+    return TripletBatch(rows[:, 0].contiguous(), rows[:, 1].contiguous(), torch.randint(bundle.num_books, (n, 3)))
+
+
+@pytest.mark.parametrize("overrides", [(), ("model.score=cosine", "model.temperature=0.1", "model.num_layers=2")])
+def test_full_graph_training_forward_is_the_inference_forward(overrides) -> None:
+    model, bundle = _model("graphsage", "train.mode=full_graph", *overrides)
+    assert model.kind == "triplet"
+    model.eval()
+    batch = _triplets(bundle)
+    with torch.no_grad():
+        out = model.bpr_forward(batch)
+        scorer = model.scorer(bundle, DistContext(), None)
+    assert torch.allclose(out.user, scorer.user_emb[batch.users], atol=1e-5)
+    assert torch.allclose(out.items, scorer.item_emb, atol=1e-5)
+    assert torch.allclose(out.pos, scorer.scores(batch.users)[torch.arange(16), batch.pos], atol=1e-5)
+    assert out.neg.shape == (16, 3)
+
+
+def test_cosine_scores_are_bounded_by_one_over_the_temperature() -> None:
+    model, bundle = _model("graphsage", "train.mode=full_graph", "model.score=cosine", "model.temperature=0.25")
+    scores = model.scorer(bundle, DistContext(), None).scores(torch.arange(bundle.num_users))
+    assert float(scores.abs().max()) <= 4.0 + 1e-5
+    assert float(scores.abs().max()) > 1.0  # not squashed further than the temperature says
+
+
+def test_full_graph_mode_gives_every_parameter_a_gradient_and_emb_dropout_acts_only_in_training() -> None:
+    model, bundle = _model("graphsage", "train.mode=full_graph", "model.emb_dropout=0.5")
+    batch = _triplets(bundle)
+    out = model.bpr_forward(batch)
+    (full_softmax_loss(out.user, out.items, batch.pos) + out.reg).backward()
+    assert [n for n, p in model.named_parameters() if p.grad is None] == []
+    torch.manual_seed(1)
+    a = model.bpr_forward(batch).pos
+    torch.manual_seed(2)
+    assert not torch.allclose(a, model.bpr_forward(batch).pos)  # dropout draws differ in training
+    model.eval()
+    assert torch.equal(model.bpr_forward(batch).pos, model.bpr_forward(batch).pos)

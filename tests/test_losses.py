@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from graphrec_dist.losses import bpr_loss
+from graphrec_dist.losses import bpr_loss, full_softmax_loss, ranking_loss, sampled_softmax_loss
 
 
 def test_bpr_loss_by_hand() -> None:
@@ -33,3 +33,32 @@ def test_bpr_loss_gradient_pushes_positive_up_and_negative_down() -> None:
 def test_bpr_loss_rejects_mismatched_rows() -> None:
     with pytest.raises(ValueError, match="2 positives but 3 rows"):
         bpr_loss(torch.zeros(2), torch.zeros(3, 1))
+
+
+def test_sampled_softmax_is_cross_entropy_of_the_positive_against_its_negatives_by_hand() -> None:
+    pos = torch.tensor([2.0, 0.0])
+    neg = torch.tensor([[0.0, 1.0], [0.0, 3.0]])
+    rows = [(2.0, [0.0, 1.0]), (0.0, [0.0, 3.0])]
+    expected = sum(-p + math.log(math.exp(p) + sum(math.exp(n) for n in ns)) for p, ns in rows) / 2
+    assert sampled_softmax_loss(pos, neg).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_full_softmax_ranks_each_positive_against_every_item() -> None:
+    user = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    items = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    target = torch.tensor([2, 1])
+    logits = [[1.0, 0.0, 1.0], [0.0, 2.0, 2.0]]
+    expected = sum(-row[t] + math.log(sum(math.exp(v) for v in row)) for row, t in zip(logits, [2, 1])) / 2
+    assert full_softmax_loss(user, items, target).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_ranking_loss_uses_every_item_when_the_model_gives_them_and_the_negatives_otherwise() -> None:
+    pos, neg = torch.tensor([1.0]), torch.tensor([[0.5]])
+    user, items = torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 0.0], [0.5, 0.0], [3.0, 0.0]])
+    full = ranking_loss("softmax", pos, neg, user, items, torch.tensor([0]))
+    assert full.item() == pytest.approx(full_softmax_loss(user, items, torch.tensor([0])).item())
+    assert full.item() > sampled_softmax_loss(pos, neg).item()  # item 2 outscores the positive
+    assert ranking_loss("softmax", pos, neg).item() == pytest.approx(sampled_softmax_loss(pos, neg).item())
+    assert ranking_loss("bpr", pos, neg, user, items, torch.tensor([0])).item() == pytest.approx(bpr_loss(pos, neg).item())
+    with pytest.raises(ValueError, match="unknown loss 'hinge'"):
+        ranking_loss("hinge", pos, neg)

@@ -1,4 +1,5 @@
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -6,6 +7,7 @@ import torch
 
 from graphrec_dist.cli import main as cli_main
 from graphrec_dist.config import load_config
+from graphrec_dist.data.store import load_bundle
 from graphrec_dist.distributed import DistContext
 from graphrec_dist.errors import ConfigError
 from graphrec_dist.train import TrainHooks, main, profile_steps, run_training
@@ -105,3 +107,16 @@ def test_resume_refuses_a_checkpoint_of_another_model(data_overrides, tmp_path: 
     fresh = main(["configs/debug.yaml", *small(data_overrides, out, "model.hidden_dim=8", "train.resume=never",
                                                "train.max_steps=2")])
     assert fresh.global_step == 2
+
+
+def test_full_graph_softmax_run_trains_without_a_neighbour_loader(data_overrides, tmp_path: Path) -> None:
+    out = tmp_path / "full"
+    result = main(["configs/debug.yaml", *small(data_overrides, out, "train.epochs=3", "train.mode=full_graph",
+                                                "train.loss=softmax", "model.score=cosine",
+                                                "model.temperature=0.2", "train.num_neighbors=[1]")])
+    rows = read_rows(out)
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    # the full softmax over every book starts near log(num_books) for an untrained cosine model
+    books = load_bundle(Path(data_overrides[1].split("=", 1)[1])).num_books
+    assert abs(rows[0]["loss"] - math.log(books)) < 0.5 * math.log(books)
+    assert result.test_metrics["ndcg@10"] > 0

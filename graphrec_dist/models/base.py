@@ -9,7 +9,7 @@ All of them hand the evaluator a :class:`Scorer`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal, Protocol
+from typing import ClassVar, Literal, Optional, Protocol
 
 import torch
 
@@ -30,11 +30,18 @@ class TripletBatch:
 
 @dataclass
 class BPROutput:
-    """What the BPR loss needs from a model's forward pass on one batch."""
+    """What the ranking losses need from a model's forward pass on one batch.
+
+    Models that compute every item's output embedding in a step (mf, lightgcn, full-graph
+    graphsage) also return ``user`` and ``items``, with ``user @ items.T`` the batch users' scores
+    of every item: the full softmax loss uses them.
+    """
 
     pos: torch.Tensor  # float [n] scores of (user, positive)
     neg: torch.Tensor  # float [n, k] scores of (user, negatives)
     reg: torch.Tensor  # float scalar: sum of squared input embeddings used by the batch / n
+    user: Optional[torch.Tensor] = None  # float [n, d] the batch users' scoring vectors
+    items: Optional[torch.Tensor] = None  # float [num_items, d] every item's scoring vector
 
 
 class Scorer(Protocol):

@@ -27,7 +27,8 @@ from torch_sparse import matmul as sparse_matmul
 
 from graphrec_dist.data.bundle import BOOK, USER, Bundle
 from graphrec_dist.distributed import DistContext
-from graphrec_dist.models.base import BPROutput, EmbeddingScorer, Recommender
+from graphrec_dist.models.base import BPROutput, EmbeddingScorer, Recommender, TripletBatch
+from graphrec_dist.models.mf import ego_reg, triplet_scores
 from graphrec_dist.sampling import training_graph
 
 EdgeType = tuple[str, str, str]
@@ -209,39 +210,81 @@ def _norm(kind: str, dim: int) -> nn.Module:
 
 
 class GraphSAGERecommender(Recommender):
-    """BPR on LinkNeighborLoader triplet subgraphs; score = dot(user, book) GNN outputs."""
+    """score(user, book) from the GNN outputs (dot, or cosine / temperature: ``model.score``).
 
-    kind: ClassVar[str] = "sampled"
+    ``train.mode=sampled``: trained on LinkNeighborLoader triplet subgraphs (kind ``sampled``).
+    ``train.mode=full_graph``: every step runs the layers over the whole message graph and takes
+    (user, positive, negatives) index batches (kind ``triplet``); it also returns every book's
+    output, so ``train.loss=softmax`` ranks each positive against the whole catalogue.
+    """
 
     def __init__(self, bundle: Bundle, cfg, user_book_only: bool):
         super().__init__()
+        self.kind = "triplet" if cfg.train.mode == "full_graph" else "sampled"
         self.user_book_only = user_book_only
         self.exclude_relations = tuple(cfg.model.exclude_relations)
         self.use_edge_weight = cfg.model.edge_weight
+        self.cosine = cfg.model.score == "cosine"
+        self.temperature = cfg.model.temperature
+        self.emb_dropout = cfg.model.emb_dropout
         graph = self.message_graph(bundle)
         num_nodes = {nt: int(graph[nt].num_nodes) for nt in graph.node_types}
         self.encoder = HeteroSAGE(num_nodes, list(graph.edge_types), cfg)
+        # Plain attributes, not buffers: checkpoints and DDP broadcasts must not carry the graph.
+        self._graph = graph
+        self._adj: Optional[dict] = None
 
     def message_graph(self, bundle: Bundle):
         """The graph this model passes messages over (and the loader samples from)."""
         return training_graph(bundle, self.user_book_only, self.exclude_relations)
 
+    def full_adjacency(self, device: torch.device) -> dict:
+        """The whole message graph's ``adj_t`` per edge type, built once per device; the sparse
+        transposes the backward pass needs are cached with it."""
+        if self._adj is None or next(iter(self._adj.values())).device() != device:
+            self._adj = graph_adjacency(self._graph, self.use_edge_weight, device)
+            for adj in self._adj.values():
+                adj.fill_cache_()
+        return self._adj
+
+    def inputs(self, x: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Id embeddings as the first layer sees them (``model.emb_dropout`` while training)."""
+        if self.emb_dropout == 0 or not self.training:
+            return x
+        return {nt: F.dropout(v, self.emb_dropout, training=True) for nt, v in x.items()}
+
+    def scoring_vectors(self, user: Tensor, book: Tensor) -> tuple[Tensor, Tensor]:
+        """Vectors whose dot products are the scores: normalised and temperature-scaled for cosine."""
+        if not self.cosine:
+            return user, book
+        return F.normalize(user, dim=-1) / self.temperature, F.normalize(book, dim=-1)
+
     def encode_batch(self, batch) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """(input embeddings, output embeddings) of every node in a sampled HeteroData batch."""
         x = self.encoder.input_embeddings(batch.n_id_dict)
         adj = graph_adjacency(batch, self.use_edge_weight, x[USER].device)
-        return x, self.encoder(x, adj, {})
+        return x, self.encoder(self.inputs(x), adj, {})
 
     def bpr_forward(self, batch) -> BPROutput:
+        if isinstance(batch, TripletBatch):
+            return self.full_graph_forward(batch)
         x, h = self.encode_batch(batch)
         src = batch[USER].src_index
         pos = batch[BOOK].dst_pos_index
         neg = batch[BOOK].dst_neg_index.view(len(src), -1)
-        hu = h[USER][src]
-        pos_score = (hu * h[BOOK][pos]).sum(-1)
-        neg_score = (hu.unsqueeze(1) * h[BOOK][neg]).sum(-1)
-        reg = (x[USER][src].pow(2).sum() + x[BOOK][pos].pow(2).sum() + x[BOOK][neg].pow(2).sum()) / len(src)
+        hu, hb = self.scoring_vectors(h[USER][src], h[BOOK])
+        pos_score, neg_score = triplet_scores(hu, hb[pos], hb[neg])
+        reg = ego_reg(x[USER][src], x[BOOK][pos], x[BOOK][neg], batch_size=len(src))
         return BPROutput(pos_score, neg_score, reg)
+
+    def full_graph_forward(self, batch: TripletBatch) -> BPROutput:
+        """The layers over the whole graph, then the batch's scores (and every book's vector)."""
+        x = {nt: e.weight for nt, e in self.encoder.emb.items()}
+        h = self.encoder(self.inputs(x), self.full_adjacency(x[USER].device), {})
+        hu, hb = self.scoring_vectors(h[USER][batch.users], h[BOOK])
+        pos_score, neg_score = triplet_scores(hu, hb[batch.pos], hb[batch.neg])
+        reg = ego_reg(x[USER][batch.users], x[BOOK][batch.pos], x[BOOK][batch.neg], batch_size=len(batch.users))
+        return BPROutput(pos_score, neg_score, reg, hu, hb)
 
     def forward(self, batch) -> BPROutput:
         return self.bpr_forward(batch)
@@ -269,7 +312,7 @@ class GraphSAGERecommender(Recommender):
     @torch.no_grad()
     def scorer(self, bundle: Bundle, ctx, eval_cfg) -> EmbeddingScorer:
         out = self.embed_all(bundle, ctx)
-        return EmbeddingScorer(out[USER], out[BOOK])
+        return EmbeddingScorer(*self.scoring_vectors(out[USER], out[BOOK]))
 
 
 def build(cfg, bundle: Bundle) -> GraphSAGERecommender:

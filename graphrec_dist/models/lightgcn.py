@@ -111,7 +111,7 @@ class LightGCNRecommender(Recommender):
         pos_score, neg_score = triplet_scores(out[users], out[pos], out[neg])
         ego = self.net.embedding.weight
         reg = ego_reg(ego[users], ego[pos], ego[neg], batch_size=len(users))
-        return BPROutput(pos_score, neg_score, reg)
+        return BPROutput(pos_score, neg_score, reg, out[users], self.split_embeddings(out)[1])
 
     def split_embeddings(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The user and book rows of a propagated node embedding table."""

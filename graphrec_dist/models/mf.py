@@ -50,7 +50,7 @@ class MatrixFactorization(Recommender):
         p = self.book_emb(batch.pos)
         n = self.book_emb(batch.neg)
         pos, neg = triplet_scores(u, p, n)
-        return BPROutput(pos, neg, ego_reg(u, p, n, batch_size=len(batch.users)))
+        return BPROutput(pos, neg, ego_reg(u, p, n, batch_size=len(batch.users)), u, self.book_emb.weight)
 
     @torch.no_grad()
     def scorer(self, bundle: Bundle, ctx, eval_cfg) -> Scorer:
