@@ -366,3 +366,42 @@ def test_same_graph_comparison_locates_the_gap_only_when_the_numbers_say_so():
     other = same_graph_comparison(models(graphsage=0.04, graphsage_ui=0.045, lightgcn=0.052, lightgcn_ui=0.05))[0]
     assert "the gap is in" not in other
     assert same_graph_comparison(models(graphsage=0.05, lightgcn=0.052)) == []
+
+
+def test_realdata_runs_every_model_on_every_split_seed_and_reports_mean_and_std(tmp_path, monkeypatch):
+    from graphrec_dist.benchmarks import realdata
+
+    calls = []
+    base = {"ease": 0.18, "graphsage": 0.17, "graphsage_ui": 0.15}
+
+    def fake_train_run(root, name, preset, overrides, **kw):
+        calls.append((preset, overrides))
+        model = "ease" if "ease" in preset else next(o.split("=")[1] for o in overrides if o.startswith("model.name="))
+        seed = int(next(o.split("=")[1] for o in overrides if o.startswith("data.split.seed=")))
+        ndcg = base[model] + 0.01 * seed
+        return {"epochs": [{"epoch": 0, "val_ndcg@10": ndcg - 0.005, "epoch_time_s": 2.0}], "command": name,
+                "run_dir": str(tmp_path / name), "wall_s": 3.0, "peak_rss_mb": 100.0, "reused": False,
+                "test_metrics": {"ndcg@10": ndcg, "hit@10": 2 * ndcg, "ndcg@20": ndcg, "mrr": ndcg, "best_epoch": 0}}
+
+    monkeypatch.setattr(realdata, "train_run", fake_train_run)
+    raw = tmp_path / "ml"
+    plan = BenchPlan(mode="reduced", out_dir=tmp_path / "bench_out", real_data_dir=str(raw), real_seeds=[0, 1, 2],
+                     quality_models=["ease", "graphsage_ui", "graphsage"])
+    with pytest.raises(common.BenchError, match="real data not found"):
+        realdata.run_section(plan)
+    raw.mkdir()
+    res = realdata.run_section(plan)
+    assert len(calls) == 9 and res["ranking"] == ["ease", "graphsage", "graphsage_ui"]
+    seeds_seen = sorted({o for _, ov in calls for o in ov if o.startswith("data.split.seed=")})
+    assert seeds_seen == ["data.split.seed=0", "data.split.seed=1", "data.split.seed=2"]
+    assert all(f"data.raw_dir={raw}" in ov and "data.source=csv" in ov for _, ov in calls)
+    # each seed has its own bundle folder (the split is part of the bundle)
+    assert len({o for _, ov in calls for o in ov if o.startswith("data.bundle_dir=")}) == 3
+    s = res["models"]["graphsage"]["summary"]
+    assert s["test_ndcg@10"]["mean"] == pytest.approx(0.18) and s["test_ndcg@10"]["std"] == pytest.approx(0.01)
+    assert s["val_ndcg@10"]["mean"] == pytest.approx(0.175)
+    out, docs = tmp_path / "bench_out", tmp_path / "docs"
+    common.write_section(out, _payload("realdata", res))
+    text = report.generate(out, docs).read_text()
+    assert "| ease | 0.1850 ± 0.0100 | **0.1900 ± 0.0100** |" in text
+    assert "graphsage trails the best baseline, ease (0.1800 vs 0.1900 test NDCG@10, 95%)" in text

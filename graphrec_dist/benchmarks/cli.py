@@ -27,6 +27,7 @@ from graphrec_dist.logging_utils import get_logger, setup_logging
 # evaluation reuse; memory's Goodbooks-scale point is reused by the sweep's 100% point.
 SECTIONS: dict[str, str] = {
     "quality": "graphrec_dist.benchmarks.quality:run_section",
+    "realdata": "graphrec_dist.benchmarks.realdata:run_section",
     "training": "graphrec_dist.benchmarks.training:run_section",
     "evaluation": "graphrec_dist.benchmarks.ranking:run_section",
     "sampling": "graphrec_dist.benchmarks.sampling:run_section",
@@ -63,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "preset's own epochs and validation schedule (default: 5 reduced, preset with --full)")
     p.add_argument("--ablation", action="store_true",
                    help="quality section: also train graphsage without each side relation (on with --full)")
+    p.add_argument("--real-data", default=None, metavar="DIR",
+                   help="realdata section: the folder of real interaction files (default "
+                        "../shared/data/movielens-100k)")
+    p.add_argument("--real-spec", default=None, metavar="YAML",
+                   help="realdata section: the CSV spec of --real-data (default configs/data/movielens-100k.yaml)")
     p.add_argument("--report-only", action="store_true", help="only regenerate the report from existing JSON")
     p.add_argument("--no-report", action="store_true", help="write JSON only")
     return p
@@ -94,6 +100,10 @@ def make_plan(args: argparse.Namespace) -> BenchPlan:
             raise UserError(f"--quality-epochs: expected a positive integer or 'preset', got {args.quality_epochs!r}")
         plan.quality_overrides = [f"train.epochs={args.quality_epochs}", "eval.every=1"]
     plan.ablation = plan.ablation or args.ablation
+    if args.real_data is not None:
+        plan.real_data_dir = args.real_data
+    if args.real_spec is not None:
+        plan.real_spec = args.real_spec
     for item in args.overrides:
         parse_override(item)  # a malformed override is the user's to fix, before hours of work
     plan.train_overrides = list(args.overrides)
@@ -128,6 +138,10 @@ def main(argv: list[str] | None = None) -> BenchResult:
         command += f" --quality-epochs {args.quality_epochs}"
     if args.ablation:
         command += " --ablation"
+    if args.real_data is not None:
+        command += f" --real-data {args.real_data}"
+    if args.real_spec is not None:
+        command += f" --real-spec {args.real_spec}"
     result = BenchResult()
     for name in sections:
         log.info("bench section %s (%s)", name, plan.mode)

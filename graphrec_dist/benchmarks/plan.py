@@ -56,6 +56,10 @@ class BenchPlan:
     quality_overrides: list[str] = field(default_factory=lambda: ["train.epochs=5", "eval.every=1"])
     sampled_candidates: list[int] = field(default_factory=lambda: [1000, 2000])
     ablation: bool = False  # graphsage without one relation type at a time
+    # real-data table: every model on real interactions (bring-your-own-CSV), several split seeds
+    real_data_dir: str = "../shared/data/movielens-100k"
+    real_spec: str = "configs/data/movielens-100k.yaml"
+    real_seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
 
     def as_dict(self) -> dict:
         out = dataclasses.asdict(self)

@@ -75,6 +75,8 @@ def _section_scale(name: str, res: dict[str, Any]) -> str:
     plan = res.get("plan", {})
     if name == "quality":
         return scale_of(res.get("num_users"))
+    if name == "realdata":
+        return f"{res.get('data_dir')}, {len(res.get('seeds', []))} split seeds"
     if name == "training":
         return f"profile {scale_of(plan.get('profile_users'))}; race {scale_of(plan.get('compare_users'))}"
     if name == "evaluation":
