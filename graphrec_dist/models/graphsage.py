@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn import SAGEConv, to_hetero
-from torch_geometric.utils import scatter
 from torch_sparse import SparseTensor
 from torch_geometric.nn.conv import MessagePassing
 from torch_sparse import matmul as sparse_matmul
@@ -29,27 +28,19 @@ from graphrec_dist.data.bundle import BOOK, USER, Bundle
 from graphrec_dist.distributed import DistContext
 from graphrec_dist.models.base import BPROutput, EmbeddingScorer, Recommender, TripletBatch
 from graphrec_dist.models.mf import ego_reg, triplet_scores
+from graphrec_dist.models.sparse import AdjPair, SpMM, bipartite_pair, normalised_weight
 from graphrec_dist.sampling import training_graph
 
 EdgeType = tuple[str, str, str]
 
 
-def normalised_weight(edge_weight: Optional[Tensor], dst: Tensor, num_dst: int) -> Optional[Tensor]:
-    """Edge weights scaled to average 1 over each destination's in-edges (None stays None)."""
-    if edge_weight is None:
-        return None
-    w = edge_weight.to(torch.float32)
-    total = scatter(w, dst, 0, dim_size=num_dst, reduce="sum")
-    count = scatter(torch.ones_like(w), dst, 0, dim_size=num_dst, reduce="sum")
-    return w * count[dst] / total[dst].clamp_min(1e-12)
-
-
 class WeightedSAGEConv(SAGEConv):
     """SAGEConv whose messages are scaled by (renormalised) edge weights.
 
-    Takes either ``edge_index`` + raw ``edge_weight`` (renormalised here) or a SparseTensor
-    ``adj_t`` whose values are already renormalised: what the model passes, in training and at
-    inference, so that no per-edge message is ever materialised.
+    Takes ``edge_index`` + raw ``edge_weight`` (renormalised here), a SparseTensor ``adj_t`` whose
+    values are already renormalised (sampled training, inference), or an :class:`AdjPair` whose
+    values already include the aggregation (full-graph training: a CSR matmul with a cached
+    transpose for the backward). No per-edge message is ever materialised on the last two.
     """
 
     # PyG swaps a conv class's `propagate` for one generated from its own signature. Once a plain
@@ -60,7 +51,9 @@ class WeightedSAGEConv(SAGEConv):
     def forward(self, x, edge_index, edge_weight: Optional[Tensor] = None) -> Tensor:  # type: ignore[override]
         if isinstance(x, Tensor):
             x = (x, x)
-        if isinstance(edge_index, SparseTensor):
+        if isinstance(edge_index, AdjPair):
+            out = SpMM.apply(x[0], edge_index.adj_t, edge_index.adj)
+        elif isinstance(edge_index, SparseTensor):
             # propagate_type: (x: OptPairTensor, edge_weight: OptTensor)
             out = self.propagate(edge_index, x=x, edge_weight=None)
         else:
@@ -233,18 +226,27 @@ class GraphSAGERecommender(Recommender):
         # Plain attributes, not buffers: checkpoints and DDP broadcasts must not carry the graph.
         self._graph = graph
         self._adj: Optional[dict] = None
+        self._adj_device: Optional[torch.device] = None
+        self.aggr = cfg.model.aggr
 
     def message_graph(self, bundle: Bundle):
         """The graph this model passes messages over (and the loader samples from)."""
         return training_graph(bundle, self.user_book_only, self.exclude_relations)
 
     def full_adjacency(self, device: torch.device) -> dict:
-        """The whole message graph's ``adj_t`` per edge type, built once per device; the sparse
-        transposes the backward pass needs are cached with it."""
-        if self._adj is None or next(iter(self._adj.values())).device() != device:
-            self._adj = graph_adjacency(self._graph, self.use_edge_weight, device)
-            for adj in self._adj.values():
-                adj.fill_cache_()
+        """The whole message graph per edge type, built once per device: CSR pairs for sum/mean
+        aggregation (the fast path), SparseTensors with their transposes cached for max."""
+        if self._adj is None or self._adj_device != device:
+            g = self._graph
+            if self.aggr in ("sum", "mean"):
+                self._adj = {et: bipartite_pair(g[et].edge_index, g[et].get("edge_weight") if self.use_edge_weight
+                                                else None, int(g[et[0]].num_nodes), int(g[et[2]].num_nodes),
+                                                self.aggr, device) for et in g.edge_types}
+            else:
+                self._adj = graph_adjacency(g, self.use_edge_weight, device)
+                for adj in self._adj.values():
+                    adj.fill_cache_()
+            self._adj_device = device
         return self._adj
 
     def inputs(self, x: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -12,38 +12,17 @@ adjacency; the scorer propagates once more and ranks by dot products.
 """
 from __future__ import annotations
 
-from typing import ClassVar, NamedTuple
+from typing import ClassVar
 
 import torch
 from torch_geometric.nn.conv import LGConv
 from torch_geometric.nn.models import LightGCN as PygLightGCN
-from torch_geometric.utils import to_torch_csr_tensor
 
 from graphrec_dist.data.bundle import BOOK, RATES, USER, Bundle, edge_types_without
 from graphrec_dist.data.homogeneous import homogeneous_view
 from graphrec_dist.models.base import BPROutput, EmbeddingScorer, Recommender, Scorer, TripletBatch
 from graphrec_dist.models.mf import INIT_STD, ego_reg, triplet_scores
-
-
-class AdjPair(NamedTuple):
-    """The normalised adjacency as PyG's ``adj_t`` (messages flow src -> dst) and its transpose."""
-
-    adj_t: torch.Tensor  # torch sparse CSR [N, N]: row = destination
-    adj: torch.Tensor  # torch sparse CSR [N, N]: row = source, for the backward pass
-
-
-class _SpMM(torch.autograd.Function):
-    """``adj_t @ x`` whose backward is ``adj @ grad``: torch's own CSR backward rebuilds the
-    transpose on every call, which made a step 10-30x slower than the forward pass."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, adj_t: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
-        ctx.adj = adj
-        return torch.sparse.mm(adj_t, x)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        return torch.sparse.mm(ctx.adj, grad), None, None
+from graphrec_dist.models.sparse import AdjPair, SpMM, adjacency_pair
 
 
 class PairLGConv(LGConv):
@@ -51,19 +30,8 @@ class PairLGConv(LGConv):
 
     def forward(self, x: torch.Tensor, edge_index, edge_weight: torch.Tensor | None = None) -> torch.Tensor:
         if isinstance(edge_index, AdjPair):
-            return _SpMM.apply(x, edge_index.adj_t, edge_index.adj)
+            return SpMM.apply(x, edge_index.adj_t, edge_index.adj)
         return super().forward(x, edge_index, edge_weight)
-
-
-def adjacency_pair(edge_index: torch.Tensor, edge_weight: torch.Tensor, num_nodes: int,
-                   device: torch.device) -> AdjPair:
-    """Both CSR orientations on ``device``. A fused sparse-dense matmul per layer: the edge_index
-    path would materialise one message per edge (E x dim floats), gigabytes at Goodbooks scale."""
-    size = (num_nodes, num_nodes)
-    weight = edge_weight.float()
-    adj_t = to_torch_csr_tensor(edge_index.flip(0), weight, size=size)
-    adj = to_torch_csr_tensor(edge_index, weight, size=size)
-    return AdjPair(adj_t.to(device), adj.to(device))
 
 
 class LightGCNRecommender(Recommender):

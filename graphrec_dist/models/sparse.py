@@ -1,0 +1,84 @@
+"""Sparse-dense products for full-graph message passing: a CSR adjacency in both orientations and a
+matmul whose backward uses the stored transpose.
+
+torch's CSR ``sparse.mm`` is several times faster than torch_sparse's ``spmm`` on one CPU thread at
+Goodbooks scale (4.9M edges, 64 dims: 0.24 s vs 0.90 s for the mean), and torch's own CSR backward
+rebuilds the transpose on every call; :class:`SpMM` multiplies by a transpose built once instead.
+Used by LightGCN and by full-graph GraphSAGE.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+from torch_geometric.utils import scatter, to_torch_csr_tensor
+
+
+class AdjPair(NamedTuple):
+    """The normalised adjacency as PyG's ``adj_t`` (messages flow src -> dst) and its transpose."""
+
+    adj_t: torch.Tensor  # torch sparse CSR [N, N]: row = destination
+    adj: torch.Tensor  # torch sparse CSR [N, N]: row = source, for the backward pass
+
+
+class SpMM(torch.autograd.Function):
+    """``adj_t @ x`` whose backward is ``adj @ grad``: torch's own CSR backward rebuilds the
+    transpose on every call, which made a step 10-30x slower than the forward pass."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, adj_t: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
+        ctx.adj = adj
+        return torch.sparse.mm(adj_t, x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return torch.sparse.mm(ctx.adj, grad), None, None
+
+
+def adjacency_pair(edge_index: torch.Tensor, edge_weight: torch.Tensor, num_nodes: int,
+                   device: torch.device) -> AdjPair:
+    """Both CSR orientations on ``device``. A fused sparse-dense matmul per layer: the edge_index
+    path would materialise one message per edge (E x dim floats), gigabytes at Goodbooks scale."""
+    size = (num_nodes, num_nodes)
+    weight = edge_weight.float()
+    adj_t = to_torch_csr_tensor(edge_index.flip(0), weight, size=size)
+    adj = to_torch_csr_tensor(edge_index, weight, size=size)
+    return AdjPair(adj_t.to(device), adj.to(device))
+
+
+def normalised_weight(edge_weight: Optional[torch.Tensor], dst: torch.Tensor, num_dst: int) -> Optional[torch.Tensor]:
+    """Edge weights scaled to average 1 over each destination's in-edges (None stays None)."""
+    if edge_weight is None:
+        return None
+    w = edge_weight.to(torch.float32)
+    total = scatter(w, dst, 0, dim_size=num_dst, reduce="sum")
+    count = scatter(torch.ones_like(w), dst, 0, dim_size=num_dst, reduce="sum")
+    return w * count[dst] / total[dst].clamp_min(1e-12)
+
+
+def weighted_mean_values(edge_index: torch.Tensor, weight: Optional[torch.Tensor], num_dst: int,
+                         aggr: str) -> torch.Tensor:
+    """Edge values that make ``adj_t @ x`` GraphSAGE's (weighted) ``aggr`` of the sources.
+
+    ``sum``: the weights renormalised to average 1 over each destination's in-edges (1 without
+    weights); ``mean``: those divided by the destination's in-degree, i.e. a weighted mean.
+    """
+    dst = edge_index[1]
+    w = normalised_weight(weight, dst, num_dst)
+    if w is None:
+        w = torch.ones(dst.numel(), dtype=torch.float32, device=dst.device)
+    if aggr == "mean":
+        count = scatter(torch.ones_like(w), dst, 0, dim_size=num_dst, reduce="sum")
+        w = w / count[dst].clamp_min(1.0)
+    elif aggr != "sum":
+        raise ValueError(f"a sparse matmul computes sum or mean aggregation, not {aggr!r}")
+    return w
+
+
+def bipartite_pair(edge_index: torch.Tensor, weight: Optional[torch.Tensor], num_src: int, num_dst: int,
+                   aggr: str, device: torch.device) -> AdjPair:
+    """An :class:`AdjPair` of a (possibly bipartite) relation: ``adj_t`` is [num_dst, num_src]."""
+    values = weighted_mean_values(edge_index, weight, num_dst, aggr)
+    adj_t = to_torch_csr_tensor(edge_index.flip(0), values, size=(num_dst, num_src))
+    adj = to_torch_csr_tensor(edge_index, values, size=(num_src, num_dst))
+    return AdjPair(adj_t.to(device), adj.to(device))
