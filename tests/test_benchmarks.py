@@ -220,8 +220,8 @@ def test_report_draws_every_figure_and_names_the_commands(tmp_path):
     assert "graphsage is NOT the best model" in text and "ease leads" in text
     assert "1.20×" in text  # the evaluator ratio
     pngs = sorted(p.name for p in (docs / "img").glob("*.png"))
-    assert pngs == ["evaluation.png", "quality_bars.png", "sampling.png", "scaling.png", "sweep.png", "training_curves.png",
-                    "training_phases.png", "training_race.png"]
+    assert pngs == ["evaluation.png", "quality_bars.png", "sampling.png", "scaling.png", "sweep.png", "time_to_quality.png",
+                    "training_curves.png", "training_phases.png", "training_race.png"]
     for p in (docs / "img").glob("*.png"):
         assert p.read_bytes()[:8] == PNG_MAGIC and p.stat().st_size > 5000
         assert f"img/{p.name}" in text

@@ -76,6 +76,36 @@ def training_curves(res: dict[str, Any], path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def time_to_quality(res: dict[str, Any], path: Path) -> Path | None:
+    """Validation NDCG@10 against cumulative training seconds, every model on one plot (a
+    closed-form model is one point at its fit time)."""
+    models = res.get("models", {})
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    drawn, xs = 0, []
+    for name, m in models.items():
+        elapsed, pts = 0.0, []
+        for c in m.get("curve", []):
+            elapsed += c.get("epoch_s") or 0.0
+            if c.get("val_ndcg@10") is not None:
+                pts.append((elapsed, c["val_ndcg@10"]))
+        if pts:
+            ax.plot(*zip(*pts), marker="o", markersize=3 if len(pts) > 1 else 7, label=name, color=f"C{drawn}")
+            drawn += 1
+            xs += [x for x, _ in pts if x > 0]
+    if not drawn:
+        plt.close(fig)
+        return None
+    if xs and max(xs) > 20 * min(xs):  # seconds-long fits next to hour-long training
+        ax.set_xscale("log")
+    ax.set_xlabel("training seconds (cumulative; validation time not included)")
+    ax.set_ylabel("validation NDCG@10")
+    ax.set_title("Time to quality (full-ranking validation)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
 def race(res: dict[str, Any], path: Path) -> Path | None:
     """Validation NDCG@10 against training seconds: the trainer vs the reference notebook loop."""
     comp = res.get("compare")

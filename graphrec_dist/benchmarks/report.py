@@ -28,6 +28,7 @@ def draw(sections: dict[str, dict[str, Any] | None], img_dir: Path) -> dict[str,
     if res.get("quality"):
         out["quality_bars"] = figures.quality_bars(res["quality"], img_dir / "quality_bars.png")
         out["training_curves"] = figures.training_curves(res["quality"], img_dir / "training_curves.png")
+        out["time_to_quality"] = figures.time_to_quality(res["quality"], img_dir / "time_to_quality.png")
     if res.get("training"):
         out["race"] = figures.race(res["training"], img_dir / "training_race.png")
         prof = res["training"].get("profile", {})

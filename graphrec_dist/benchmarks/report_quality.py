@@ -206,5 +206,7 @@ def quality_markdown(payload: dict[str, Any], rel: dict[str, str], img: Callable
     lines += ablation_table(res.get("ablation", {}))
     lines += img(rel, "quality_bars", "test Hit@10 and NDCG@10 of every model", payload, "quality")
     lines += img(rel, "training_curves", "validation NDCG@10 per epoch of every model", payload, "quality")
+    lines += img(rel, "time_to_quality", "validation NDCG@10 against training seconds, every model", payload,
+                 "quality")
     lines += ["", f"Reproduce the table: {reproduce(payload, 'quality')}."]
     return "\n".join(lines)
