@@ -52,14 +52,17 @@ def _free_port() -> int:
 
 @pytest.mark.multiproc
 @pytest.mark.slow
-def test_two_process_gloo_training(tmp_path: Path) -> None:
+@pytest.mark.parametrize("regime", [[], ["train.mode=full_graph", "train.loss=softmax", "model.score=cosine",
+                                         "model.temperature=0.2", "model.emb_dropout=0.2"]],
+                         ids=["sampled", "full_graph"])
+def test_two_process_gloo_training(tmp_path: Path, regime: list[str]) -> None:
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     out = tmp_path / "run"
     overrides = [f"data.raw_dir={tmp_path}/raw", f"data.bundle_dir={tmp_path}/bundle", "data.synth_users=300",
                  f"run.out_dir={out}", "run.progress=false", "train.epochs=6", "train.lr=0.01",
                  "train.edges_per_epoch=16384", "train.batch_size=256", "train.num_neighbors=[5,3]",
-                 "train.num_threads=1", "eval.ks=[10]", "train.patience=6"]
+                 "train.num_threads=1", "eval.ks=[10]", "train.patience=6", *regime]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
            f"--master_port={_free_port()}", str(script), "configs/debug.yaml", *overrides]
