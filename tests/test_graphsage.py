@@ -6,6 +6,7 @@ from graphrec_dist.data.bundle import BOOK, RATES, REV_RATES, USER
 from graphrec_dist.distributed import DistContext
 from graphrec_dist.losses import bpr_loss, full_softmax_loss
 from graphrec_dist.models.base import TripletBatch
+from graphrec_dist.models.sparse import bipartite_pair, restrict_rows
 from graphrec_dist.models import build_model
 from graphrec_dist.models.graphsage import (WeightedSAGEConv, _block, adjacency, graph_adjacency,
                                             layer_edge_types, normalised_weight)
@@ -147,3 +148,14 @@ def test_full_graph_mode_gives_every_parameter_a_gradient_and_emb_dropout_acts_o
     assert not torch.allclose(a, model.bpr_forward(batch).pos)  # dropout draws differ in training
     model.eval()
     assert torch.equal(model.bpr_forward(batch).pos, model.bpr_forward(batch).pos)
+
+
+def test_restricted_rows_keep_exactly_their_in_edges() -> None:
+    edge_index = torch.tensor([[0, 1, 2, 0, 3], [0, 0, 1, 2, 2]])  # src -> dst
+    pair = bipartite_pair(edge_index, torch.tensor([1.0, 3.0, 1.0, 2.0, 2.0]), 4, 3, "mean", torch.device("cpu"))
+    sub = restrict_rows(pair, torch.tensor([0, 2]))
+    x = torch.arange(8.0).view(4, 2)
+    full, part = torch.sparse.mm(pair.adj_t, x), torch.sparse.mm(sub.adj_t, x)
+    assert torch.allclose(part[[0, 2]], full[[0, 2]]) and torch.equal(part[1], torch.zeros(2))
+    assert torch.allclose(full[0], (0.5 * x[0] + 1.5 * x[1]) / 2)  # weighted mean over dst 0's sources
+    assert torch.equal(sub.adj.to_dense(), sub.adj_t.to_dense().T)

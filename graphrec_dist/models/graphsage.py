@@ -28,7 +28,7 @@ from graphrec_dist.data.bundle import BOOK, USER, Bundle
 from graphrec_dist.distributed import DistContext
 from graphrec_dist.models.base import BPROutput, EmbeddingScorer, Recommender, TripletBatch
 from graphrec_dist.models.mf import ego_reg, triplet_scores
-from graphrec_dist.models.sparse import AdjPair, SpMM, bipartite_pair, normalised_weight
+from graphrec_dist.models.sparse import AdjPair, SpMM, bipartite_pair, normalised_weight, restrict_rows
 from graphrec_dist.sampling import training_graph
 
 EdgeType = tuple[str, str, str]
@@ -280,9 +280,21 @@ class GraphSAGERecommender(Recommender):
         return BPROutput(pos_score, neg_score, reg)
 
     def full_graph_forward(self, batch: TripletBatch) -> BPROutput:
-        """The layers over the whole graph, then the batch's scores (and every book's vector)."""
+        """The layers over the whole graph, then the batch's scores (and every book's vector).
+
+        Only the batch's users are scored, so the last layer gives other users no messages: their
+        rows are computed but unused, and the step costs their in-edges nothing.
+        """
         x = {nt: e.weight for nt, e in self.encoder.emb.items()}
-        h = self.encoder(self.inputs(x), self.full_adjacency(x[USER].device), {})
+        adj = self.full_adjacency(x[USER].device)
+        last = dict(adj)
+        users = torch.unique(batch.users)
+        for et, pair in adj.items():
+            if et[2] == USER and isinstance(pair, AdjPair):
+                last[et] = restrict_rows(pair, users)
+        h = self.inputs(x)
+        for i in range(len(self.encoder.layers)):
+            h = self.encoder.layer(i, h, last if i == len(self.encoder.layers) - 1 else adj, {})
         hu, hb = self.scoring_vectors(h[USER][batch.users], h[BOOK])
         pos_score, neg_score = triplet_scores(hu, hb[batch.pos], hb[batch.neg])
         reg = ego_reg(x[USER][batch.users], x[BOOK][batch.pos], x[BOOK][batch.neg], batch_size=len(batch.users))

@@ -82,3 +82,20 @@ def bipartite_pair(edge_index: torch.Tensor, weight: Optional[torch.Tensor], num
     adj_t = to_torch_csr_tensor(edge_index.flip(0), values, size=(num_dst, num_src))
     adj = to_torch_csr_tensor(edge_index, values, size=(num_src, num_dst))
     return AdjPair(adj_t.to(device), adj.to(device))
+
+
+def restrict_rows(pair: AdjPair, rows: torch.Tensor) -> AdjPair:
+    """``pair`` with only the destination ``rows`` (sorted, unique) keeping their in-edges; the
+    shape stays the same, so a layer computes those rows exactly and the rest from no messages.
+    A step that needs a few destinations (a batch's users) then costs their edges, not all."""
+    crow, col, val = pair.adj_t.crow_indices(), pair.adj_t.col_indices(), pair.adj_t.values()
+    starts, lengths = crow[rows], crow[rows + 1] - crow[rows]
+    total = int(lengths.sum())
+    offsets = torch.repeat_interleave(starts - (torch.cumsum(lengths, 0) - lengths), lengths)
+    idx = torch.arange(total, device=crow.device) + offsets
+    num_dst, num_src = pair.adj_t.shape
+    dst = torch.repeat_interleave(rows, lengths)
+    edge_index = torch.stack([col[idx], dst])
+    adj_t = to_torch_csr_tensor(edge_index.flip(0), val[idx], size=(num_dst, num_src))
+    adj = to_torch_csr_tensor(edge_index, val[idx], size=(num_src, num_dst))
+    return AdjPair(adj_t, adj)
