@@ -93,6 +93,7 @@ class ModelConfig:
     score: Literal["dot", "cosine"] = "dot"
     temperature: float = 1.0
     emb_dropout: float = 0.0  # graphsage: dropout on the id embeddings fed to the first layer
+    item_bias: bool = False  # graphsage: a learned per-item score offset added to every score
 
     def __post_init__(self) -> None:
         _require(self.emb_dim > 0, "model.emb_dim", "a positive integer")

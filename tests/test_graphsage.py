@@ -1,11 +1,12 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
 from graphrec_dist.config import load_config
 from graphrec_dist.data.bundle import BOOK, RATES, REV_RATES, USER
 from graphrec_dist.distributed import DistContext
 from graphrec_dist.losses import bpr_loss, full_softmax_loss
-from graphrec_dist.models.base import TripletBatch
+from graphrec_dist.models.base import EmbeddingScorer, TripletBatch
 from graphrec_dist.models.sparse import bipartite_pair, restrict_rows
 from graphrec_dist.models import build_model
 from graphrec_dist.models.graphsage import (WeightedSAGEConv, _block, adjacency, graph_adjacency,
@@ -159,3 +160,25 @@ def test_restricted_rows_keep_exactly_their_in_edges() -> None:
     assert torch.allclose(part[[0, 2]], full[[0, 2]]) and torch.equal(part[1], torch.zeros(2))
     assert torch.allclose(full[0], (0.5 * x[0] + 1.5 * x[1]) / 2)  # weighted mean over dst 0's sources
     assert torch.equal(sub.adj.to_dense(), sub.adj_t.to_dense().T)
+
+
+def test_item_bias_is_added_to_every_score_in_training_and_ranking() -> None:
+    model, bundle = _model("graphsage", "train.mode=full_graph", "model.score=cosine", "model.item_bias=true")
+    with torch.no_grad():
+        model.item_bias.copy_(torch.arange(bundle.num_books, dtype=torch.float32))
+    model.eval()
+    batch = _triplets(bundle)
+    with torch.no_grad():
+        out = model.bpr_forward(batch)
+        scorer = model.scorer(bundle, DistContext(), None)
+        plain = EmbeddingScorer(*[F.normalize(t, dim=-1) for t in (scorer.user_emb[:, :-1], scorer.item_emb[:, :-1])])
+    cos = plain.scores(batch.users) / model.temperature
+    expected = cos + torch.arange(bundle.num_books, dtype=torch.float32)
+    assert torch.allclose(scorer.scores(batch.users), expected, atol=1e-4)
+    assert torch.allclose(out.pos, expected[torch.arange(16), batch.pos], atol=1e-4)
+    sampled, _ = _model("graphsage", "model.item_bias=true")
+    ids = torch.arange(0, len(bundle.train), 7)
+    b = next(iter(make_link_loader(bundle, len(ids), [-1, -1], neg_per_pos=2, edge_ids=ids)))
+    with torch.no_grad():
+        sampled.item_bias.fill_(1000.0)
+        assert bool((sampled.bpr_forward(b).pos > 500).all())  # the sampled path adds it too

@@ -220,6 +220,8 @@ class GraphSAGERecommender(Recommender):
         self.cosine = cfg.model.score == "cosine"
         self.temperature = cfg.model.temperature
         self.emb_dropout = cfg.model.emb_dropout
+        # A learned per-book score offset: cosine scores alone cannot say that a book is popular.
+        self.item_bias = nn.Parameter(torch.zeros(bundle.num_books)) if cfg.model.item_bias else None
         graph = self.message_graph(bundle)
         num_nodes = {nt: int(graph[nt].num_nodes) for nt in graph.node_types}
         self.encoder = HeteroSAGE(num_nodes, list(graph.edge_types), cfg)
@@ -255,11 +257,17 @@ class GraphSAGERecommender(Recommender):
             return x
         return {nt: F.dropout(v, self.emb_dropout, training=True) for nt, v in x.items()}
 
-    def scoring_vectors(self, user: Tensor, book: Tensor) -> tuple[Tensor, Tensor]:
-        """Vectors whose dot products are the scores: normalised and temperature-scaled for cosine."""
-        if not self.cosine:
+    def scoring_vectors(self, user: Tensor, book: Tensor, book_ids: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        """Vectors whose dot products are the scores: normalised and temperature-scaled for cosine;
+        with ``model.item_bias`` a constant 1 on the user side meets the book's learned bias
+        (``book_ids``: the global ids of ``book``'s rows, None for every book in order)."""
+        if self.cosine:
+            user, book = F.normalize(user, dim=-1) / self.temperature, F.normalize(book, dim=-1)
+        if self.item_bias is None:
             return user, book
-        return F.normalize(user, dim=-1) / self.temperature, F.normalize(book, dim=-1)
+        bias = self.item_bias if book_ids is None else self.item_bias[book_ids]
+        return (torch.cat([user, user.new_ones(user.size(0), 1)], dim=1),
+                torch.cat([book, bias.unsqueeze(1).to(book.dtype)], dim=1))
 
     def encode_batch(self, batch) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """(input embeddings, output embeddings) of every node in a sampled HeteroData batch."""
@@ -274,7 +282,7 @@ class GraphSAGERecommender(Recommender):
         src = batch[USER].src_index
         pos = batch[BOOK].dst_pos_index
         neg = batch[BOOK].dst_neg_index.view(len(src), -1)
-        hu, hb = self.scoring_vectors(h[USER][src], h[BOOK])
+        hu, hb = self.scoring_vectors(h[USER][src], h[BOOK], batch[BOOK].n_id)
         pos_score, neg_score = triplet_scores(hu, hb[pos], hb[neg])
         reg = ego_reg(x[USER][src], x[BOOK][pos], x[BOOK][neg], batch_size=len(src))
         return BPROutput(pos_score, neg_score, reg)
