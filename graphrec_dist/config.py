@@ -94,6 +94,8 @@ class ModelConfig:
     temperature: float = 1.0
     emb_dropout: float = 0.0  # graphsage: dropout on the id embeddings fed to the first layer
     item_bias: bool = False  # graphsage: a learned per-item score offset added to every score
+    # graphsage, full-graph training: share of each batch user's in-edges dropped in the last layer
+    history_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         _require(self.emb_dim > 0, "model.emb_dim", "a positive integer")
@@ -105,6 +107,7 @@ class ModelConfig:
                  f"a list of relation names from {', '.join(RELATION_NAMES)}")
         _require(self.temperature > 0, "model.temperature", "a positive number")
         _require(0.0 <= self.emb_dropout < 1.0, "model.emb_dropout", "a number in [0, 1)")
+        _require(0.0 <= self.history_dropout < 1.0, "model.history_dropout", "a number in [0, 1)")
         _require(self.lightgcn_layers >= 0, "model.lightgcn_layers", "an integer >= 0 (0 = matrix factorisation)")
 
 

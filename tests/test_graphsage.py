@@ -182,3 +182,15 @@ def test_item_bias_is_added_to_every_score_in_training_and_ranking() -> None:
     with torch.no_grad():
         sampled.item_bias.fill_(1000.0)
         assert bool((sampled.bpr_forward(b).pos > 500).all())  # the sampled path adds it too
+
+
+def test_history_dropout_keeps_a_random_share_of_edges_scaled_up() -> None:
+    n = 4000
+    edge_index = torch.stack([torch.arange(n), torch.zeros(n, dtype=torch.long)])
+    pair = bipartite_pair(edge_index, None, n, 2, "sum", torch.device("cpu"))
+    torch.manual_seed(0)
+    sub = restrict_rows(pair, torch.tensor([0]), keep=0.25)
+    values = sub.adj_t.values()
+    assert abs(len(values) / n - 0.25) < 0.03 and torch.allclose(values, torch.full_like(values, 4.0))
+    # on average the row's sum is unchanged: dropout's rescaling
+    assert abs(float(torch.sparse.mm(sub.adj_t, torch.ones(n, 1))[0]) / n - 1.0) < 0.1

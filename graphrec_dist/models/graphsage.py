@@ -220,6 +220,7 @@ class GraphSAGERecommender(Recommender):
         self.cosine = cfg.model.score == "cosine"
         self.temperature = cfg.model.temperature
         self.emb_dropout = cfg.model.emb_dropout
+        self.history_dropout = cfg.model.history_dropout
         # A learned per-book score offset: cosine scores alone cannot say that a book is popular.
         self.item_bias = nn.Parameter(torch.zeros(bundle.num_books)) if cfg.model.item_bias else None
         graph = self.message_graph(bundle)
@@ -291,7 +292,9 @@ class GraphSAGERecommender(Recommender):
         """The layers over the whole graph, then the batch's scores (and every book's vector).
 
         Only the batch's users are scored, so the last layer gives other users no messages: their
-        rows are computed but unused, and the step costs their in-edges nothing.
+        rows are computed but unused, and the step costs their in-edges nothing. In training,
+        ``model.history_dropout`` drops that share of the batch users' in-edges (their history and
+        attributes) in the last layer, as a denoising autoencoder drops input items.
         """
         x = {nt: e.weight for nt, e in self.encoder.emb.items()}
         adj = self.full_adjacency(x[USER].device)
@@ -299,7 +302,8 @@ class GraphSAGERecommender(Recommender):
         users = torch.unique(batch.users)
         for et, pair in adj.items():
             if et[2] == USER and isinstance(pair, AdjPair):
-                last[et] = restrict_rows(pair, users)
+                keep = 1.0 - self.history_dropout if self.training else 1.0
+                last[et] = restrict_rows(pair, users, keep)
         h = self.inputs(x)
         for i in range(len(self.encoder.layers)):
             h = self.encoder.layer(i, h, last if i == len(self.encoder.layers) - 1 else adj, {})

@@ -84,10 +84,14 @@ def bipartite_pair(edge_index: torch.Tensor, weight: Optional[torch.Tensor], num
     return AdjPair(adj_t.to(device), adj.to(device))
 
 
-def restrict_rows(pair: AdjPair, rows: torch.Tensor) -> AdjPair:
+def restrict_rows(pair: AdjPair, rows: torch.Tensor, keep: float = 1.0) -> AdjPair:
     """``pair`` with only the destination ``rows`` (sorted, unique) keeping their in-edges; the
     shape stays the same, so a layer computes those rows exactly and the rest from no messages.
-    A step that needs a few destinations (a batch's users) then costs their edges, not all."""
+    A step that needs a few destinations (a batch's users) then costs their edges, not all.
+
+    ``keep`` < 1 keeps each of those edges with that probability (torch's global RNG) and scales
+    the kept ones by ``1 / keep``, as dropout does: the rows see a random part of their neighbours.
+    """
     crow, col, val = pair.adj_t.crow_indices(), pair.adj_t.col_indices(), pair.adj_t.values()
     starts, lengths = crow[rows], crow[rows + 1] - crow[rows]
     total = int(lengths.sum())
@@ -95,7 +99,11 @@ def restrict_rows(pair: AdjPair, rows: torch.Tensor) -> AdjPair:
     idx = torch.arange(total, device=crow.device) + offsets
     num_dst, num_src = pair.adj_t.shape
     dst = torch.repeat_interleave(rows, lengths)
+    values = val[idx]
+    if keep < 1.0:
+        kept = torch.rand(total, device=crow.device) < keep
+        idx, dst, values = idx[kept], dst[kept], values[kept] / keep
     edge_index = torch.stack([col[idx], dst])
-    adj_t = to_torch_csr_tensor(edge_index.flip(0), val[idx], size=(num_dst, num_src))
-    adj = to_torch_csr_tensor(edge_index, val[idx], size=(num_src, num_dst))
+    adj_t = to_torch_csr_tensor(edge_index.flip(0), values, size=(num_dst, num_src))
+    adj = to_torch_csr_tensor(edge_index, values, size=(num_src, num_dst))
     return AdjPair(adj_t, adj)
