@@ -128,6 +128,9 @@ class TrainConfig:
     # every item (models that score all items in a step: mf, lightgcn, full-graph graphsage) or
     # against its neg_per_pos sampled negatives (sampled graphsage).
     loss: Literal["bpr", "softmax"] = "bpr"
+    # softmax over every item: 0 ranks each positive against the whole catalogue; N > 0 against N
+    # items drawn uniformly per step and shared by the batch (for catalogues too big to score).
+    softmax_negatives: int = 0
     exclude_seed_edges: bool = False  # drop batch seed edges from message passing (hurt on the demo)
     edges_per_epoch: Optional[int] = None  # cap for quick runs; None = every training edge
     max_steps: Optional[int] = None  # stop after this many optimiser steps (tests, smoke runs)
@@ -151,6 +154,7 @@ class TrainConfig:
         _require(self.edges_per_epoch is None or self.edges_per_epoch > 0, "train.edges_per_epoch",
                  "a positive integer or null")
         _require(self.num_workers >= 0, "train.num_workers", "an integer >= 0")
+        _require(self.softmax_negatives >= 0, "train.softmax_negatives", "an integer >= 0 (0: every item)")
         _require(self.num_threads >= 0, "train.num_threads", "an integer >= 0")
         _require(self.patience >= 1, "train.patience", "an integer >= 1")
 

@@ -38,14 +38,32 @@ def full_softmax_loss(user: torch.Tensor, items: torch.Tensor, pos_items: torch.
     return F.cross_entropy(user @ items.T, pos_items)
 
 
+def shared_softmax_loss(pos: torch.Tensor, user: torch.Tensor, items: torch.Tensor, pos_items: torch.Tensor,
+                        num_shared: int) -> torch.Tensor:
+    """Cross-entropy of each positive against ``num_shared`` items drawn uniformly (torch's global
+    RNG) and shared by the whole batch; a drawn item that is the row's own positive is masked.
+
+    ``pos``: [n] the positives' scores (= ``user[r] @ items[pos_items[r]]``). Costs n x num_shared
+    scores instead of n x num_items: the catalogue-size knob for large catalogues.
+    """
+    drawn = torch.randint(items.shape[0], (num_shared,), device=items.device)
+    neg = user @ items[drawn].T
+    neg = neg.masked_fill(drawn.unsqueeze(0) == pos_items.unsqueeze(1), float("-inf"))
+    return sampled_softmax_loss(pos, neg)
+
+
 def ranking_loss(name: str, pos: torch.Tensor, neg: torch.Tensor, user: torch.Tensor | None = None,
-                 items: torch.Tensor | None = None, pos_items: torch.Tensor | None = None) -> torch.Tensor:
-    """``train.loss``: "bpr", or "softmax" over every item when the model scores them all in the
-    step (``user``/``items`` given) and over the sampled negatives otherwise."""
+                 items: torch.Tensor | None = None, pos_items: torch.Tensor | None = None,
+                 num_shared: int = 0) -> torch.Tensor:
+    """``train.loss``: "bpr", or "softmax" over every item (or ``num_shared`` shared uniform ones)
+    when the model scores them all in the step (``user``/``items`` given), and over the sampled
+    negatives otherwise."""
     if name == "bpr":
         return bpr_loss(pos, neg)
     if name != "softmax":
         raise ValueError(f"unknown loss {name!r}; expected bpr or softmax")
     if user is not None and items is not None and pos_items is not None:
+        if num_shared > 0:
+            return shared_softmax_loss(pos, user.float(), items.float(), pos_items, num_shared)
         return full_softmax_loss(user.float(), items.float(), pos_items)
     return sampled_softmax_loss(pos, neg)

@@ -78,7 +78,8 @@ def batch_loss(cfg: Config, outputs: tuple, batch) -> torch.Tensor:
     embedding penalty (in float32 whatever the autocast dtype)."""
     pos, neg, reg, user, items = outputs
     pos_items = batch.pos if isinstance(batch, TripletBatch) else None
-    loss = ranking_loss(cfg.train.loss, pos.float(), neg.float(), user, items, pos_items)
+    loss = ranking_loss(cfg.train.loss, pos.float(), neg.float(), user, items, pos_items,
+                        cfg.train.softmax_negatives)
     return loss + cfg.train.l2 * reg.float()
 
 

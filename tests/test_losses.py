@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from graphrec_dist.losses import bpr_loss, full_softmax_loss, ranking_loss, sampled_softmax_loss
+from graphrec_dist.losses import (bpr_loss, full_softmax_loss, ranking_loss, sampled_softmax_loss,
+                                  shared_softmax_loss)
 
 
 def test_bpr_loss_by_hand() -> None:
@@ -62,3 +63,23 @@ def test_ranking_loss_uses_every_item_when_the_model_gives_them_and_the_negative
     assert ranking_loss("bpr", pos, neg, user, items, torch.tensor([0])).item() == pytest.approx(bpr_loss(pos, neg).item())
     with pytest.raises(ValueError, match="unknown loss 'hinge'"):
         ranking_loss("hinge", pos, neg)
+
+
+def test_shared_softmax_masks_the_positive_when_it_is_drawn_and_uses_the_drawn_items() -> None:
+    user = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    items = torch.tensor([[2.0, 0.0], [0.0, 3.0], [1.0, 1.0]])
+    pos_items = torch.tensor([0, 1])
+    pos = (user * items[pos_items]).sum(-1)
+    torch.manual_seed(0)
+    drawn = torch.randint(3, (50,))
+    torch.manual_seed(0)
+    loss = shared_softmax_loss(pos, user, items, pos_items, 50)
+    expected = 0.0
+    for r in range(2):
+        others = [float(user[r] @ items[d]) for d in drawn.tolist() if d != int(pos_items[r])]
+        p = float(pos[r])
+        expected += -p + math.log(math.exp(p) + sum(math.exp(o) for o in others))
+    assert loss.item() == pytest.approx(expected / 2, rel=1e-5)
+    torch.manual_seed(0)
+    routed = ranking_loss("softmax", pos, torch.zeros(2, 1), user, items, pos_items, num_shared=50)
+    assert routed.item() == pytest.approx(loss.item())
