@@ -131,7 +131,9 @@ class TrainConfig:
     # softmax over every item: 0 ranks each positive against the whole catalogue; N > 0 against N
     # items drawn uniformly per step and shared by the batch (for catalogues too big to score).
     softmax_negatives: int = 0
-    exclude_seed_edges: bool = False  # drop batch seed edges from message passing (hurt on the demo)
+    # Drop each batch's (user, positive) edges from its message passing: sampled mode, from the
+    # subgraph; full_graph mode, from the batch users' history in the last layer.
+    exclude_seed_edges: bool = False
     edges_per_epoch: Optional[int] = None  # cap for quick runs; None = every training edge
     max_steps: Optional[int] = None  # stop after this many optimiser steps (tests, smoke runs)
     num_workers: int = 0  # sampling worker processes per rank

@@ -191,6 +191,15 @@ def test_history_dropout_keeps_a_random_share_of_edges_scaled_up() -> None:
     torch.manual_seed(0)
     sub = restrict_rows(pair, torch.tensor([0]), keep=0.25)
     values = sub.adj_t.values()
-    assert abs(len(values) / n - 0.25) < 0.03 and torch.allclose(values, torch.full_like(values, 4.0))
-    # on average the row's sum is unchanged: dropout's rescaling
-    assert abs(float(torch.sparse.mm(sub.adj_t, torch.ones(n, 1))[0]) / n - 1.0) < 0.1
+    assert abs(len(values) / n - 0.25) < 0.03 and torch.allclose(values, torch.full_like(values, n / len(values)))
+    # the row's total is unchanged: what is left is rescaled
+    assert float(torch.sparse.mm(sub.adj_t, torch.ones(n, 1))[0]) == pytest.approx(n, rel=1e-4)
+
+
+def test_dropped_seed_edges_leave_the_mean_of_the_rest_of_the_history() -> None:
+    edge_index = torch.tensor([[0, 1, 2, 0, 3], [0, 0, 0, 2, 2]])  # items -> users
+    pair = bipartite_pair(edge_index, None, 4, 3, "mean", torch.device("cpu"))
+    sub = restrict_rows(pair, torch.tensor([0, 2]), drop=(torch.tensor([0, 2]), torch.tensor([1, 3])))
+    x = torch.tensor([[1.0], [10.0], [100.0], [1000.0]])
+    out = torch.sparse.mm(sub.adj_t, x)
+    assert out[0].item() == pytest.approx((1.0 + 100.0) / 2) and out[2].item() == pytest.approx(1.0)

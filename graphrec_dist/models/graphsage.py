@@ -24,7 +24,7 @@ from torch_sparse import SparseTensor
 from torch_geometric.nn.conv import MessagePassing
 from torch_sparse import matmul as sparse_matmul
 
-from graphrec_dist.data.bundle import BOOK, USER, Bundle
+from graphrec_dist.data.bundle import BOOK, REV_RATES, USER, Bundle
 from graphrec_dist.distributed import DistContext
 from graphrec_dist.models.base import BPROutput, EmbeddingScorer, Recommender, TripletBatch
 from graphrec_dist.models.mf import ego_reg, triplet_scores
@@ -221,6 +221,7 @@ class GraphSAGERecommender(Recommender):
         self.temperature = cfg.model.temperature
         self.emb_dropout = cfg.model.emb_dropout
         self.history_dropout = cfg.model.history_dropout
+        self.exclude_seed_edges = cfg.train.exclude_seed_edges
         # A learned per-book score offset: cosine scores alone cannot say that a book is popular.
         self.item_bias = nn.Parameter(torch.zeros(bundle.num_books)) if cfg.model.item_bias else None
         graph = self.message_graph(bundle)
@@ -294,7 +295,10 @@ class GraphSAGERecommender(Recommender):
         Only the batch's users are scored, so the last layer gives other users no messages: their
         rows are computed but unused, and the step costs their in-edges nothing. In training,
         ``model.history_dropout`` drops that share of the batch users' in-edges (their history and
-        attributes) in the last layer, as a denoising autoencoder drops input items.
+        attributes) in the last layer, as a denoising autoencoder drops input items, and
+        ``train.exclude_seed_edges`` removes each (user, positive) pair from that user's history,
+        so a user is scored from the rest of their history, as at evaluation (the analogue of
+        EASE's zero diagonal: no item predicts itself).
         """
         x = {nt: e.weight for nt, e in self.encoder.emb.items()}
         adj = self.full_adjacency(x[USER].device)
@@ -303,7 +307,8 @@ class GraphSAGERecommender(Recommender):
         for et, pair in adj.items():
             if et[2] == USER and isinstance(pair, AdjPair):
                 keep = 1.0 - self.history_dropout if self.training else 1.0
-                last[et] = restrict_rows(pair, users, keep)
+                seeds = (batch.users, batch.pos) if self.exclude_seed_edges and et == REV_RATES else None
+                last[et] = restrict_rows(pair, users, keep, seeds)
         h = self.inputs(x)
         for i in range(len(self.encoder.layers)):
             h = self.encoder.layer(i, h, last if i == len(self.encoder.layers) - 1 else adj, {})

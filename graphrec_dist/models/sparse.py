@@ -84,13 +84,15 @@ def bipartite_pair(edge_index: torch.Tensor, weight: Optional[torch.Tensor], num
     return AdjPair(adj_t.to(device), adj.to(device))
 
 
-def restrict_rows(pair: AdjPair, rows: torch.Tensor, keep: float = 1.0) -> AdjPair:
+def restrict_rows(pair: AdjPair, rows: torch.Tensor, keep: float = 1.0,
+                  drop: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> AdjPair:
     """``pair`` with only the destination ``rows`` (sorted, unique) keeping their in-edges; the
     shape stays the same, so a layer computes those rows exactly and the rest from no messages.
     A step that needs a few destinations (a batch's users) then costs their edges, not all.
 
-    ``keep`` < 1 keeps each of those edges with that probability (torch's global RNG) and scales
-    the kept ones by ``1 / keep``, as dropout does: the rows see a random part of their neighbours.
+    ``keep`` < 1 keeps each of those edges with that probability (torch's global RNG); ``drop``
+    = (destinations, sources) removes those edges. Either way each row's remaining values are
+    rescaled to the row's original total, so a mean stays a mean over what is left.
     """
     crow, col, val = pair.adj_t.crow_indices(), pair.adj_t.col_indices(), pair.adj_t.values()
     starts, lengths = crow[rows], crow[rows + 1] - crow[rows]
@@ -99,11 +101,18 @@ def restrict_rows(pair: AdjPair, rows: torch.Tensor, keep: float = 1.0) -> AdjPa
     idx = torch.arange(total, device=crow.device) + offsets
     num_dst, num_src = pair.adj_t.shape
     dst = torch.repeat_interleave(rows, lengths)
-    values = val[idx]
+    src, values = col[idx], val[idx]
+    kept = torch.ones(total, dtype=torch.bool, device=crow.device)
     if keep < 1.0:
-        kept = torch.rand(total, device=crow.device) < keep
-        idx, dst, values = idx[kept], dst[kept], values[kept] / keep
-    edge_index = torch.stack([col[idx], dst])
+        kept &= torch.rand(total, device=crow.device) < keep
+    if drop is not None:
+        kept &= ~torch.isin(dst * num_src + src, drop[0] * num_src + drop[1])
+    if not bool(kept.all()):
+        before = torch.zeros(num_dst, dtype=values.dtype, device=values.device).index_add_(0, dst, values)
+        dst, src, values = dst[kept], src[kept], values[kept]
+        after = torch.zeros_like(before).index_add_(0, dst, values)
+        values = values * (before[dst] / after[dst])
+    edge_index = torch.stack([src, dst])
     adj_t = to_torch_csr_tensor(edge_index.flip(0), values, size=(num_dst, num_src))
     adj = to_torch_csr_tensor(edge_index, values, size=(num_src, num_dst))
     return AdjPair(adj_t, adj)
