@@ -55,6 +55,8 @@ def realdata_part(payload: Section) -> str:
     if not payload:
         return not_run("Quality on real data", "realdata")
     res = payload["results"]
+    if res.get("skipped"):
+        return f"## Quality on real data\n\nNot run: {res['skipped']}."
     seeds = res.get("seeds", [])
     lines = [f"## Quality on real data ({res.get('data_dir')}, spec `{res.get('spec')}`)", "",
              f"Every model with its own preset, on real interactions read by the bring-your-own-CSV builder, "
