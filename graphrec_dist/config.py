@@ -94,6 +94,7 @@ class ModelConfig:
     temperature: float = 1.0
     emb_dropout: float = 0.0  # graphsage: dropout on the id embeddings fed to the first layer
     item_bias: bool = False  # graphsage: a learned per-item score offset added to every score
+    user_id_embedding: bool = True  # graphsage: false = one shared input vector for every user
     # graphsage, full-graph training: share of each batch user's in-edges dropped in the last layer
     history_dropout: float = 0.0
 

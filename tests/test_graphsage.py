@@ -50,7 +50,8 @@ def test_last_layer_keeps_only_edge_types_into_users_and_books() -> None:
     assert set(last) == {RATES, REV_RATES, REV_HAS_TAG}
 
 
-@pytest.mark.parametrize("overrides", [(), ("model.norm=layer", "model.skip=false"), ("model.num_layers=3", "train.num_neighbors=[4,3,2]")])
+@pytest.mark.parametrize("overrides", [(), ("model.norm=layer", "model.skip=false"), ("model.num_layers=3", "train.num_neighbors=[4,3,2]"),
+                                       ("model.user_id_embedding=false",)])
 def test_sampled_output_with_full_fanout_equals_full_inference(overrides) -> None:
     model, bundle = _model("graphsage", *overrides)
     model.eval()
@@ -115,7 +116,8 @@ def _triplets(bundle, n: int = 16) -> TripletBatch:
     return TripletBatch(rows[:, 0].contiguous(), rows[:, 1].contiguous(), torch.randint(bundle.num_books, (n, 3)))
 
 
-@pytest.mark.parametrize("overrides", [(), ("model.score=cosine", "model.temperature=0.1", "model.num_layers=2")])
+@pytest.mark.parametrize("overrides", [(), ("model.score=cosine", "model.temperature=0.1", "model.num_layers=2"),
+                                       ("model.user_id_embedding=false", "model.skip=false")])
 def test_full_graph_training_forward_is_the_inference_forward(overrides) -> None:
     model, bundle = _model("graphsage", "train.mode=full_graph", *overrides)
     assert model.kind == "triplet"
@@ -203,3 +205,10 @@ def test_dropped_seed_edges_leave_the_mean_of_the_rest_of_the_history() -> None:
     x = torch.tensor([[1.0], [10.0], [100.0], [1000.0]])
     out = torch.sparse.mm(sub.adj_t, x)
     assert out[0].item() == pytest.approx((1.0 + 100.0) / 2) and out[2].item() == pytest.approx(1.0)
+
+
+def test_without_user_id_embeddings_users_differ_only_by_their_neighbours() -> None:
+    model, bundle = _model("graphsage", "train.mode=full_graph", "model.user_id_embedding=false")
+    assert model.encoder.emb[USER].weight.shape == (1, 8)
+    out = model.embed_all(bundle, DistContext())[USER]
+    assert not torch.allclose(out[0], out[1])  # different histories, different outputs

@@ -104,7 +104,13 @@ class HeteroSAGE(nn.Module):
         m = cfg.model
         self.layer_types = layer_edge_types(list(edge_types), m.num_layers)
         used = sorted({t for ets in self.layer_types for et in ets for t in (et[0], et[2])} | {USER, BOOK})
-        self.emb = nn.ModuleDict({nt: nn.Embedding(num_nodes[nt], m.emb_dim) for nt in used})
+        # Without user id embeddings every user starts from one shared learned vector, and a user
+        # is what their history and attributes say: fewer parameters, and a user unseen in
+        # training is scored like any other.
+        self.num_nodes = {nt: num_nodes[nt] for nt in used}
+        self.shared = set() if m.user_id_embedding else {USER}
+        self.emb = nn.ModuleDict({nt: nn.Embedding(1 if nt in self.shared else num_nodes[nt], m.emb_dim)
+                                  for nt in used})
         for e in self.emb.values():
             nn.init.normal_(e.weight, std=0.1)
         self.dropout, self.skip = m.dropout, m.skip
@@ -128,7 +134,14 @@ class HeteroSAGE(nn.Module):
                                             if m.norm != "none" and not last else {}))
 
     def input_embeddings(self, n_id: dict[str, Tensor]) -> dict[str, Tensor]:
-        return {nt: self.emb[nt](n_id[nt]) for nt in self.emb.keys() if nt in n_id}
+        """Layer-0 features of the nodes ``n_id`` (per node type) of a sampled batch."""
+        return {nt: self.emb[nt](torch.zeros_like(n_id[nt]) if nt in self.shared else n_id[nt])
+                for nt in self.emb.keys() if nt in n_id}
+
+    def all_embeddings(self) -> dict[str, Tensor]:
+        """Layer-0 features of every node, per node type."""
+        return {nt: e.weight.expand(self.num_nodes[nt], -1) if nt in self.shared else e.weight
+                for nt, e in self.emb.items()}
 
     def layer(self, i: int, x: dict[str, Tensor], edge_index: dict, edge_weight: dict) -> dict[str, Tensor]:
         """Layer ``i`` on node features ``x``: conv, skip, then (not last) norm, ReLU, dropout."""
@@ -300,7 +313,7 @@ class GraphSAGERecommender(Recommender):
         so a user is scored from the rest of their history, as at evaluation (the analogue of
         EASE's zero diagonal: no item predicts itself).
         """
-        x = {nt: e.weight for nt, e in self.encoder.emb.items()}
+        x = self.encoder.all_embeddings()
         adj = self.full_adjacency(x[USER].device)
         last = dict(adj)
         users = torch.unique(batch.users)
@@ -333,7 +346,7 @@ class GraphSAGERecommender(Recommender):
         device = next(self.parameters()).device
         graph = self.message_graph(bundle)
         adj = graph_adjacency(graph, self.use_edge_weight, device, ctx)
-        x = {nt: e.weight for nt, e in self.encoder.emb.items()}
+        x = self.encoder.all_embeddings()
         for i in range(len(self.encoder.layers)):
             h = self.encoder.layer(i, x, adj, {})
             x = {nt: gather_rows(hv[_block(hv.size(0), ctx)], hv.size(0), ctx) for nt, hv in h.items()}
