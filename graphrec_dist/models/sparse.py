@@ -8,10 +8,20 @@ Used by LightGCN and by full-graph GraphSAGE.
 """
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple, Optional
 
 import torch
-from torch_geometric.utils import scatter, to_torch_csr_tensor
+from torch_geometric.utils import scatter
+from torch_geometric.utils import to_torch_csr_tensor as _to_csr
+
+
+def to_torch_csr_tensor(edge_index: torch.Tensor, values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """PyG's ``to_torch_csr_tensor`` without torch's per-call "CSR support is in beta" warning,
+    which a full-graph run would otherwise print every step."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return _to_csr(edge_index, values, size=size)
 
 
 class AdjPair(NamedTuple):
