@@ -17,10 +17,11 @@ from torch_geometric.utils import to_torch_csr_tensor as _to_csr
 
 
 def to_torch_csr_tensor(edge_index: torch.Tensor, values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """PyG's ``to_torch_csr_tensor`` without torch's per-call "CSR support is in beta" warning,
-    which a full-graph run would otherwise print every step."""
+    """PyG's ``to_torch_csr_tensor`` without torch's per-call warnings ("CSR support is in beta",
+    "invariant checks are implicitly disabled"), which a full-graph run would print every step."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
         return _to_csr(edge_index, values, size=size)
 
 
