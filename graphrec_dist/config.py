@@ -122,9 +122,10 @@ class TrainConfig:
     num_neighbors: list[int] = field(default_factory=lambda: [15, 10])
     neg_per_pos: int = 1
     # graphsage's training regime: "full_graph" runs every layer over the whole graph each step
-    # (exact, no sampling; for graphs that fit one machine), "sampled" trains on
-    # LinkNeighborLoader subgraphs with train.num_neighbors (for graphs beyond one machine).
-    mode: Literal["full_graph", "sampled"] = "sampled"
+    # (exact, no sampling; for graphs that fit one machine; better and as fast on MovieLens 100K),
+    # "sampled" trains on LinkNeighborLoader subgraphs with train.num_neighbors (for graphs beyond
+    # one machine's memory).
+    mode: Literal["full_graph", "sampled"] = "full_graph"
     # "bpr": -log sigmoid(pos - neg) per negative; "softmax": cross-entropy of the positive against
     # every item (models that score all items in a step: mf, lightgcn, full-graph graphsage) or
     # against its neg_per_pos sampled negatives (sampled graphsage).

@@ -97,6 +97,9 @@ def test_exclude_relations_accepts_side_relations_and_names_a_wrong_one() -> Non
 
 def test_graphsage_needs_one_fanout_per_layer() -> None:
     with pytest.raises(ConfigError, match=r"train.num_neighbors.*model.num_layers=3.*got 2"):
-        load_config(None, ["model.num_layers=3", "train.num_neighbors=[10,5]"])
-    assert load_config(None, ["model.num_layers=3", "train.num_neighbors=[10,5,5]"]).model.num_layers == 3
+        load_config(None, ["train.mode=sampled", "model.num_layers=3", "train.num_neighbors=[10,5]"])
+    assert load_config(None, ["train.mode=sampled", "model.num_layers=3",
+                              "train.num_neighbors=[10,5,5]"]).model.num_layers == 3
+    # full-graph training samples nothing, so its fanout is not checked
+    assert load_config(None, ["model.num_layers=3", "train.num_neighbors=[10,5]"]).train.mode == "full_graph"
     assert load_config(None, ["model.name=mf", "model.num_layers=3"]).model.name == "mf"  # no sampler: no check
