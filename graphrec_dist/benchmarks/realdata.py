@@ -63,7 +63,9 @@ def run_section(plan: BenchPlan) -> dict[str, Any]:
         return {"skipped": f"real data not found: {raw} (pass --real-data DIR, a folder with the files "
                            f"{plan.real_spec} names)", "data_dir": str(raw), "spec": plan.real_spec}
     models: dict[str, Any] = {}
-    for m in plan.quality_models:
+    # The main model first, then the cheap baselines: an interrupted run still has the rows that matter.
+    order = sorted(plan.quality_models, key=lambda m: (not m.startswith("graphsage"), m))
+    for m in order:
         try:
             models[m] = model_runs(plan, m)
         except BenchError as exc:  # one model failing must not cost the table the others
