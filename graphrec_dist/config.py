@@ -30,9 +30,16 @@ class SplitConfig:
     mode: Literal["random", "last"] = "random"  # random leave-one-out, or the last two by file order
     seed: int = 42
     min_interactions: int = 3  # users with fewer stay train-only
+    # Inductive protocols (docs/EVALUATION.md). cold_items: this share of items loses every
+    # interaction from training (side relations stay); the removed pairs become cold_val/cold_test.
+    # cold_users: this share of users is kept out of training; each is scored from a history.
+    cold_items: float = 0.0
+    cold_users: float = 0.0
 
     def __post_init__(self) -> None:
         _require(self.min_interactions >= 3, "data.split.min_interactions", "an integer >= 3")
+        _require(0.0 <= self.cold_items <= 0.5, "data.split.cold_items", "a fraction in [0, 0.5]")
+        _require(0.0 <= self.cold_users <= 0.5, "data.split.cold_users", "a fraction in [0, 0.5]")
 
 
 @dataclass
@@ -68,7 +75,8 @@ class DataConfig:
                  "a path to a CSV spec YAML when data.source=csv")
 
 
-ModelName = Literal["graphsage", "graphsage_ui", "popularity", "mf", "ease", "lightgcn", "lightgcn_ui"]
+ModelName = Literal["graphsage", "graphsage_ui", "popularity", "mf", "ease", "lightgcn", "lightgcn_ui",
+                    "content_knn"]
 
 
 @dataclass
@@ -97,6 +105,10 @@ class ModelConfig:
     user_id_embedding: bool = True  # graphsage: false = one shared input vector for every user
     # graphsage, full-graph training: share of each batch user's in-edges dropped in the last layer
     history_dropout: float = 0.0
+    # graphsage: share of items (and of users with id embeddings) that each training step treats as
+    # new: the id embedding becomes a learned "unknown" vector and an item's ratings are hidden.
+    # Nodes without training interactions always get the unknown vector (docs/EVALUATION.md).
+    id_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         _require(self.emb_dim > 0, "model.emb_dim", "a positive integer")
@@ -109,6 +121,7 @@ class ModelConfig:
         _require(self.temperature > 0, "model.temperature", "a positive number")
         _require(0.0 <= self.emb_dropout < 1.0, "model.emb_dropout", "a number in [0, 1)")
         _require(0.0 <= self.history_dropout < 1.0, "model.history_dropout", "a number in [0, 1)")
+        _require(0.0 <= self.id_dropout < 1.0, "model.id_dropout", "a number in [0, 1)")
         _require(self.lightgcn_layers >= 0, "model.lightgcn_layers", "an integer >= 0 (0 = matrix factorisation)")
 
 

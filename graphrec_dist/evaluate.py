@@ -34,7 +34,10 @@ from graphrec_dist.io_utils import atomic_path
 from graphrec_dist.logging_utils import get_logger, setup_logging
 from graphrec_dist.models.base import Scorer
 
-OTHER_SPLIT = {"val": "test", "test": "val"}
+OTHER_SPLIT = {"val": "test", "test": "val", "cold_val": "cold_test", "cold_test": "cold_val",
+               "cold_user_val": "cold_user_test", "cold_user_test": "cold_user_val"}
+COLD_ITEM_SPLITS = ("cold_val", "cold_test")  # ranked against the cold items only
+NEW_USER_SPLITS = ("cold_user_val", "cold_user_test")  # users scored from a given history
 SAMPLED_BLOCK = 256  # users per negative-sampling block; fixed so negatives never depend on world size
 
 log = get_logger("evaluate")
@@ -66,14 +69,25 @@ class Masks:
 
     @classmethod
     def for_split(cls, bundle: Bundle, split: str, cfg: EvalConfig) -> "Masks":
-        """Training items, plus the other held-out split's items with ``cfg.exclude_other_holdout``."""
-        csrs = [bundle.train_csr()]
+        """The user's known items (training items; a new user's given history), plus the other
+        held-out split's items with ``cfg.exclude_other_holdout``. For the cold-item splits, in
+        positions among the cold items (training never holds one, so only the other split can)."""
+        candidates = bundle.cold_items.numpy() if split in COLD_ITEM_SPLITS else None
+        if split in NEW_USER_SPLITS:
+            csrs = [_csr(bundle.split("cold_user_history"), bundle.num_users)]
+        else:
+            csrs = [] if candidates is not None else [bundle.train_csr()]
         if cfg.exclude_other_holdout:
-            csrs.append(_csr(bundle.split(OTHER_SPLIT[split]), bundle.num_users))
+            other = bundle.split(OTHER_SPLIT[split]).numpy()
+            if candidates is not None:
+                other = np.stack([other[:, 0], np.searchsorted(candidates, other[:, 1])], axis=1)
+            csrs.append(_csr(torch.from_numpy(other), bundle.num_users))
         return cls(csrs)
 
     def pairs(self, row_users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(row, item) of every masked item of each row's user, duplicates removed."""
+        if not self.csrs:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
         rows, cols = zip(*(_ragged(indptr, indices, row_users) for indptr, indices in self.csrs))
         row, col = np.concatenate(rows), np.concatenate(cols)
         # One CSR is sorted within each row: a neighbour check finds duplicates without sorting.
@@ -82,6 +96,28 @@ class Masks:
             key = np.unique(row * width + col)
             row, col = key // width, key % width
         return row, col
+
+
+class CandidateScorer:
+    """A scorer restricted to a fixed set of items (the cold items' "new arrivals" shelf)."""
+
+    def __init__(self, scorer: Scorer, items: np.ndarray):
+        self.scorer = scorer
+        self.items = torch.as_tensor(items, dtype=torch.int64)
+        self.num_items = len(items)
+
+    def scores(self, users: torch.Tensor) -> torch.Tensor:
+        full = self.scorer.scores(users)
+        return full.index_select(1, self.items.to(full.device))
+
+
+def split_scorer(model, bundle: Bundle, split: str, ctx: DistContext, cfg: EvalConfig) -> Scorer:
+    """The scorer a split is evaluated with: new users are scored from their given history
+    (``model.history_scorer``; nothing is trained), everyone else by ``model.scorer``."""
+    if split in NEW_USER_SPLITS:
+        history = _csr(bundle.split("cold_user_history"), bundle.num_users)
+        return model.history_scorer(bundle, history, ctx, cfg)
+    return model.scorer(bundle, ctx, cfg)
 
 
 def _csr(pairs: torch.Tensor, num_users: int) -> tuple[np.ndarray, np.ndarray]:
@@ -307,7 +343,11 @@ def _reduce(parts: list[Part], ctx: DistContext, with_ranks: bool) -> tuple[dict
 
 def evaluate_scorer(scorer: Scorer, bundle: Bundle, split: str, cfg: EvalConfig, ctx: DistContext,
                     per_user_path: Path | None = None) -> dict[str, float]:
-    """Metrics of ``scorer`` on the held-out ``split`` (val or test); the same dict on every rank.
+    """Metrics of ``scorer`` on the held-out ``split``; the same dict on every rank.
+
+    ``val``/``test``: every item ranked, training items masked. ``cold_val``/``cold_test``: each
+    user's held-out cold items ranked against every cold item. ``cold_user_val``/``cold_user_test``:
+    ``scorer`` must come from ``split_scorer`` (scores from the given history, which is masked).
 
     Full protocol: ``hit@K``, ``ndcg@K``, ``recall@K`` for K in ``cfg.ks``, ``mrr``, ``num_users``.
     Sampled protocol: the same keys with ``/C=<candidates>`` appended, for each of
@@ -315,13 +355,19 @@ def evaluate_scorer(scorer: Scorer, bundle: Bundle, split: str, cfg: EvalConfig,
     held-out row as CSV (atomically), then all ranks meet at a barrier.
     """
     if split not in OTHER_SPLIT:
-        raise ConfigError(f"evaluation split must be 'val' or 'test', got {split!r}")
+        raise ConfigError(f"evaluation split must be one of {', '.join(OTHER_SPLIT)}, got {split!r}")
     if int(scorer.num_items) != bundle.num_books:  # e.g. a checkpoint evaluated on another bundle
         raise DataError(f"the model scores {scorer.num_items} books but the bundle at "
                         f"{bundle.path or '(in memory)'} has {bundle.num_books}")
+    if split not in ("val", "test"):
+        _check_inductive(bundle, split, cfg)
     start = time.perf_counter()
     hold = Holdout.from_pairs(bundle.split(split))
     masks = Masks.for_split(bundle, split, cfg)
+    if split in COLD_ITEM_SPLITS:
+        candidates = bundle.cold_items.numpy()
+        scorer = CandidateScorer(scorer, candidates)
+        hold = Holdout(hold.users, hold.row_ptr, np.searchsorted(candidates, hold.items))
     if cfg.protocol == "full":
         parts = [_full_part(scorer, hold, masks, cfg, ctx)]
     else:
@@ -329,11 +375,23 @@ def evaluate_scorer(scorer: Scorer, bundle: Bundle, split: str, cfg: EvalConfig,
     result, ranks = _reduce(parts, ctx, with_ranks=per_user_path is not None)
     if per_user_path is not None:
         if ctx.is_main:
+            if split in COLD_ITEM_SPLITS:  # positions among the cold items back to item indices
+                hold = Holdout(hold.users, hold.row_ptr, bundle.cold_items.numpy()[hold.items])
             write_per_user(per_user_path, bundle, hold, parts, ranks)
         barrier(ctx)
     log.info("evaluated %s (%s protocol) on %d users in %.1f s", split, cfg.protocol,
              len(hold.users), time.perf_counter() - start)
     return result
+
+
+def _check_inductive(bundle: Bundle, split: str, cfg: EvalConfig) -> None:
+    """The inductive splits need a bundle built with them, and the full protocol."""
+    knob = "cold_items" if split in COLD_ITEM_SPLITS else "cold_users"
+    if len(bundle.split(split)) == 0:
+        raise ConfigError(f"split {split!r} is empty: build the bundle with data.split.{knob} > 0 "
+                          f"(docs/EVALUATION.md)")
+    if cfg.protocol != "full":
+        raise ConfigError(f"split {split!r} is evaluated with eval.protocol=full only")
 
 
 def write_per_user(path: str | Path, bundle: Bundle, hold: Holdout, parts: list[Part],
@@ -381,7 +439,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     setup_logging(ctx.rank, cfg.run.log_level)
     try:
         model.eval()
-        scorer = model.scorer(bundle, ctx, cfg.eval)
+        scorer = split_scorer(model, bundle, args.split, ctx, cfg.eval)
         result = evaluate_scorer(scorer, bundle, args.split, cfg.eval, ctx, per_user)
         if ctx.is_main:
             print(json.dumps({"split": args.split, "protocol": cfg.eval.protocol, **result}, indent=2))

@@ -1,8 +1,11 @@
 """``graphrec-dist recommend --run DIR --user ID``: a user's top-k items next to their history.
 
 Items the user already rated in training are never recommended again. ``--user`` is the
-original user id of the data (``users.csv``); ``--index`` takes the internal index instead. The
-text says books, movies or items as the bundle's ``item_label`` says; JSON keys stay ``book_*``.
+original user id of the data (``users.csv``); ``--index`` takes the internal index instead.
+``--history ID,ID,...`` ranks items for someone who is not in the data, from the items they liked
+(original item ids, as in ``books.csv``): their edges are added at inference and nothing is
+trained (graphsage, ease, popularity, content_knn; docs/EVALUATION.md, "New users"). The text
+says books, movies or items as the bundle's ``item_label`` says; JSON keys stay ``book_*``.
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import json
 import sys
 from typing import Any, Optional
 
+import numpy as np
 import torch
 
 from graphrec_dist.distributed import DistContext
@@ -25,8 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     who = parser.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", help="original user id (as in the ratings file)")
     who.add_argument("--index", type=int, help="internal user index (0..num_users-1)")
+    who.add_argument("--history", help="a new user's liked items: comma-separated original item ids")
     parser.add_argument("--k", type=int, default=10, help="how many items to recommend (default 10)")
-    parser.add_argument("--history", type=int, default=10, help="history items to show (default 10; 0 = all)")
+    parser.add_argument("--show-history", type=int, default=10,
+                        help="history items to show (default 10; 0 = all)")
     parser.add_argument("--format", choices=["text", "json"], default="text")
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides of the run's config")
     return parser
@@ -46,6 +52,34 @@ def user_index(bundle, user: Optional[str], index: Optional[int]) -> int:
                         f"(ids look like {', '.join(ids[:3])}, ...)") from None
 
 
+def history_indices(bundle, text: str) -> list[int]:
+    """Item indices of ``--history``'s original ids (first occurrence order, repeats dropped)."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts:
+        raise UserError("--history is empty: give the liked items' ids, e.g. --history 1,2,3")
+    ids = {str(v): i for i, v in enumerate(bundle.books["book_id"].tolist())}
+    unknown = [p for p in parts if p not in ids]
+    if unknown:
+        raise UserError(f"--history: {len(unknown)} unknown item id(s) {', '.join(unknown[:5])} (not in "
+                        f"{bundle.path or 'the bundle'}/books.csv, column book_id)")
+    return list(dict.fromkeys(ids[p] for p in parts))
+
+
+def recommend_history(model, bundle, books: list[int], k: int, eval_cfg,
+                      ctx: Optional[DistContext] = None) -> list[dict[str, Any]]:
+    """Top-``k`` items for a new user who liked ``books`` (item indices), those excluded."""
+    history = (np.array([0, len(books)], dtype=np.int64), np.array(sorted(books), dtype=np.int64))
+    scorer = model.history_scorer(bundle, history, ctx or DistContext(), eval_cfg)
+    return _top(bundle, scorer.scores(torch.tensor([0]))[0], books, k)
+
+
+def _top(bundle, scores: torch.Tensor, seen, k: int) -> list[dict[str, Any]]:
+    scores = scores.float().cpu().clone()
+    scores[torch.as_tensor(seen, dtype=torch.int64)] = float("-inf")
+    top = torch.topk(scores, min(k, bundle.num_books - len(seen)))
+    return [_book(bundle, int(b), float(s)) for s, b in zip(top.values, top.indices)]
+
+
 def _book(bundle, b: int, score: Optional[float] = None) -> dict[str, Any]:
     row = bundle.books.iloc[b]
     out = {"book_index": b, "book_id": _plain(row.get("book_id")), "title": str(row.get("title", "")),
@@ -63,16 +97,15 @@ def recommend(model, bundle, u: int, k: int, eval_cfg, ctx: Optional[DistContext
     """Top-``k`` items for user index ``u`` from the model's scorer, training books excluded."""
     indptr, indices = bundle.train_csr()
     seen = torch.from_numpy(indices[indptr[u]:indptr[u + 1]])
-    scores = model.scorer(bundle, ctx or DistContext(), eval_cfg).scores(torch.tensor([u]))[0].float().cpu()
-    scores[seen] = float("-inf")
-    k = min(k, bundle.num_books - len(seen))
-    top = torch.topk(scores, k)
-    return [_book(bundle, int(b), float(s)) for s, b in zip(top.values, top.indices)]
+    return _top(bundle, model.scorer(bundle, ctx or DistContext(), eval_cfg).scores(torch.tensor([u]))[0], seen, k)
 
 
 def history(bundle, u: int, limit: int) -> list[dict[str, Any]]:
     indptr, indices = bundle.train_csr()
-    books = indices[indptr[u]:indptr[u + 1]].tolist()
+    return shown(bundle, indices[indptr[u]:indptr[u + 1]].tolist(), limit)
+
+
+def shown(bundle, books: list[int], limit: int) -> list[dict[str, Any]]:
     return [_book(bundle, b) for b in (books[:limit] if limit > 0 else books)]
 
 
@@ -83,10 +116,14 @@ def _cell(book: dict[str, Any], prefix: str) -> str:
 
 def format_text(result: dict[str, Any]) -> str:
     recs, hist = result["recommendations"], result["history"]
-    lines = [f"user {result['user_id']} (index {result['user_index']}, model {result['model']}): "
+    new_user = result["user_index"] is None
+    who = ("a new user (" if new_user else f"user {result['user_id']} (index {result['user_index']}, ") + \
+        f"model {result['model']})"
+    lines = [f"{who}: "
              f"top {len(recs)} of {result['num_books']} {result['item_label']}s, "
-             f"{result['history_size']} rated in training",
-             f"{'RECOMMENDED':<{COLUMN}}  | HISTORY (training)", "-" * (2 * COLUMN + 4)]
+             f"{result['history_size']} {'given as history' if new_user else 'rated in training'}",
+             f"{'RECOMMENDED':<{COLUMN}}  | HISTORY ({'given' if new_user else 'training'})",
+             "-" * (2 * COLUMN + 4)]
     for i in range(max(len(recs), len(hist))):
         left = _cell(recs[i], f"{i + 1:>2}. ") if i < len(recs) else ""
         right = _cell(hist[i], "- ") if i < len(hist) else ""
@@ -104,13 +141,20 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     if args.k < 1:
         raise UserError(f"--k {args.k}: expected a positive integer")
     cfg, model, bundle = load_run(args.run, list(args.overrides))
-    u = user_index(bundle, args.user, args.index)
-    indptr, _ = bundle.train_csr()
-    result = {"user_id": _plain(bundle.users["user_id"].iloc[u]), "user_index": u, "model": cfg.model.name,
-              "item_label": bundle.item_label, "num_books": bundle.num_books,
-              "history_size": int(indptr[u + 1] - indptr[u]),
-              "recommendations": recommend(model, bundle, u, args.k, cfg.eval),
-              "history": history(bundle, u, args.history)}
+    model.eval()
+    common = {"model": cfg.model.name, "item_label": bundle.item_label, "num_books": bundle.num_books}
+    if args.history is not None:
+        books = history_indices(bundle, args.history)
+        result = {"user_id": None, "user_index": None, **common, "history_size": len(books),
+                  "recommendations": recommend_history(model, bundle, books, args.k, cfg.eval),
+                  "history": shown(bundle, books, args.show_history)}
+    else:
+        u = user_index(bundle, args.user, args.index)
+        indptr, _ = bundle.train_csr()
+        result = {"user_id": _plain(bundle.users["user_id"].iloc[u]), "user_index": u, **common,
+                  "history_size": int(indptr[u + 1] - indptr[u]),
+                  "recommendations": recommend(model, bundle, u, args.k, cfg.eval),
+                  "history": history(bundle, u, args.show_history)}
     print(json.dumps(result, indent=2) if args.format == "json" else format_text(result))
     sys.stdout.flush()
     return result

@@ -44,6 +44,7 @@ class TrainResult:
     global_step: int
     stopped_early: bool
     model: Optional[Recommender] = field(default=None, repr=False)
+    inductive: dict[str, dict[str, float]] = field(default_factory=dict)  # split -> test metrics
 
 
 
@@ -106,11 +107,21 @@ def _run(cfg: Config, ctx: DistContext, hooks: TrainHooks) -> TrainResult:
             model.load_state_dict(trainer.best_model)
     test = evaluate_model(model, bundle, "test", cfg, ctx)
     result = TrainResult(out_dir, test, state.best_val, state.best_epoch, state.history, state.global_step,
-                         state.stopped_early, model)
+                         state.stopped_early, model, inductive_tests(model, bundle, cfg, ctx))
     if ctx.is_main:
         finish_run(cfg, result, bundle, ctx)
     barrier(ctx)
     return result
+
+
+def inductive_tests(model: Recommender, bundle, cfg: Config, ctx: DistContext) -> dict[str, dict[str, float]]:
+    """Test metrics of the inductive protocols the bundle was built with (docs/EVALUATION.md);
+    the new-user one only for models that score a user from a history without retraining."""
+    out = {}
+    for split in ("cold_test", "cold_user_test"):
+        if len(bundle.split(split)) and (split == "cold_test" or model.scores_new_users):
+            out[split] = evaluate_model(model, bundle, split, cfg, ctx)
+    return out
 
 
 def fit_closed_form(cfg: Config, ctx: DistContext, model: Recommender, bundle, hooks: TrainHooks) -> TrainState:
@@ -139,12 +150,16 @@ def finish_run(cfg: Config, result: TrainResult, bundle, ctx: DistContext) -> No
 
     out = result.out_dir
     write_json_atomic(out / "test_metrics.json", {**result.test_metrics, "model": cfg.model.name,
-                                                  "best_epoch": result.best_epoch, "split": "test"})
+                                                  "best_epoch": result.best_epoch, "split": "test",
+                                                  **result.inductive})
     plot_training_curves(result.history, out / CURVES, title=f"{cfg.model.name} on {cfg.data.bundle_dir}",
                          metric=f"val_{metric_key(cfg)}")
     shown = "  ".join(f"{k}={v:.4f}" for k, v in result.test_metrics.items() if "@" in k or k == "mrr")
     print(f"\n{cfg.model.name}: full-ranking test metrics ({int(result.test_metrics.get('num_users', 0))} users, "
           f"best epoch {result.best_epoch}):\n  {shown}")
+    for split, metrics in result.inductive.items():
+        shown = "  ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith(("ndcg", "recall")))
+        print(f"  {split} ({int(metrics.get('num_users', 0))} users): {shown}")
     print(f"artifacts in {out}/: config.yaml metrics.jsonl best.pt last.pt test_metrics.json {CURVES}")
     sys.stdout.flush()
 

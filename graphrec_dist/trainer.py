@@ -90,10 +90,10 @@ def metric_key(cfg: Config) -> str:
 
 def evaluate_model(model: Recommender, bundle, split: str, cfg: Config, ctx: DistContext) -> dict[str, float]:
     """Full-ranking metrics of ``model`` on ``split`` (every rank takes part; see ``evaluate``)."""
-    from graphrec_dist.evaluate import evaluate_scorer
+    from graphrec_dist.evaluate import evaluate_scorer, split_scorer
 
     model.eval()
-    scorer = model.scorer(bundle, ctx, cfg.eval)
+    scorer = split_scorer(model, bundle, split, ctx, cfg.eval)
     return evaluate_scorer(scorer, bundle, split, cfg.eval, ctx)
 
 

@@ -203,6 +203,44 @@ def test_bad_split_or_book_count_is_a_user_error():
         evaluate.evaluate_scorer(MatrixScorer(HAND_SCORES[:, :5]), hand_bundle(), "test", EvalConfig(), CTX)
 
 
+def _hand_cold_bundle() -> Bundle:
+    """Hand example with items 3, 4, 5 cold: user 0 holds out 3 and 5 (test), user 2 holds out 4
+    (test) and 5 (val); user 1 holds out 3 (val)."""
+    bundle = make_bundle([[0, 0], [1, 0], [1, 1], [2, 1]], [[0, 2]], [[0, 1]], 3, 6)
+    bundle.cold = {"cold_items": torch.tensor([3, 4, 5]), "cold_test": torch.tensor([[0, 3], [0, 5], [2, 4]]),
+                   "cold_val": torch.tensor([[1, 3], [2, 5]])}
+    return bundle
+
+
+def test_hand_example_cold_items_rank_among_cold_items_only(tmp_path):
+    # User 0: cold scores 3, 1, 0 -> item 3 rank 0, item 5 rank 2 (warm items 0-2 score higher but
+    # are not candidates). User 2: 3, 4, 9 -> item 4 rank 1, or 0 with the val item 5 masked.
+    bundle = _hand_cold_bundle()
+    res = evaluate.evaluate_scorer(MatrixScorer(HAND_SCORES), bundle, "cold_test", EvalConfig(ks=[1, 3]), CTX,
+                                   tmp_path / "cold.csv")
+    assert res["num_users"] == 2.0
+    assert res["recall@1"] == pytest.approx((1 / 2 + 0) / 2)
+    assert res["ndcg@1"] == pytest.approx((1 + 0) / 2)
+    ideal2 = 1 + 1 / math.log2(3)
+    assert res["ndcg@3"] == pytest.approx(((1 + 1 / math.log2(4)) / ideal2 + 1 / math.log2(3)) / 2)
+    assert res["mrr"] == pytest.approx((1 + 1 / 2) / 2)
+    per_user = pd.read_csv(tmp_path / "cold.csv")
+    assert per_user[["user", "book", "rank"]].values.tolist() == [[0, 3, 0], [0, 5, 2], [2, 4, 1]]
+    masked = evaluate.evaluate_scorer(MatrixScorer(HAND_SCORES), bundle, "cold_test",
+                                      EvalConfig(ks=[1], exclude_other_holdout=True), CTX)
+    assert masked["ndcg@1"] == pytest.approx((1 + 1) / 2)
+
+
+def test_inductive_split_errors_name_the_fix():
+    with pytest.raises(ConfigError, match="data.split.cold_items"):
+        evaluate.evaluate_scorer(MatrixScorer(HAND_SCORES), hand_bundle(), "cold_test", EvalConfig(), CTX)
+    with pytest.raises(ConfigError, match="data.split.cold_users"):
+        evaluate.evaluate_scorer(MatrixScorer(HAND_SCORES), hand_bundle(), "cold_user_val", EvalConfig(), CTX)
+    with pytest.raises(ConfigError, match="protocol=full"):
+        evaluate.evaluate_scorer(MatrixScorer(HAND_SCORES), _hand_cold_bundle(), "cold_test",
+                                 EvalConfig(protocol="sampled"), CTX)
+
+
 def test_empty_split_gives_zero_users():
     bundle = make_bundle([[0, 1]], np.zeros((0, 2)), np.zeros((0, 2)), 3, 6)
     res = evaluate.evaluate_scorer(MatrixScorer(HAND_SCORES), bundle, "test", EvalConfig(ks=[1]), CTX)
@@ -223,6 +261,18 @@ def _dist_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
         cleanup(ctx)
 
 
+def with_cold_items(bundle: Bundle, cold: np.ndarray, seed: int = 0) -> Bundle:
+    """``bundle`` with every training row of the ``cold`` items moved to cold_val/cold_test."""
+    train = bundle.train.numpy()
+    on_cold = np.isin(train[:, 1], cold)
+    rows = train[on_cold]
+    to_test = np.random.default_rng(seed).random(len(rows)) < 0.6
+    out = make_bundle(train[~on_cold], bundle.val, bundle.test, bundle.num_users, bundle.num_books)
+    out.cold = {"cold_items": torch.as_tensor(np.sort(cold)), "cold_test": torch.as_tensor(rows[to_test]),
+                "cold_val": torch.as_tensor(rows[~to_test])}
+    return out
+
+
 def _both_protocols(ctx: DistContext, per_user: Path) -> dict:
     evaluate.SAMPLED_BLOCK = 4  # several sampling blocks, so ranks share them out
     bundle = random_bundle(11, num_users=60, num_books=50)
@@ -230,7 +280,11 @@ def _both_protocols(ctx: DistContext, per_user: Path) -> dict:
     scorer = EmbeddingScorer(torch.randn(60, 8, generator=gen), torch.randn(50, 8, generator=gen))
     full = evaluate.evaluate_scorer(scorer, bundle, "test", EvalConfig(ks=[1, 5, 10], user_chunk=4), ctx, per_user)
     sampled_cfg = EvalConfig(ks=[1, 5], protocol="sampled", sampled_candidates=[5, 20], sampled_num_users=30)
-    return {"full": full, "sampled": evaluate.evaluate_scorer(scorer, bundle, "val", sampled_cfg, ctx)}
+    cold = with_cold_items(bundle, np.arange(35, 50))
+    cold_cfg = EvalConfig(ks=[1, 5, 10], user_chunk=4, exclude_other_holdout=True)
+    return {"full": full, "sampled": evaluate.evaluate_scorer(scorer, bundle, "val", sampled_cfg, ctx),
+            "cold": evaluate.evaluate_scorer(scorer, cold, "cold_test", cold_cfg, ctx,
+                                             per_user.with_name("cold_" + per_user.name))}
 
 
 def _spawn(world_size: int, port: int, out_dir: Path, timeout_s: float = 120.0) -> None:
@@ -255,12 +309,14 @@ def test_world_sizes_1_2_3_give_bit_identical_metrics(tmp_path, monkeypatch):
     monkeypatch.setattr(evaluate, "SAMPLED_BLOCK", 4)
     single = _both_protocols(CTX, tmp_path / "per_user_ws1.csv")
     assert single["full"]["num_users"] == 51.0 and single["sampled"]["num_users/C=5"] == 30.0
+    assert single["cold"]["num_users"] >= 20 and 0 < single["cold"]["ndcg@10"] < 1
     for world_size, port in ((2, 29817), (3, 29818)):
         _spawn(world_size, port, tmp_path)
         for rank in range(world_size):
             got = json.loads((tmp_path / f"ws{world_size}_rank{rank}.json").read_text())
             assert got == single, (world_size, rank)  # exact equality of every float
-        assert (tmp_path / f"per_user_ws{world_size}.csv").read_text() == (tmp_path / "per_user_ws1.csv").read_text()
+        for name in ("per_user", "cold_per_user"):
+            assert (tmp_path / f"{name}_ws{world_size}.csv").read_text() == (tmp_path / f"{name}_ws1.csv").read_text()
 
 
 class _HandModel(torch.nn.Module):

@@ -30,7 +30,7 @@ def run_dir(tmp_path_factory) -> Path:
 
 
 def test_json_output_top_k_excludes_history_and_is_sorted(run_dir: Path, capsys) -> None:
-    result = main(["--run", str(run_dir), "--user", "103", "--k", "4", "--format", "json", "--history", "0"])
+    result = main(["--run", str(run_dir), "--user", "103", "--k", "4", "--format", "json", "--show-history", "0"])
     printed = json.loads(capsys.readouterr().out)
     assert printed == json.loads(json.dumps(result))
     assert printed["user_index"] == 3 and printed["user_id"] == 103
@@ -48,13 +48,13 @@ def test_k_larger_than_the_unseen_books_returns_all_unseen(run_dir: Path, capsys
 
 
 def test_text_output_shows_both_columns(run_dir: Path, capsys) -> None:
-    main(["--run", str(run_dir), "--user", "100", "--k", "3", "--history", "2"])
+    main(["--run", str(run_dir), "--user", "100", "--k", "3", "--show-history", "2"])
     out = capsys.readouterr().out
     assert "RECOMMENDED" in out and "HISTORY" in out and " 1. Title" in out and "... and 3 more" in out
 
 
 def test_text_names_the_items_as_the_bundle_does(run_dir: Path, capsys) -> None:
-    result = main(["--run", str(run_dir), "--index", "0", "--k", "2", "--history", "1"])
+    result = main(["--run", str(run_dir), "--index", "0", "--k", "2", "--show-history", "1"])
     assert result["item_label"] == "book"  # a bundle without a stored label, not csv data
     assert "top 2 of 15 books" in capsys.readouterr().out
     movie = dict(result, item_label="movie", recommendations=[dict(r, authors="") for r in result["recommendations"]])

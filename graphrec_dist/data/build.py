@@ -27,7 +27,7 @@ class BuiltGraph:
 
     num_nodes: dict[str, int]
     edges: dict[EdgeType, tuple[np.ndarray, np.ndarray]]  # (edge_index [2,E] int64, weight float32)
-    splits: dict[str, np.ndarray]  # int64 [n, 2]
+    splits: dict[str, np.ndarray]  # int64 [n, 2] (user, book); "cold_items": int64 [n]
     books: pd.DataFrame
     users: pd.DataFrame
     vocab: dict[str, list[str]] = field(default_factory=dict)
@@ -35,7 +35,9 @@ class BuiltGraph:
     def counts(self) -> dict[str, Any]:
         return {"num_nodes": dict(sorted(self.num_nodes.items())),
                 "num_edges": {edge_key(e): int(ei.shape[1]) for e, (ei, _) in sorted(self.edges.items())},
-                "splits": {k: int(v.shape[0]) for k, v in self.splits.items()}}
+                # The inductive protocols' splits are listed when they are on.
+                "splits": {k: int(v.shape[0]) for k, v in self.splits.items()
+                           if len(v) or k in ("train", "val", "test")}}
 
 
 def input_files(raw_dir: str | Path, spec: SourceSpec) -> dict[str, Path]:
@@ -128,12 +130,8 @@ def build_arrays(raw_dir: str | Path, spec: SourceSpec, cfg: DataConfig) -> Buil
                         f"{cfg.min_book_interactions} interactions")
     pairs = inter.remap(users[keep], items[keep])
     n_users, n_books = len(pairs.user_ids), len(pairs.book_ids)
-    train_rows, val_rows, test_rows = inter.leave_one_out(
-        pairs.users, n_users, cfg.split.mode, cfg.split.seed, cfg.split.min_interactions)
-    stacked = np.stack([pairs.users, pairs.books], axis=1)
-    train = stacked[train_rows]
-    train = train[np.lexsort((train[:, 1], train[:, 0]))]
-    splits = {"train": train, "val": stacked[val_rows], "test": stacked[test_rows]}
+    splits = _splits(pairs, cfg)
+    train = splits["train"]
     item_table = _item_table(files["items"], spec, pairs.book_ids)
     built = BuiltGraph({USER: n_users, BOOK: n_books}, {}, splits,
                        _books_frame(item_table, spec), pd.DataFrame({"user_id": pairs.user_ids}))
@@ -142,6 +140,29 @@ def build_arrays(raw_dir: str | Path, spec: SourceSpec, cfg: DataConfig) -> Buil
     if spec.users is not None:
         _add_user_relations(built, files["users"], spec.users, pairs.user_ids)
     return built
+
+
+def _splits(pairs: inter.Interactions, cfg: DataConfig) -> dict[str, np.ndarray]:
+    """Every split as int64 [n, 2] (user, book) rows: the inductive protocols' rows first, then
+    leave-one-out over the rest (the rows keep their file order for ``split.mode=last``)."""
+    n_users, n_books = len(pairs.user_ids), len(pairs.book_ids)
+    sc = cfg.split
+    cold = inter.cold_split(pairs.users, pairs.books, n_users, n_books, sc.cold_items, sc.cold_users, sc.seed,
+                            sc.min_interactions)
+    stacked = np.stack([pairs.users, pairs.books], axis=1)
+    warm = cold.warm
+    train_rows, val_rows, test_rows = inter.leave_one_out(pairs.users[warm], n_users, sc.mode, sc.seed,
+                                                          sc.min_interactions)
+    train = stacked[warm[train_rows]]
+    splits = {"train": train[np.lexsort((train[:, 1], train[:, 0]))], "val": stacked[warm[val_rows]],
+              "test": stacked[warm[test_rows]]}
+    for name, rows in (("cold_val", cold.cold_val), ("cold_test", cold.cold_test),
+                       ("cold_user_history", cold.user_history), ("cold_user_val", cold.user_val),
+                       ("cold_user_test", cold.user_test)):
+        part = stacked[rows]
+        splits[name] = part[np.lexsort((part[:, 1], part[:, 0]))]
+    splits["cold_items"] = cold.cold_items
+    return splits
 
 
 def _item_table(path: Path, spec: SourceSpec, book_ids: np.ndarray) -> pd.DataFrame:

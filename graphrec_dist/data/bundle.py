@@ -28,6 +28,9 @@ SIDE_RELATIONS = {
     "year_bin": "published_in",
 }
 SIMILAR = (BOOK, "similar_to", BOOK)
+# Splits of the inductive protocols: cold items' pairs of warm users, and cold users' pairs
+# (history given at evaluation, one held-out item each for validation and test).
+COLD_SPLITS = ("cold_val", "cold_test", "cold_user_history", "cold_user_val", "cold_user_test")
 assert RELATION_NAMES == (*SIDE_RELATIONS, "similar"), "config.RELATION_NAMES is out of date"
 
 
@@ -81,6 +84,9 @@ class Bundle:
     users: pd.DataFrame
     meta: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    # The inductive protocols (docs/EVALUATION.md): COLD_SPLITS pairs and "cold_items" (int64 [n]);
+    # a missing entry is empty.
+    cold: dict[str, torch.Tensor] = field(default_factory=dict)
     _csr: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
     @property
@@ -98,9 +104,17 @@ class Bundle:
         return self.meta.get("item_label") or ("item" if self.meta.get("source") == "csv" else "book")
 
     def split(self, name: str) -> torch.Tensor:
-        if name not in ("train", "val", "test"):
-            raise ValueError(f"unknown split {name!r}; expected train, val or test")
-        return getattr(self, name)
+        """int64 [n, 2] (user, book) rows of a split: train, val, test or one of COLD_SPLITS."""
+        if name in ("train", "val", "test"):
+            return getattr(self, name)
+        if name not in COLD_SPLITS:
+            raise ValueError(f"unknown split {name!r}; expected train, val, test or {', '.join(COLD_SPLITS)}")
+        return self.cold.get(name, torch.zeros((0, 2), dtype=torch.int64))
+
+    @property
+    def cold_items(self) -> torch.Tensor:
+        """int64 [n] sorted indices of the items held out of training (``data.split.cold_items``)."""
+        return self.cold.get("cold_items", torch.zeros(0, dtype=torch.int64))
 
     def train_csr(self) -> tuple[np.ndarray, np.ndarray]:
         """(indptr [U+1], indices) of each user's training books, books sorted within a user."""

@@ -96,3 +96,80 @@ def leave_one_out(users: np.ndarray, num_users: int, mode: str = "random", seed:
     held[val_rows] = True
     train_rows = np.flatnonzero(~held)
     return train_rows, val_rows, test_rows
+
+
+@dataclass
+class ColdSplit:
+    """Rows (indices into the interaction arrays) of the two inductive protocols, and the rest."""
+
+    cold_items: np.ndarray  # int64 sorted item indices with no training interaction
+    cold_val: np.ndarray  # rows of warm users with a cold item, held out for validation
+    cold_test: np.ndarray  # ... and for test
+    user_history: np.ndarray  # rows of cold users given as their history at evaluation
+    user_val: np.ndarray  # one row per cold user, held out for validation
+    user_test: np.ndarray  # one row per cold user, held out for test
+    warm: np.ndarray  # every other row, ascending: the regular train/val/test split is cut from these
+
+
+def cold_split(users: np.ndarray, books: np.ndarray, num_users: int, num_books: int, cold_items: float,
+               cold_users: float, seed: int, min_interactions: int = 3) -> ColdSplit:
+    """The inductive protocols' rows (docs/EVALUATION.md).
+
+    Cold items: ``round(cold_items * num_books)`` items drawn uniformly; every row with one leaves
+    training. A warm user's cold rows are shuffled and cut in two: ``(m + c) // 2`` go to test,
+    the rest to validation (``c`` a coin per user, so a single row is equally likely to be either).
+    Cold users: ``round(cold_users * num_users)`` drawn among users with at least
+    ``min_interactions`` rows on warm items; each gives one random row to test, another to
+    validation, the others to its history. A cold user's rows with cold items are dropped.
+    Each draw has its own stream of ``default_rng([seed, 0xC01D, k])``, so turning one protocol on
+    leaves the other's draw unchanged.
+    """
+    n = len(users)
+    rows = np.arange(n, dtype=np.int64)
+    item_cold = np.zeros(num_books, dtype=bool)
+    if cold_items > 0:
+        pick = np.random.default_rng([seed, 0xC01D, 0]).choice(num_books, round(cold_items * num_books), replace=False)
+        item_cold[pick] = True
+    on_cold_item = item_cold[books]
+    user_cold = np.zeros(num_users, dtype=bool)
+    if cold_users > 0:
+        warm_counts = np.bincount(users[~on_cold_item], minlength=num_users)
+        eligible = np.flatnonzero(warm_counts >= min_interactions)
+        count = min(round(cold_users * num_users), len(eligible))
+        user_cold[np.random.default_rng([seed, 0xC01D, 1]).choice(eligible, count, replace=False)] = True
+    by_cold_user = user_cold[users]
+    item_rows = rows[on_cold_item & ~by_cold_user]
+    to_test = _halves(users[item_rows], np.random.default_rng([seed, 0xC01D, 2]))
+    user_rows = rows[by_cold_user & ~on_cold_item]
+    held = _two_held_out(users[user_rows], np.random.default_rng([seed, 0xC01D, 3]))
+    return ColdSplit(cold_items=np.flatnonzero(item_cold).astype(np.int64),
+                     cold_val=item_rows[~to_test], cold_test=item_rows[to_test],
+                     user_history=user_rows[held == 0], user_val=user_rows[held == 2],
+                     user_test=user_rows[held == 1], warm=rows[~on_cold_item & ~by_cold_user])
+
+
+def _rank_in_group(owners: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(random 0-based position of each row within its owner's rows, the owner's row count)."""
+    order = np.lexsort((rng.random(len(owners)), owners))
+    _, inverse, counts = np.unique(owners, return_inverse=True, return_counts=True)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    pos = np.empty(len(owners), dtype=np.int64)
+    pos[order] = np.arange(len(owners)) - np.repeat(starts, counts)
+    return pos, counts[inverse]
+
+
+def _halves(owners: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """True for the rows that go to test: a random (m + coin) // 2 of each owner's m rows."""
+    if len(owners) == 0:
+        return np.zeros(0, dtype=bool)
+    pos, m = _rank_in_group(owners, rng)
+    coin = rng.integers(0, 2, size=int(owners.max()) + 1)[owners]
+    return pos < (m + coin) // 2
+
+
+def _two_held_out(owners: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Per row: 1 = the owner's test row, 2 = its validation row, 0 = history (random picks)."""
+    if len(owners) == 0:
+        return np.zeros(0, dtype=np.int64)
+    pos, _ = _rank_in_group(owners, rng)
+    return np.where(pos == 0, 1, np.where(pos == 1, 2, 0))

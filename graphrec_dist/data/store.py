@@ -6,6 +6,8 @@ Layout of a bundle directory::
     graph/<src__rel__dst>.edge_index.npy   int64 [2, E]
     graph/<src__rel__dst>.edge_weight.npy  float32 [E]
     splits/{train,val,test}.npy    int64 [n, 2] (user, book)
+    splits/cold_*.npy              the inductive protocols' pairs, and cold_items.npy int64 [n]
+                                   (absent from bundles built before them: read as empty)
     books.csv, users.csv           one row per node index (original ids, titles, authors)
     vocab/<node type>.json         the label of each node of a side type (tag id, author, ...)
 
@@ -22,7 +24,7 @@ import pandas as pd
 import torch
 from torch_geometric.data import HeteroData
 
-from graphrec_dist.data.bundle import Bundle, edge_key
+from graphrec_dist.data.bundle import COLD_SPLITS, Bundle, edge_key
 from graphrec_dist.errors import DataError
 from graphrec_dist.io_utils import atomic_dir
 
@@ -43,8 +45,10 @@ def write_bundle_dir(out: Path, edges: dict[tuple[str, str, str], tuple[np.ndarr
     for etype, (edge_index, weight) in sorted(edges.items()):
         _save_npy(out / "graph" / f"{edge_key(etype)}.edge_index.npy", edge_index.astype(np.int64))
         _save_npy(out / "graph" / f"{edge_key(etype)}.edge_weight.npy", weight.astype(np.float32))
-    for name in SPLITS:
-        _save_npy(out / "splits" / f"{name}.npy", splits[name].astype(np.int64).reshape(-1, 2))
+    for name in SPLITS + COLD_SPLITS:
+        pairs = splits.get(name, np.zeros((0, 2), dtype=np.int64))
+        _save_npy(out / "splits" / f"{name}.npy", pairs.astype(np.int64).reshape(-1, 2))
+    _save_npy(out / "splits" / "cold_items.npy", np.asarray(splits.get("cold_items", []), dtype=np.int64))
     books.to_csv(out / "books.csv", index=False, lineterminator="\n")
     users.to_csv(out / "users.csv", index=False, lineterminator="\n")
     (out / "vocab").mkdir(exist_ok=True)
@@ -61,12 +65,13 @@ def save_bundle(bundle: Bundle, path: str | Path, vocab: dict[str, list[str]] | 
     path = Path(path)
     g = bundle.graph
     edges = {e: (g[e].edge_index.numpy(), g[e].edge_weight.numpy()) for e in g.edge_types}
-    splits = {s: bundle.split(s).numpy() for s in SPLITS}
+    splits = {s: bundle.split(s).numpy() for s in SPLITS + COLD_SPLITS}
+    splits["cold_items"] = bundle.cold_items.numpy()
     meta = dict(bundle.meta)
     meta.setdefault("schema_version", SCHEMA_VERSION)
     meta["counts"] = {"num_nodes": {t: int(g[t].num_nodes) for t in sorted(g.node_types)},
                       "num_edges": {edge_key(e): int(v[0].shape[1]) for e, v in sorted(edges.items())},
-                      "splits": {s: int(v.shape[0]) for s, v in splits.items()}}
+                      "splits": {s: int(v.shape[0]) for s, v in splits.items() if len(v) or s in SPLITS}}
     with atomic_dir(path) as tmp:
         write_bundle_dir(tmp, edges, splits, bundle.books, bundle.users, vocab or {}, meta)
     return path
@@ -99,13 +104,15 @@ def load_bundle(path: str | Path) -> Bundle:
             graph[etype].edge_index = torch.from_numpy(np.load(path / "graph" / f"{key}.edge_index.npy"))
             graph[etype].edge_weight = torch.from_numpy(np.load(path / "graph" / f"{key}.edge_weight.npy"))
         splits = {s: torch.from_numpy(np.load(path / "splits" / f"{s}.npy")) for s in SPLITS}
+        cold = {s: torch.from_numpy(np.load(path / "splits" / f"{s}.npy"))
+                for s in COLD_SPLITS + ("cold_items",) if (path / "splits" / f"{s}.npy").exists()}
         # Titles and authors stay text (a title "1984" is not a number; an empty author is "").
         books = pd.read_csv(path / "books.csv", keep_default_na=False, dtype={"title": str, "authors": str})
         users = pd.read_csv(path / "users.csv")
     except (OSError, ValueError, KeyError) as exc:
         raise DataError(f"bundle {path} is incomplete or corrupt ({exc}); rebuild it with --force") from None
     return Bundle(graph=graph, train=splits["train"], val=splits["val"], test=splits["test"],
-                  books=books, users=users, meta=meta, path=path)
+                  books=books, users=users, meta=meta, path=path, cold=cold)
 
 
 def load_vocab(path: str | Path, ntype: str) -> list[str]:

@@ -16,6 +16,7 @@ MODULES = {
     "mf": "graphrec_dist.models.mf",
     "lightgcn": "graphrec_dist.models.lightgcn",
     "lightgcn_ui": "graphrec_dist.models.lightgcn",
+    "content_knn": "graphrec_dist.models.content_knn",
 }
 
 

@@ -13,6 +13,8 @@ from typing import ClassVar, Literal, Optional, Protocol
 
 import torch
 
+from graphrec_dist.errors import ConfigError
+
 ModelKind = Literal["sampled", "triplet", "closed_form"]
 
 
@@ -87,3 +89,13 @@ class Recommender(torch.nn.Module):
     def scorer(self, bundle, ctx, eval_cfg) -> Scorer:
         """A scorer over all users and books (GNNs run full-neighbourhood inference here)."""
         raise NotImplementedError
+
+    # Whether ``history_scorer`` works: the model scores a user it was not trained on from a history.
+    scores_new_users: ClassVar[bool] = False
+
+    @torch.no_grad()
+    def history_scorer(self, bundle, history: tuple, ctx, eval_cfg) -> Scorer:
+        """A scorer of users from ``history`` = (indptr [U+1], items) instead of their training
+        interactions: nothing is trained; a user's row is whatever the history says."""
+        raise ConfigError(f"{type(self).__name__} cannot score a user outside its training data without "
+                          f"retraining (models that can: graphsage, graphsage_ui, ease, popularity, content_knn)")

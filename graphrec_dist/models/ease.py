@@ -24,11 +24,12 @@ from graphrec_dist.models.base import Recommender, Scorer
 GRAM_BLOCK = 2048  # books per column block of XᵀX, bounding the sparse product's transient memory
 
 
-def interaction_matrix(bundle: Bundle) -> sp.csr_matrix:
-    """Binary float32 CSR [num_users, num_books] of the training pairs (duplicates count once)."""
-    indptr, indices = bundle.train_csr()
+def interaction_matrix(bundle: Bundle, history: tuple | None = None) -> sp.csr_matrix:
+    """Binary float32 CSR [num_users, num_books] of the training pairs (duplicates count once),
+    or of ``history`` = (indptr, items) when given."""
+    indptr, indices = history if history is not None else bundle.train_csr()
     data = np.ones(len(indices), dtype=np.float32)
-    x = sp.csr_matrix((data, indices, indptr), shape=(bundle.num_users, bundle.num_books))
+    x = sp.csr_matrix((data, indices, indptr), shape=(len(indptr) - 1, bundle.num_books))
     x.sum_duplicates()
     x.data[:] = 1.0
     return x
@@ -104,6 +105,15 @@ class Ease(Recommender):
         if self.weights.numel() == 0:
             raise RuntimeError("EASE scorer requested before fit() or loading a checkpoint")
         return EaseScorer(interaction_matrix(bundle), self.weights)
+
+    scores_new_users: ClassVar[bool] = True
+
+    @torch.no_grad()
+    def history_scorer(self, bundle: Bundle, history: tuple, ctx, eval_cfg) -> Scorer:
+        """``X_u·B`` with the given history as ``X_u``: B does not depend on the user."""
+        if self.weights.numel() == 0:
+            raise RuntimeError("EASE scorer requested before fit() or loading a checkpoint")
+        return EaseScorer(interaction_matrix(bundle, history), self.weights)
 
 
 def build(cfg, bundle: Bundle) -> Ease:

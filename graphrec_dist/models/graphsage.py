@@ -24,11 +24,11 @@ from torch_sparse import SparseTensor
 from torch_geometric.nn.conv import MessagePassing
 from torch_sparse import matmul as sparse_matmul
 
-from graphrec_dist.data.bundle import BOOK, REV_RATES, USER, Bundle
+from graphrec_dist.data.bundle import BOOK, RATES, REV_RATES, USER, Bundle
 from graphrec_dist.distributed import DistContext
 from graphrec_dist.models.base import BPROutput, EmbeddingScorer, Recommender, TripletBatch
 from graphrec_dist.models.mf import ego_reg, triplet_scores
-from graphrec_dist.models.sparse import AdjPair, SpMM, bipartite_pair, normalised_weight, restrict_rows
+from graphrec_dist.models.sparse import AdjPair, SpMM, bipartite_pair, drop_rows, normalised_weight, restrict_rows
 from graphrec_dist.sampling import training_graph
 
 EdgeType = tuple[str, str, str]
@@ -113,6 +113,10 @@ class HeteroSAGE(nn.Module):
                                   for nt in used})
         for e in self.emb.values():
             nn.init.normal_(e.weight, std=0.1)
+        # The input of a user or book the model has no trained id embedding for (model.id_dropout).
+        self.unknown = nn.ParameterDict({nt: nn.Parameter(torch.randn(m.emb_dim) * 0.1)
+                                         for nt in (USER, BOOK) if nt not in self.shared}
+                                        if m.id_dropout > 0 else {})
         self.dropout, self.skip = m.dropout, m.skip
         self.layers = nn.ModuleList()
         self.skips = nn.ModuleList()
@@ -133,15 +137,33 @@ class HeteroSAGE(nn.Module):
             self.norms.append(nn.ModuleDict({t: _norm(m.norm, m.hidden_dim) for t in dsts}
                                             if m.norm != "none" and not last else {}))
 
-    def input_embeddings(self, n_id: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Layer-0 features of the nodes ``n_id`` (per node type) of a sampled batch."""
-        return {nt: self.emb[nt](torch.zeros_like(n_id[nt]) if nt in self.shared else n_id[nt])
-                for nt in self.emb.keys() if nt in n_id}
+    def input_embeddings(self, n_id: dict[str, Tensor], new: Optional[dict[str, Tensor]] = None) -> dict[str, Tensor]:
+        """Layer-0 features of the nodes ``n_id`` (per node type) of a sampled batch; nodes whose
+        global id is True in ``new`` (bool per node of the type) get the unknown vector."""
+        x = {nt: self.emb[nt](torch.zeros_like(n_id[nt]) if nt in self.shared else n_id[nt])
+             for nt in self.emb.keys() if nt in n_id}
+        for nt, mask in (new or {}).items():
+            if nt in x and nt in self.unknown:
+                x[nt] = torch.where(mask[n_id[nt]].unsqueeze(1), self.unknown[nt].unsqueeze(0), x[nt])
+        return x
 
-    def all_embeddings(self) -> dict[str, Tensor]:
-        """Layer-0 features of every node, per node type."""
-        return {nt: e.weight.expand(self.num_nodes[nt], -1) if nt in self.shared else e.weight
-                for nt, e in self.emb.items()}
+    def all_embeddings(self, new: Optional[dict[str, Tensor]] = None) -> dict[str, Tensor]:
+        """Layer-0 features of every node, per node type (``new`` as in ``input_embeddings``)."""
+        x = {nt: e.weight.expand(self.num_nodes[nt], -1) if nt in self.shared else e.weight
+             for nt, e in self.emb.items()}
+        for nt, mask in (new or {}).items():
+            if nt in self.unknown:
+                x[nt] = torch.where(mask.unsqueeze(1), self.unknown[nt].unsqueeze(0), x[nt])
+        return x
+
+    def new_node_input(self, nt: str, n: int) -> Tensor:
+        """[n, emb_dim] layer-0 features of ``n`` nodes of type ``nt`` the model has never seen:
+        the shared vector, the learned unknown vector, or zeros (trained without id_dropout)."""
+        if nt in self.shared:
+            return self.emb[nt].weight.expand(n, -1)
+        if nt in self.unknown:
+            return self.unknown[nt].unsqueeze(0).expand(n, -1)
+        return self.emb[nt].weight.new_zeros(n, self.emb[nt].weight.shape[1])
 
     def layer(self, i: int, x: dict[str, Tensor], edge_index: dict, edge_weight: dict) -> dict[str, Tensor]:
         """Layer ``i`` on node features ``x``: conv, skip, then (not last) norm, ReLU, dropout."""
@@ -235,6 +257,7 @@ class GraphSAGERecommender(Recommender):
         self.emb_dropout = cfg.model.emb_dropout
         self.history_dropout = cfg.model.history_dropout
         self.exclude_seed_edges = cfg.train.exclude_seed_edges
+        self.id_dropout = cfg.model.id_dropout
         # A learned per-book score offset: cosine scores alone cannot say that a book is popular.
         self.item_bias = nn.Parameter(torch.zeros(bundle.num_books)) if cfg.model.item_bias else None
         graph = self.message_graph(bundle)
@@ -245,6 +268,10 @@ class GraphSAGERecommender(Recommender):
         self._adj: Optional[dict] = None
         self._adj_device: Optional[torch.device] = None
         self.aggr = cfg.model.aggr
+        # Users and books without a training interaction: their id embedding was never trained as
+        # a positive, so with model.id_dropout they always get the unknown vector.
+        self._unseen = {nt: torch.bincount(bundle.train[:, col], minlength=n) == 0
+                        for nt, col, n in ((USER, 0, bundle.num_users), (BOOK, 1, bundle.num_books))}
 
     def message_graph(self, bundle: Bundle):
         """The graph this model passes messages over (and the loader samples from)."""
@@ -284,9 +311,22 @@ class GraphSAGERecommender(Recommender):
         return (torch.cat([user, user.new_ones(user.size(0), 1)], dim=1),
                 torch.cat([book, bias.unsqueeze(1).to(book.dtype)], dim=1))
 
+    def new_nodes(self, device: torch.device) -> dict[str, Tensor]:
+        """Per id-embedded type, which nodes get the unknown vector: those without training
+        interactions, and while training a random ``model.id_dropout`` share of the rest."""
+        if not self.encoder.unknown:
+            return {}
+        out = {}
+        for nt in self.encoder.unknown:
+            mask = self._unseen[nt].to(device)
+            if self.training:
+                mask = mask | (torch.rand(mask.numel(), device=device) < self.id_dropout)
+            out[nt] = mask
+        return out
+
     def encode_batch(self, batch) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """(input embeddings, output embeddings) of every node in a sampled HeteroData batch."""
-        x = self.encoder.input_embeddings(batch.n_id_dict)
+        x = self.encoder.input_embeddings(batch.n_id_dict, self.new_nodes(batch[USER].n_id.device))
         adj = graph_adjacency(batch, self.use_edge_weight, x[USER].device)
         return x, self.encoder(self.inputs(x), adj, {})
 
@@ -313,8 +353,13 @@ class GraphSAGERecommender(Recommender):
         so a user is scored from the rest of their history, as at evaluation (the analogue of
         EASE's zero diagonal: no item predicts itself).
         """
-        x = self.encoder.all_embeddings()
-        adj = self.full_adjacency(x[USER].device)
+        device = batch.users.device
+        new = self.new_nodes(device)
+        x = self.encoder.all_embeddings(new)
+        adj = self.full_adjacency(device)
+        if BOOK in new:  # a new book has no ratings: hide those of the books treated as new
+            adj = {et: drop_rows(pair, new[BOOK]) if et == RATES and isinstance(pair, AdjPair) else pair
+                   for et, pair in adj.items()}
         last = dict(adj)
         users = torch.unique(batch.users)
         for et, pair in adj.items():
@@ -346,17 +391,49 @@ class GraphSAGERecommender(Recommender):
         device = next(self.parameters()).device
         graph = self.message_graph(bundle)
         adj = graph_adjacency(graph, self.use_edge_weight, device, ctx)
-        x = self.encoder.all_embeddings()
+        x = self.encoder.all_embeddings(self.new_nodes(device))
+        layer_inputs = []
         for i in range(len(self.encoder.layers)):
+            layer_inputs.append(x)
             h = self.encoder.layer(i, x, adj, {})
             x = {nt: gather_rows(hv[_block(hv.size(0), ctx)], hv.size(0), ctx) for nt, hv in h.items()}
         self.train(was_training)
+        self._layer_inputs = layer_inputs  # fold-in of new users reads them (history_scorer)
         return x
 
     @torch.no_grad()
     def scorer(self, bundle: Bundle, ctx, eval_cfg) -> EmbeddingScorer:
         out = self.embed_all(bundle, ctx)
         return EmbeddingScorer(*self.scoring_vectors(out[USER], out[BOOK]))
+
+    scores_new_users = True
+
+    @torch.no_grad()
+    def history_scorer(self, bundle: Bundle, history: tuple, ctx, eval_cfg) -> EmbeddingScorer:
+        """Users scored from ``history`` (indptr, items) as new users: nothing is trained.
+
+        Fold-in: each user starts from the new-node input and passes through the same layers with
+        the history books as its only neighbours, reading every other node's layer inputs from the
+        bundle's graph (the history does not change the books). For a bundle user without
+        attribute edges, in a model without per-user id embeddings, that is exactly the
+        computation of :meth:`embed_all`, so the scores agree with :meth:`scorer`'s.
+        """
+        out = self.embed_all(bundle, ctx)
+        device = out[BOOK].device
+        indptr, items = (torch.as_tensor(a, dtype=torch.int64) for a in history)
+        n = len(indptr) - 1
+        users = torch.repeat_interleave(torch.arange(n), indptr[1:] - indptr[:-1])
+        hist_edges = torch.stack([items, users]).to(device)  # book -> new user
+        h = self.encoder.new_node_input(USER, n).to(device)
+        for i, x in enumerate(self._layer_inputs):
+            x = {**x, USER: h}
+            adj = {}
+            for et in self.encoder.layer_types[i]:
+                num_src, num_dst = x[et[0]].size(0), x[et[2]].size(0)
+                ei = hist_edges if et == REV_RATES else hist_edges.new_zeros(2, 0)
+                adj[et] = adjacency(ei, None, num_src, num_dst)
+            h = self.encoder.layer(i, x, adj, {})[USER]
+        return EmbeddingScorer(*self.scoring_vectors(h, out[BOOK]))
 
 
 def build(cfg, bundle: Bundle) -> GraphSAGERecommender:

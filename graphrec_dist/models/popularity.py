@@ -66,6 +66,13 @@ class Popularity(Recommender):
     def scorer(self, bundle: Bundle, ctx, eval_cfg) -> Scorer:
         return PopularityScorer(tie_broken_scores(self.counts))
 
+    scores_new_users: ClassVar[bool] = True
+
+    @torch.no_grad()
+    def history_scorer(self, bundle: Bundle, history: tuple, ctx, eval_cfg) -> Scorer:
+        """The same list for everyone: a history changes nothing but what is masked."""
+        return self.scorer(bundle, ctx, eval_cfg)
+
 
 def build(cfg, bundle: Bundle) -> Popularity:
     """The registry entry for ``model.name=popularity``."""

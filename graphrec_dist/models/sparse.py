@@ -127,3 +127,17 @@ def restrict_rows(pair: AdjPair, rows: torch.Tensor, keep: float = 1.0,
     adj_t = to_torch_csr_tensor(edge_index.flip(0), values, size=(num_dst, num_src))
     adj = to_torch_csr_tensor(edge_index, values, size=(num_src, num_dst))
     return AdjPair(adj_t, adj)
+
+
+def drop_rows(pair: AdjPair, rows: torch.Tensor) -> AdjPair:
+    """``pair`` without the in-edges of the destinations where ``rows`` (bool [num_dst]) is True:
+    those rows then get no messages, as a node without such edges would (a new item's ratings)."""
+    crow, col, val = pair.adj_t.crow_indices(), pair.adj_t.col_indices(), pair.adj_t.values()
+    num_dst, num_src = pair.adj_t.shape
+    dst = torch.repeat_interleave(torch.arange(num_dst, device=crow.device), crow[1:] - crow[:-1])
+    kept = ~rows.to(crow.device)[dst]
+    edge_index = torch.stack([col[kept], dst[kept]])
+    values = val[kept]
+    adj_t = to_torch_csr_tensor(edge_index.flip(0), values, size=(num_dst, num_src))
+    adj = to_torch_csr_tensor(edge_index, values, size=(num_src, num_dst))
+    return AdjPair(adj_t, adj)
