@@ -32,6 +32,7 @@ from graphrec_dist.models.base import Recommender
 from graphrec_dist.trainer import TrainHooks, Trainer, TrainState, batch_loss, evaluate_model, metric_key  # TrainHooks re-exported
 
 CURVES = "training_curves.png"
+INDUCTIVE = "inductive_metrics.json"  # the cold-item / new-user protocols, when the bundle has them
 
 
 @dataclass
@@ -44,7 +45,7 @@ class TrainResult:
     global_step: int
     stopped_early: bool
     model: Optional[Recommender] = field(default=None, repr=False)
-    inductive: dict[str, dict[str, float]] = field(default_factory=dict)  # split -> test metrics
+    inductive: dict[str, dict[str, float]] = field(default_factory=dict)  # split -> metrics (cold_*)
 
 
 
@@ -115,11 +116,12 @@ def _run(cfg: Config, ctx: DistContext, hooks: TrainHooks) -> TrainResult:
 
 
 def inductive_tests(model: Recommender, bundle, cfg: Config, ctx: DistContext) -> dict[str, dict[str, float]]:
-    """Test metrics of the inductive protocols the bundle was built with (docs/EVALUATION.md);
-    the new-user one only for models that score a user from a history without retraining."""
+    """Validation and test metrics of the inductive protocols the bundle was built with
+    (docs/EVALUATION.md) for the final model; the new-user ones only for models that score a user
+    from a history without retraining."""
     out = {}
-    for split in ("cold_test", "cold_user_test"):
-        if len(bundle.split(split)) and (split == "cold_test" or model.scores_new_users):
+    for split in ("cold_val", "cold_test", "cold_user_val", "cold_user_test"):
+        if len(bundle.split(split)) and (split in ("cold_val", "cold_test") or model.scores_new_users):
             out[split] = evaluate_model(model, bundle, split, cfg, ctx)
     return out
 
@@ -150,17 +152,21 @@ def finish_run(cfg: Config, result: TrainResult, bundle, ctx: DistContext) -> No
 
     out = result.out_dir
     write_json_atomic(out / "test_metrics.json", {**result.test_metrics, "model": cfg.model.name,
-                                                  "best_epoch": result.best_epoch, "split": "test",
-                                                  **result.inductive})
+                                                  "best_epoch": result.best_epoch, "split": "test"})
+    if result.inductive:
+        write_json_atomic(out / INDUCTIVE, {"model": cfg.model.name, **result.inductive})
     plot_training_curves(result.history, out / CURVES, title=f"{cfg.model.name} on {cfg.data.bundle_dir}",
                          metric=f"val_{metric_key(cfg)}")
     shown = "  ".join(f"{k}={v:.4f}" for k, v in result.test_metrics.items() if "@" in k or k == "mrr")
     print(f"\n{cfg.model.name}: full-ranking test metrics ({int(result.test_metrics.get('num_users', 0))} users, "
           f"best epoch {result.best_epoch}):\n  {shown}")
     for split, metrics in result.inductive.items():
+        if split.endswith("val"):
+            continue
         shown = "  ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith(("ndcg", "recall")))
         print(f"  {split} ({int(metrics.get('num_users', 0))} users): {shown}")
-    print(f"artifacts in {out}/: config.yaml metrics.jsonl best.pt last.pt test_metrics.json {CURVES}")
+    print(f"artifacts in {out}/: config.yaml metrics.jsonl best.pt last.pt test_metrics.json {CURVES}"
+          + (f" {INDUCTIVE}" if result.inductive else ""))
     sys.stdout.flush()
 
 

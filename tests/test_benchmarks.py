@@ -407,3 +407,47 @@ def test_realdata_runs_every_model_on_every_split_seed_and_reports_mean_and_std(
     text = report.generate(out, docs).read_text()
     assert "| ease | 0.1850 ± 0.0100 | **0.1900 ± 0.0100** |" in text
     assert "graphsage trails the best baseline, ease (0.1800 vs 0.1900 test NDCG@10, 95%)" in text
+
+
+def test_inductive_section_runs_each_model_per_dataset_and_seed_and_reports_the_targets(tmp_path, monkeypatch):
+    from graphrec_dist.benchmarks import inductive
+
+    calls = []
+    cold = {"graphsage": 0.15, "content_knn": 0.10, "ease": 0.0, "popularity": 0.07}
+
+    def fake_train_run(root, name, preset, overrides, **kw):
+        calls.append(overrides)
+        model = next((o.split("=")[1] for o in overrides if o.startswith("model.name=")), Path(preset).stem)
+        plain = "model.id_dropout=0" in overrides
+        run_dir = tmp_path / name
+        run_dir.mkdir(parents=True, exist_ok=True)
+        metrics = {"cold_val": {"ndcg@10": cold[model] - (0.05 if plain else 0)},
+                   "cold_test": {"ndcg@10": cold[model] - (0.05 if plain else 0)}}
+        if model != "content_knn":
+            metrics.update(cold_user_val={"ndcg@10": 0.2}, cold_user_test={"ndcg@10": 0.18 if model == "ease" else 0.15})
+        (run_dir / "inductive_metrics.json").write_text(json.dumps({"model": model, **metrics}))
+        warm = 0.16 if plain else 0.158
+        return {"epochs": [{"epoch": 0, "val_ndcg@10": warm}], "command": name, "run_dir": str(run_dir),
+                "wall_s": 3.0, "test_metrics": {"ndcg@10": warm}}
+
+    monkeypatch.setattr(inductive, "train_run", fake_train_run)
+    monkeypatch.setattr(inductive, "time_history_recommend", lambda plan, users: {
+        "median_s": 0.2, "max_s": 0.3, "repeats": 5, "num_users": users, "num_books": 100, "preset": "configs/demo.yaml"})
+    plan = BenchPlan(mode="reduced", out_dir=tmp_path / "bench_out", real_data_dir=str(tmp_path / "missing"),
+                     real_seeds=[0, 1])
+    res = inductive.run_section(plan)
+    assert "real data not found" in res["datasets"]["real"]["skipped"]
+    assert len(calls) == 5 * 2  # graphsage twice (with and without id_dropout) and three baselines, 2 seeds
+    assert all("data.split.cold_items=0.1" in ov and "data.split.cold_users=0.1" in ov for ov in calls)
+    assert len({o for ov in calls for o in ov if o.startswith("data.bundle_dir=")}) == 2
+    rows = res["datasets"]["synth"]["rows"]
+    assert rows["graphsage"]["summary"]["cold_test"]["mean"] == pytest.approx(0.15)
+    assert rows["content_knn"]["summary"]["cold_user_test"]["n"] == 0
+    common.write_section(tmp_path / "bench_out", _payload("inductive", res))
+    text = report.generate(tmp_path / "bench_out", tmp_path / "docs").read_text()
+    assert "graphsage 0.1500 vs content_knn 0.1000 test NDCG@10 = **1.50×**" in text
+    assert "New users: graphsage 0.1500 vs EASE 0.1800 test NDCG@10 (83% of EASE)" in text
+    assert "validation NDCG@10 0.1580 vs 0.1600 without it (-1.3%; allowed −2%)" in text
+    table = text[text.index("| model | warm val"):]
+    assert table.index("| graphsage |") < table.index("| graphsage, id_dropout=0 |") < table.index("| content_knn |")
+    assert "median 0.200 s" in text

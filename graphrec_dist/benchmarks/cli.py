@@ -28,6 +28,7 @@ from graphrec_dist.logging_utils import get_logger, setup_logging
 SECTIONS: dict[str, str] = {
     "quality": "graphrec_dist.benchmarks.quality:run_section",
     "realdata": "graphrec_dist.benchmarks.realdata:run_section",
+    "inductive": "graphrec_dist.benchmarks.inductive:run_section",
     "training": "graphrec_dist.benchmarks.training:run_section",
     "evaluation": "graphrec_dist.benchmarks.ranking:run_section",
     "sampling": "graphrec_dist.benchmarks.sampling:run_section",

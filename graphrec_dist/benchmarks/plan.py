@@ -60,6 +60,12 @@ class BenchPlan:
     real_data_dir: str = "../shared/data/movielens-100k"
     real_spec: str = "configs/data/movielens-100k.yaml"
     real_seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    # inductive tables: the cold-item and new-user protocols on the real data and generated data
+    inductive_users: int = 1000
+    inductive_models: list[str] = field(default_factory=lambda: ["graphsage", "content_knn", "ease", "popularity"])
+    cold_items: float = 0.1
+    cold_users: float = 0.1
+    history_timing_users: int = 2000  # recommend --history is timed on the demo's size
 
     def as_dict(self) -> dict:
         out = dataclasses.asdict(self)
@@ -79,7 +85,8 @@ def full_plan(out_dir: Path) -> BenchPlan:
         sampling_workers=[0, 1, 2, 4], sampling_batches=50,
         profile_steps=200, compare_users=GOODBOOKS_USERS, compare_budget_s=1800.0, compare_eval_every=27,
         scaling_users=GOODBOOKS_USERS, scaling_steps=100, sweep_users=[users_at(p) for p in (10, 30, 100, 300)],
-        sweep_steps=200, quality_users=GOODBOOKS_USERS, ablation=True,
+        sweep_steps=200, quality_users=GOODBOOKS_USERS, ablation=True, inductive_users=2000,
+        inductive_models=["graphsage", "content_knn", "ease", "popularity", "mf", "lightgcn"],
     )
 
 

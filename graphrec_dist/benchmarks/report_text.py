@@ -77,6 +77,9 @@ def _section_scale(name: str, res: dict[str, Any]) -> str:
         return scale_of(res.get("num_users"))
     if name == "realdata":
         return f"{res.get('data_dir')}, {len(res.get('seeds', []))} split seeds"
+    if name == "inductive":
+        names = [d.get("name") for d in res.get("datasets", {}).values() if d.get("name")]
+        return f"{'; '.join(names)}; {len(res.get('seeds', []))} split seeds"
     if name == "training":
         return f"profile {scale_of(plan.get('profile_users'))}; race {scale_of(plan.get('compare_users'))}"
     if name == "evaluation":
