@@ -10,7 +10,9 @@ from graphrec_dist.sampling import (NegativeSampler, TripletLoader, make_link_lo
 
 
 def toy_bundle(num_users: int = 20, num_books: int = 15, per_user: int = 5, seed: int = 0) -> Bundle:
+    """A tiny Graph3; the same ``seed`` gives the same bundle whatever ran before (no global RNG)."""
     rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
     pairs = np.array([(u, b) for u in range(num_users) for b in rng.choice(num_books, per_user, replace=False)])
     train = torch.from_numpy(pairs).long()
     g = HeteroData()
@@ -23,9 +25,9 @@ def toy_bundle(num_users: int = 20, num_books: int = 15, per_user: int = 5, seed
     g[REV_RATES].edge_weight = torch.ones(len(train))
     bt = torch.stack([torch.arange(num_books), torch.arange(num_books) % 4])
     g["book", "has_tag", "tag"].edge_index = bt
-    g["book", "has_tag", "tag"].edge_weight = torch.rand(num_books)
+    g["book", "has_tag", "tag"].edge_weight = torch.rand(num_books, generator=gen)
     g["tag", "rev_has_tag", "book"].edge_index = bt.flip(0)
-    g["tag", "rev_has_tag", "book"].edge_weight = torch.rand(num_books)
+    g["tag", "rev_has_tag", "book"].edge_weight = torch.rand(num_books, generator=gen)
     held = torch.stack([torch.arange(num_users), torch.zeros(num_users, dtype=torch.long)], 1)
     return Bundle(g, train, held, held, pd.DataFrame({"book_id": np.arange(num_books), "title": "t", "authors": "a"}),
                   pd.DataFrame({"user_id": np.arange(num_users)}))
@@ -91,6 +93,17 @@ def test_link_loader_is_deterministic_for_a_seed() -> None:
         batch = next(iter(make_link_loader(bundle, 10, [2, 2], edge_ids=torch.arange(10))))
         draws.append((batch["book"].n_id.clone(), batch["book"].dst_neg_index.clone()))
     assert torch.equal(draws[0][0], draws[1][0]) and torch.equal(draws[0][1], draws[1][1])
+
+
+def test_toy_bundle_does_not_depend_on_the_global_rng() -> None:
+    torch.manual_seed(1)
+    first = toy_bundle(seed=3)
+    torch.manual_seed(2)
+    second = toy_bundle(seed=3)
+    for et in first.graph.edge_types:
+        assert torch.equal(first.graph[et].edge_weight, second.graph[et].edge_weight), et
+    assert not torch.equal(first.graph["book", "has_tag", "tag"].edge_weight,
+                           toy_bundle(seed=4).graph["book", "has_tag", "tag"].edge_weight)
 
 
 def test_training_graph_user_book_only() -> None:
