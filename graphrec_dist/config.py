@@ -139,6 +139,10 @@ class TrainConfig:
     # "sampled" trains on LinkNeighborLoader subgraphs with train.num_neighbors (for graphs beyond
     # one machine's memory).
     mode: Literal["full_graph", "sampled"] = "full_graph"
+    # train.mode=sampled: "blocks" samples per-layer blocks around each batch in the model and
+    # computes only the rows each layer needs (graphrec_dist/block_sampler.py); "pyg" trains on
+    # LinkNeighborLoader subgraphs (PyG's own pipeline, every layer over the whole subgraph).
+    sampler: Literal["blocks", "pyg"] = "blocks"
     # "bpr": -log sigmoid(pos - neg) per negative; "softmax": cross-entropy of the positive against
     # every item (models that score all items in a step: mf, lightgcn, full-graph graphsage) or
     # against its neg_per_pos sampled negatives (sampled graphsage).

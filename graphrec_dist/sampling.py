@@ -171,6 +171,8 @@ class TripletLoader:
         ids = shard_edges(len(self.bundle.train), epoch, self.seed, self.rank, self.world_size, self.cap)
         for step in range(start_step, len(self)):
             rows = self.bundle.train[ids[step * self.batch_size:(step + 1) * self.batch_size]]
-            gen = torch.Generator().manual_seed(sampling_seed(self.seed, self.rank, epoch, step + 1))
+            seed = sampling_seed(self.seed, self.rank, epoch, step + 1)
+            gen = torch.Generator().manual_seed(seed)
             users = rows[:, 0].contiguous()
-            yield TripletBatch(users, rows[:, 1].contiguous(), self.negatives.sample(users, self.neg_per_pos, gen))
+            yield TripletBatch(users, rows[:, 1].contiguous(), self.negatives.sample(users, self.neg_per_pos, gen),
+                               seed=(seed * 2 + 1) % (2 ** 63 - 1))

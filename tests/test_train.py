@@ -48,8 +48,10 @@ def test_graphsage_run_writes_every_output_and_the_loss_falls(data_overrides, tm
     assert "full-ranking test metrics" in printed and str(out) in printed
 
 
-def test_resumed_run_ends_with_the_same_metrics_as_an_uninterrupted_one(data_overrides, tmp_path: Path) -> None:
-    base = ["train.checkpoint_every=3", "model.dropout=0.2"]
+@pytest.mark.parametrize("sampler", ["blocks", "pyg"])
+def test_resumed_run_ends_with_the_same_metrics_as_an_uninterrupted_one(data_overrides, tmp_path: Path,
+                                                                        sampler: str) -> None:
+    base = ["train.checkpoint_every=3", "model.dropout=0.2", f"train.sampler={sampler}"]
     full = main(["configs/debug.yaml", *small(data_overrides, tmp_path / "a", *base)])
     # 8 steps per epoch: the last checkpoint before step 11 is mid-epoch 1 (step 9).
     with pytest.raises(RuntimeError, match="simulated failure"):

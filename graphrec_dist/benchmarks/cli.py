@@ -29,6 +29,7 @@ SECTIONS: dict[str, str] = {
     "quality": "graphrec_dist.benchmarks.quality:run_section",
     "realdata": "graphrec_dist.benchmarks.realdata:run_section",
     "inductive": "graphrec_dist.benchmarks.inductive:run_section",
+    "sampled_speed": "graphrec_dist.benchmarks.sampled_speed:run_section",
     "training": "graphrec_dist.benchmarks.training:run_section",
     "evaluation": "graphrec_dist.benchmarks.ranking:run_section",
     "sampling": "graphrec_dist.benchmarks.sampling:run_section",

@@ -66,6 +66,11 @@ class BenchPlan:
     cold_items: float = 0.1
     cold_users: float = 0.1
     history_timing_users: int = 2000  # recommend --history is timed on the demo's size
+    # sampled-training race: the trainer against the plain PyG pipeline (same bundle, one process)
+    sampled_speed_users: int = GOODBOOKS_USERS
+    sampled_speed_steps: int = 10
+    sampled_speed_rounds: int = 3
+    sampled_speed_workers: list[int] = field(default_factory=lambda: [0, 1, 2])
 
     def as_dict(self) -> dict:
         out = dataclasses.asdict(self)
@@ -86,6 +91,7 @@ def full_plan(out_dir: Path) -> BenchPlan:
         profile_steps=200, compare_users=GOODBOOKS_USERS, compare_budget_s=1800.0, compare_eval_every=27,
         scaling_users=GOODBOOKS_USERS, scaling_steps=100, sweep_users=[users_at(p) for p in (10, 30, 100, 300)],
         sweep_steps=200, quality_users=GOODBOOKS_USERS, ablation=True, inductive_users=2000,
+        sampled_speed_steps=30,
         inductive_models=["graphsage", "content_knn", "ease", "popularity", "mf", "lightgcn"],
     )
 

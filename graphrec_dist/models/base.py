@@ -25,9 +25,10 @@ class TripletBatch:
     users: torch.Tensor  # int64 [n]
     pos: torch.Tensor  # int64 [n]
     neg: torch.Tensor  # int64 [n, k]
+    seed: int = 0  # seeds the model's own randomness for this batch (block sampling)
 
     def to(self, device: torch.device) -> "TripletBatch":
-        return TripletBatch(self.users.to(device), self.pos.to(device), self.neg.to(device))
+        return TripletBatch(self.users.to(device), self.pos.to(device), self.neg.to(device), self.seed)
 
 
 @dataclass

@@ -13,6 +13,7 @@ weighted mean; with sum/max it rescales messages without changing their total we
 """
 from __future__ import annotations
 
+import time
 import warnings
 from typing import ClassVar, Optional
 
@@ -24,6 +25,7 @@ from torch_sparse import SparseTensor
 from torch_geometric.nn.conv import MessagePassing
 from torch_sparse import matmul as sparse_matmul
 
+from graphrec_dist.block_sampler import BlockSampler
 from graphrec_dist.data.bundle import BOOK, RATES, REV_RATES, USER, Bundle
 from graphrec_dist.distributed import DistContext
 from graphrec_dist.models.base import BPROutput, EmbeddingScorer, Recommender, TripletBatch
@@ -248,7 +250,12 @@ class GraphSAGERecommender(Recommender):
 
     def __init__(self, bundle: Bundle, cfg, user_book_only: bool):
         super().__init__()
-        self.kind = "triplet" if cfg.train.mode == "full_graph" else "sampled"
+        self.mode = cfg.train.mode
+        # Full-graph steps and block sampling take (user, positive, negatives) index batches; PyG's
+        # loader hands over sampled subgraphs.
+        self.kind = "sampled" if cfg.train.mode == "sampled" and cfg.train.sampler == "pyg" else "triplet"
+        self.num_neighbors = list(cfg.train.num_neighbors)
+        self._block_sampler = None
         self.user_book_only = user_book_only
         self.exclude_relations = tuple(cfg.model.exclude_relations)
         self.use_edge_weight = cfg.model.edge_weight
@@ -332,7 +339,7 @@ class GraphSAGERecommender(Recommender):
 
     def bpr_forward(self, batch) -> BPROutput:
         if isinstance(batch, TripletBatch):
-            return self.full_graph_forward(batch)
+            return self.full_graph_forward(batch) if self.mode == "full_graph" else self.block_forward(batch)
         x, h = self.encode_batch(batch)
         src = batch[USER].src_index
         pos = batch[BOOK].dst_pos_index
@@ -340,6 +347,34 @@ class GraphSAGERecommender(Recommender):
         hu, hb = self.scoring_vectors(h[USER][src], h[BOOK], batch[BOOK].n_id)
         pos_score, neg_score = triplet_scores(hu, hb[pos], hb[neg])
         reg = ego_reg(x[USER][src], x[BOOK][pos], x[BOOK][neg], batch_size=len(src))
+        return BPROutput(pos_score, neg_score, reg)
+
+    def block_forward(self, batch: TripletBatch) -> BPROutput:
+        """Sampled training on per-layer blocks (:mod:`graphrec_dist.block_sampler`): each layer
+        computes only the rows the layer above reads, ending at the batch's users and books."""
+        if self._block_sampler is None:
+            self._block_sampler = BlockSampler(self._graph, self.encoder.layer_types, self.num_neighbors,
+                                               self.use_edge_weight, self.aggr)
+        device = batch.users.device
+        users, books = torch.unique(batch.users), torch.unique(torch.cat([batch.pos, batch.neg.reshape(-1)]))
+        exclude = (batch.users.cpu(), batch.pos.cpu()) if self.exclude_seed_edges else None
+        start = time.perf_counter()
+        blocks = self._block_sampler.sample({USER: users.cpu(), BOOK: books.cpu()},
+                                            torch.Generator().manual_seed(batch.seed), exclude)
+        self.last_sampling_s = time.perf_counter() - start  # train.profile_steps books it as sampling
+        n_id = {nt: ids.to(device) for nt, ids in blocks.n_id.items()}
+        x = self.encoder.input_embeddings(n_id, self.new_nodes(device))
+        h = self.inputs(x)
+        for i in range(len(self.encoder.layers)):
+            adj = {et: AdjPair(a.adj_t.to(device), a.adj.to(device)) for et, a in blocks.adj[i].items()}
+            out = self.encoder.layer(i, h, adj, {})
+            h = {nt: out[nt][:n] for nt, n in blocks.num_out[i].items() if nt in out}
+        # The seeds come first in every layer's node list, in torch.unique's (sorted) order.
+        u = torch.searchsorted(users, batch.users)
+        pos, neg = torch.searchsorted(books, batch.pos), torch.searchsorted(books, batch.neg)
+        hu, hb = self.scoring_vectors(h[USER][u], h[BOOK], books)
+        pos_score, neg_score = triplet_scores(hu, hb[pos], hb[neg])
+        reg = ego_reg(x[USER][u], x[BOOK][pos], x[BOOK][neg], batch_size=len(u))
         return BPROutput(pos_score, neg_score, reg)
 
     def full_graph_forward(self, batch: TripletBatch) -> BPROutput:
