@@ -1,7 +1,7 @@
 """Layer-wise neighbour sampling into per-layer blocks, for ``train.mode=sampled`` (``train.sampler=blocks``).
 
 PyG's ``LinkNeighborLoader`` returns one subgraph, the union of every hop, and the model then runs
-every layer over every node of it: at fanout [15, 10] on Graph3 the last layer computes ~100k
+every layer over every node of it: at fanout [15, 10] on Graph3 the last layer computes ~60k
 node outputs to use the ~6k of the batch. Here the sampling follows the model's layers instead
 (as DGL's blocks do): the last layer's destinations are the batch's users and books, each layer's
 sources are the next lower layer's destinations, and a layer computes only the rows the layer

@@ -451,3 +451,22 @@ def test_inductive_section_runs_each_model_per_dataset_and_seed_and_reports_the_
     table = text[text.index("| model | warm val"):]
     assert table.index("| graphsage |") < table.index("| graphsage, id_dropout=0 |") < table.index("| content_knn |")
     assert "median 0.200 s" in text
+
+
+def test_sampled_speed_report_names_the_ratio_and_the_per_step_phases(tmp_path):
+    def row(rate, sampling):
+        return {"sampling_s": sampling, "forward_s": 1.0, "backward_s": 2.0, "optimizer_s": 0.5, "total_s": 0.0,
+                "seed_edges_per_s": rate}
+
+    summary = {"plain_workers0": row(2000.0, 6.0), "plain_workers1": row(2500.0, 4.0),
+               "trainer_blocks": row(5000.0, 1.0), "trainer_pyg": row(2200.0, 6.0)}
+    res = {"summary": summary, "runs": {k: [v] * 3 for k, v in summary.items()}, "best_plain": "plain_workers1",
+           "ratio_blocks_vs_best_plain": 2.0, "ratio_pyg_vs_best_plain": 0.88, "num_users": 100, "train_edges": 1000,
+           "threads": 2, "steps": 10, "sizes": {"layers": 2, "fanout": [15, 10], "batch_size": 2048, "neg": 1, "dim": 64}}
+    common.write_section(tmp_path / "out", _payload("sampled_speed", res))
+    text = report.generate(tmp_path / "out", tmp_path / "docs").read_text()
+    assert "runs at **2.00×** the best plain pipeline" in text and "ran at 0.88×" in text
+    # 10 steps: 1.0 s of sampling in total is 100 ms a step; rows sorted fastest first.
+    assert "| graphrec_dist trainer, block sampler (`train.sampler=blocks`, default) | 5,000 | 2.00× | 100 | 100 | 200 | 50 |" in text
+    table = text[text.index("| pipeline |"):]
+    assert table.index("block sampler") < table.index("`num_workers=1`") < table.index("`num_workers=0`")

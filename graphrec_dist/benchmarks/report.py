@@ -12,12 +12,13 @@ from graphrec_dist.benchmarks import figures
 from graphrec_dist.benchmarks.common import read_section
 from graphrec_dist.benchmarks.report_inductive import inductive_part
 from graphrec_dist.benchmarks.report_realdata import realdata_part
+from graphrec_dist.benchmarks.report_sampled_speed import sampled_speed_part
 from graphrec_dist.benchmarks.report_text import (headline, machine_table, quality_part, sampling_part,
                                                   scale_table, scaling_part, sweep_part, training_part,
                                                   evaluation_part, memory_part)
 from graphrec_dist.io_utils import write_text_atomic
 
-SECTION_NAMES = ("quality", "realdata", "inductive", "training", "evaluation", "sampling", "scaling", "memory", "sweep")
+SECTION_NAMES = ("quality", "realdata", "inductive", "sampled_speed", "training", "evaluation", "sampling", "scaling", "memory", "sweep")
 
 
 def draw(sections: dict[str, dict[str, Any] | None], img_dir: Path) -> dict[str, Path]:
@@ -74,6 +75,8 @@ def generate(out_dir: str | Path, docs_dir: str | Path) -> Path:
         realdata_part(sections.get("realdata")),
         "",
         inductive_part(sections.get("inductive")),
+        "",
+        sampled_speed_part(sections.get("sampled_speed")),
         "",
         quality_part(sections.get("quality"), rel),
         "",

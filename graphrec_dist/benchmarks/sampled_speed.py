@@ -148,7 +148,7 @@ def race_child(bundle_path: str, overrides_base: list[str], steps: int, rounds: 
             / summary[best_plain]["seed_edges_per_s"],
             "ratio_pyg_vs_best_plain": summary["trainer_pyg"]["seed_edges_per_s"]
             / summary[best_plain]["seed_edges_per_s"],
-            "num_users": bundle.num_users, "train_edges": len(bundle.train), "threads": threads}
+            "num_users": bundle.num_users, "train_edges": len(bundle.train), "threads": threads, "steps": steps}
 
 
 def _median_row(runs: list[dict[str, float]]) -> dict[str, float]:
