@@ -13,6 +13,7 @@ from graphrec_dist.config import DataConfig
 from graphrec_dist.data.bundle import RATES
 from graphrec_dist.data.prepare import build_bundle, prepare_bundle
 from graphrec_dist.data.store import SCHEMA_VERSION, load_bundle
+import bounded
 
 
 def _tree_digest(root: Path) -> dict[str, str]:
@@ -138,7 +139,7 @@ def test_two_processes_prepare_the_same_bundle(tmp_path) -> None:
             "synth_users=120)); print(b.num_users)")
     procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for _ in range(2)]
-    outs = [p.communicate(timeout=300) for p in procs]
+    outs = bounded.communicate_all(procs, timeout_s=300)
     assert [p.returncode for p in procs] == [0, 0], outs
     assert [o[0].strip() for o in outs] == ["120", "120"]
     logs = "".join(o[1] for o in outs)
