@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch_geometric.data import HeteroData
 
+from graphrec_dist import checkpoint as ckpt
 from graphrec_dist import evaluate
 from graphrec_dist.config import EvalConfig, load_config
 from graphrec_dist.data.bundle import Bundle
@@ -247,18 +248,28 @@ def test_empty_split_gives_zero_users():
     assert res == {"hit@1": 0.0, "ndcg@1": 0.0, "recall@1": 0.0, "mrr": 0.0, "num_users": 0.0}
 
 
-def _dist_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
-    """One rank of a gloo group: evaluate both protocols, write the metrics as JSON."""
-    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world_size),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
-    from graphrec_dist.distributed import cleanup, init_distributed
+def _dist_worker(rank: int, world_size: int, out_dir: str) -> None:
+    """One rank of a gloo group: evaluate both protocols, write the metrics as JSON.
 
-    ctx = init_distributed(backend="gloo", device="cpu", timeout_s=60)
+    The ranks meet through a file store, not a TCP port: no port to choose, none to collide with
+    another run on the machine. init_distributed then finds the group and reuses it.
+    """
+    import datetime
+
+    import torch.distributed as dist
+
+    from graphrec_dist.distributed import init_distributed
+
+    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world_size)})
+    dist.init_process_group("gloo", init_method=f"file://{Path(out_dir) / f'rdzv_ws{world_size}'}", rank=rank,
+                            world_size=world_size, timeout=datetime.timedelta(seconds=60))
     try:
+        ctx = init_distributed(backend="gloo", device="cpu")
+        assert (ctx.rank, ctx.world_size) == (rank, world_size)
         results = _both_protocols(ctx, Path(out_dir) / f"per_user_ws{world_size}.csv")
         (Path(out_dir) / f"ws{world_size}_rank{rank}.json").write_text(json.dumps(results))
     finally:
-        cleanup(ctx)
+        dist.destroy_process_group()
 
 
 def with_cold_items(bundle: Bundle, cold: np.ndarray, seed: int = 0) -> Bundle:
@@ -287,20 +298,22 @@ def _both_protocols(ctx: DistContext, per_user: Path) -> dict:
                                              per_user.with_name("cold_" + per_user.name))}
 
 
-def _spawn(world_size: int, port: int, out_dir: Path, timeout_s: float = 120.0) -> None:
+def _spawn(world_size: int, out_dir: Path, timeout_s: float = 120.0) -> None:
+    """Run ``world_size`` ranks of :func:`_dist_worker`; past ``timeout_s``, kill them and fail."""
     import torch.multiprocessing as mp
 
-    procs = mp.start_processes(_dist_worker, args=(world_size, port, str(out_dir)), nprocs=world_size,
+    procs = mp.start_processes(_dist_worker, args=(world_size, str(out_dir)), nprocs=world_size,
                                join=False, start_method="spawn")
     deadline = time.monotonic() + timeout_s
     try:
-        while not procs.join(timeout=1.0):
+        while not procs.join(timeout=1.0):  # raises if a rank failed, after stopping the others
             if time.monotonic() > deadline:
                 pytest.fail(f"world size {world_size}: workers did not finish in {timeout_s:.0f} s")
     finally:
         for p in procs.processes:
             if p.is_alive():
                 p.kill()
+            p.join(timeout=10)  # reap it: a killed rank must not linger as a zombie
 
 
 @pytest.mark.slow
@@ -310,8 +323,8 @@ def test_world_sizes_1_2_3_give_bit_identical_metrics(tmp_path, monkeypatch):
     single = _both_protocols(CTX, tmp_path / "per_user_ws1.csv")
     assert single["full"]["num_users"] == 51.0 and single["sampled"]["num_users/C=5"] == 30.0
     assert single["cold"]["num_users"] >= 20 and 0 < single["cold"]["ndcg@10"] < 1
-    for world_size, port in ((2, 29817), (3, 29818)):
-        _spawn(world_size, port, tmp_path)
+    for world_size in (2, 3):
+        _spawn(world_size, tmp_path)
         for rank in range(world_size):
             got = json.loads((tmp_path / f"ws{world_size}_rank{rank}.json").read_text())
             assert got == single, (world_size, rank)  # exact equality of every float
@@ -326,12 +339,9 @@ class _HandModel(torch.nn.Module):
 
 def _fake_checkpoint(monkeypatch, calls: list) -> None:
     """Stand in for graphrec_dist.checkpoint.load_run (the trainer's module) with the hand example."""
-    from graphrec_dist.errors import DataError
 
     def load_run(path, overrides):
         calls.append((Path(path), list(overrides)))
-        if not Path(path).exists():
-            raise DataError(f"no checkpoint at {path}")
         return load_config(None, overrides), _HandModel(), hand_bundle()
 
     monkeypatch.setitem(sys.modules, "graphrec_dist.checkpoint", types.SimpleNamespace(load_run=load_run))
@@ -351,14 +361,37 @@ def test_cli_prints_json_and_exports_per_user(tmp_path, monkeypatch, capsys):
     assert pd.read_csv(tmp_path / "per_user_val.csv")["rank"].tolist() == [2, 3, 4]
 
 
-def test_cli_user_errors_exit_2(tmp_path, monkeypatch, capsys):
+def _exit_2_naming(argv: list[str], capsys, *names: str) -> str:
+    """Run ``graphrec-dist evaluate ARGV``: exit 2, one error line naming each of ``names``."""
     from graphrec_dist import cli
 
-    _fake_checkpoint(monkeypatch, [])
-    assert cli.main(["evaluate", "--run", str(tmp_path / "missing")]) == 2
-    assert "no checkpoint at" in capsys.readouterr().err
-    assert cli.main(["evaluate", "--run", str(tmp_path), "eval.protocol=bogus"]) == 2
-    assert "eval.protocol" in capsys.readouterr().err
+    assert cli.main(["evaluate", *argv]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert captured.out == "" and len(err.splitlines()) == 1, captured
+    assert err.startswith("graphrec-dist evaluate: error: "), err
+    for name in names:
+        assert name in err, (name, err)
+    return err
+
+
+def test_cli_user_errors_exit_2(tmp_path, capsys):
+    # The real load_run on what a user may pass: nothing there, a run folder without
+    # checkpoints, a truncated checkpoint, a bad override of a readable one.
+    missing = tmp_path / "missing"
+    _exit_2_naming(["--run", str(missing)], capsys, str(missing), "not found")
+    empty = tmp_path / "empty_run"
+    empty.mkdir()
+    _exit_2_naming(["--run", str(empty)], capsys, str(empty), "best.pt", "last.pt")
+    run = tmp_path / "run"
+    cfg = load_config(None, [f"data.bundle_dir={tmp_path / 'no_bundle'}"])
+    ckpt.save_checkpoint(run / ckpt.BEST, {"model": {"w": torch.zeros(1000)}, "config": cfg.to_dict()})
+    whole = (run / ckpt.BEST).read_bytes()
+    _exit_2_naming(["--run", str(run), "eval.protocol=bogus"], capsys, "eval.protocol", "bogus")
+    (run / ckpt.BEST).write_bytes(whole[:len(whole) // 2])
+    _exit_2_naming(["--checkpoint", str(run / ckpt.BEST)], capsys, str(run / ckpt.BEST), "delete it")
+    assert (run / ckpt.BEST).read_bytes() == whole[:len(whole) // 2]  # reported, not replaced
+    assert sorted(p.name for p in run.iterdir()) == [ckpt.BEST]
     with pytest.raises(SystemExit) as exc:
         evaluate.main(["--split", "test"])  # neither --run nor --checkpoint
     assert exc.value.code == 2
@@ -387,18 +420,32 @@ def test_cli_on_a_trained_run_reproduces_the_trainers_test_metrics(tmp_path, cap
         assert result[key] == saved[key], key
 
 
-def test_benchmark_runs_at_tiny_size_and_reports_side_by_side():
+def test_benchmark_runs_at_tiny_size_and_reports_side_by_side(monkeypatch):
+    from graphrec_dist.benchmarks import evaluation
     from graphrec_dist.benchmarks.evaluation import bench_evaluation, synthetic_bundle
 
     bundle = synthetic_bundle(200, 300, per_user=10)
     assert len(bundle.test) == len(bundle.val) == 200
     train_keys = set(map(tuple, bundle.train.tolist()))
     assert not train_keys & set(map(tuple, bundle.test.tolist()))
-    result = bench_evaluation(num_users=200, num_books=300, dim=8, repeats=1, user_chunk=64, chunk_sweep=(32,))
+    # Scripted timings (each pass still runs): bare 2, 4, 3 s and evaluator 6, 12, 7 s, interleaved.
+    # The ratio of the medians is 7 / 3; the median of per-repeat ratios would be 3, of means 25 / 9.
+    seconds = iter([2.0, 6.0, 4.0, 12.0, 3.0, 7.0])
+
+    def scripted(fn, repeats, warmup=0):
+        fn()
+        return [next(seconds)]
+
+    monkeypatch.setattr(evaluation, "repeat_timed", scripted)
+    result = bench_evaluation(num_users=200, num_books=300, dim=8, repeats=3, user_chunk=64, chunk_sweep=(32,))
     assert result["num_users"] == 200
-    assert result["ratio"] == pytest.approx(result["evaluator_s"] / result["bare_topk_s"])
+    assert result["bare_topk_times_s"] == [2.0, 4.0, 3.0] and result["evaluator_times_s"] == [6.0, 12.0, 7.0]
+    assert (result["bare_topk_s"], result["evaluator_s"]) == (3.0, 7.0)
+    assert result["ratio"] == pytest.approx(7 / 3)
     memory = result["memory"]
-    assert memory["evaluator_chunk_64"]["chunk_bound_mb"] == pytest.approx(64 * 300 * 5 / 2 ** 20)
+    # 64 users x 300 books x (4-byte score + 1-byte comparison) = 96,000 bytes; half that for 32
+    assert memory["evaluator_chunk_64"]["chunk_bound_mb"] == pytest.approx(96000 / 2 ** 20)
+    assert memory["evaluator_chunk_32"]["chunk_bound_mb"] == pytest.approx(48000 / 2 ** 20)
     assert set(memory) == {"exact_rss_accounting", "bare_topk_peak_mb", "evaluator_chunk_64", "evaluator_chunk_32"}
 
 
