@@ -5,19 +5,18 @@ every wait is bounded. Both tests use ``configs/debug.yaml`` (2 epochs x 4 steps
 """
 from __future__ import annotations
 
-import concurrent.futures
 import importlib.util
 import json
 import os
-import socket
-import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from graphrec_dist import checkpoint as ckpt
 from graphrec_dist.config import load_config
+import bounded
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray is not installed")
 
@@ -65,35 +64,46 @@ def local_ray():
                 os.environ[key] = value
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def torchrun_reference(tmp_path_factory, data_dirs):
     """The torchrun 2-process run of the debug config: (history rows, test metrics)."""
     out = tmp_path_factory.mktemp("torchrun") / "run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={_free_port()}", "-m", "graphrec_dist.train", str(CONFIG), f"run.out_dir={out}",
-           *data_dirs]
-    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
-                          text=True, timeout=RUN_TIMEOUT_S)
+    # --standalone: the rendezvous port is picked by the OS and held by torchrun, so it cannot collide.
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--local-addr=127.0.0.1",
+           "--nproc_per_node=2", "-m", "graphrec_dist.train", str(CONFIG), f"run.out_dir={out}", *data_dirs]
+    proc = bounded.run(cmd, RUN_TIMEOUT_S, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return history, json.loads((out / "test_metrics.json").read_text())
 
 
-def _ray_run(tmp_path: Path, data_dirs: list[str], *overrides: str):
-    """fit_on_ray with 2 workers in a thread, so the wait is bounded; returns (cfg, Ray Result)."""
+def _ray_run(ray, tmp_path: Path, data_dirs: list[str], *overrides: str):
+    """fit_on_ray with 2 workers in a daemon thread, so the wait is bounded; returns (cfg, Ray Result).
+
+    Past the deadline Ray is shut down (its workers killed) and the test fails. A thread pool would
+    not do: leaving its ``with`` block joins the thread, i.e. waits for the hung run after all.
+    """
     from graphrec_dist import launch_ray
 
     cfg = load_config(CONFIG, [*data_dirs, f"run.out_dir={tmp_path / 'run'}", "dist.launcher=ray",
                                "dist.num_workers=2", "dist.cpus_per_worker=1", *overrides])
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        result = pool.submit(launch_ray.fit_on_ray, cfg).result(timeout=RUN_TIMEOUT_S)
-    return cfg, result
+    box: dict = {}
+
+    def fit() -> None:
+        try:
+            box["result"] = launch_ray.fit_on_ray(cfg)
+        except BaseException as exc:  # re-raised in the test's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=fit, name="fit_on_ray", daemon=True)
+    thread.start()
+    thread.join(RUN_TIMEOUT_S)
+    if thread.is_alive():
+        ray.shutdown()
+        pytest.fail(f"the Ray run did not finish in {RUN_TIMEOUT_S} s; Ray was shut down")
+    if "error" in box:
+        raise box["error"]
+    return cfg, box["result"]
 
 
 def _assert_same_run(history: list[dict], test: dict, reference) -> None:
@@ -128,7 +138,7 @@ def test_trainer_settings_come_from_the_dist_section(tmp_path, monkeypatch):
 def test_ray_two_workers_match_torchrun(local_ray, torchrun_reference, data_dirs, tmp_path):
     from graphrec_dist import launch_ray
 
-    cfg, result = _ray_run(tmp_path, data_dirs)
+    cfg, result = _ray_run(local_ray, tmp_path, data_dirs)
     trained = launch_ray.to_train_result(cfg, result)
     _assert_same_run(trained.history, trained.test_metrics, torchrun_reference)
     assert result.metrics["resumed_at_step"] is None
@@ -145,7 +155,7 @@ def test_ray_restarts_a_failed_worker_group_from_the_last_checkpoint(local_ray, 
 
     # 4 steps per epoch and rank: step 6 is mid-way through epoch 1; the last reported checkpoint
     # is the end of epoch 0 (step 4), so steps 5-6 are redone once and nothing else.
-    cfg, result = _ray_run(tmp_path, data_dirs, "train.fail_after_step=6", "dist.max_failures=1")
+    cfg, result = _ray_run(local_ray, tmp_path, data_dirs, "train.fail_after_step=6", "dist.max_failures=1")
     assert result.metrics["resumed_at_step"] == 4
     trained = launch_ray.to_train_result(cfg, result)
     assert trained.global_step == 8

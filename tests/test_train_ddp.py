@@ -1,8 +1,6 @@
 """Two-process DDP training on CPU (gloo) under torchrun: completes, learns, ranks stay in sync."""
 import json
 import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,6 +11,7 @@ from graphrec_dist.data.store import load_bundle
 from graphrec_dist.distributed import DistContext
 from graphrec_dist.evaluate import evaluate_scorer
 from graphrec_dist.models import build_model
+import bounded
 
 # Each rank records a digest of its live parameters after every epoch and of the final model.
 WORKER = '''
@@ -44,12 +43,6 @@ finally:
 '''
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.multiproc
 @pytest.mark.slow
 @pytest.mark.parametrize("regime", [[], ["train.mode=full_graph", "train.loss=softmax", "model.score=cosine",
@@ -64,9 +57,11 @@ def test_two_process_gloo_training(tmp_path: Path, regime: list[str]) -> None:
                  "train.edges_per_epoch=16384", "train.batch_size=256", "train.num_neighbors=[5,3]",
                  "train.num_threads=1", "eval.ks=[10]", "train.patience=6", *regime]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={_free_port()}", str(script), "configs/debug.yaml", *overrides]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    # --standalone: torchrun binds its rendezvous store to a port the OS picks and keeps it open,
+    # so no other run can take the port between choosing and binding it.
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--local-addr=127.0.0.1",
+           "--nproc_per_node=2", str(script), "configs/debug.yaml", *overrides]
+    proc = bounded.run(cmd, timeout_s=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
     assert [r["world"] for r in ranks] == [2, 2]
