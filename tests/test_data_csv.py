@@ -94,3 +94,31 @@ def test_spec_unknown_key(tmp_path) -> None:
     spec_path = _write(tmp_path / "raw", spec)
     with pytest.raises(ConfigError, match="unknown key.*colums"):
         build_bundle(_cfg(tmp_path / "raw", spec_path), out=tmp_path / "b")
+
+
+def _build_cli_exits_2(tmp_path: Path, spec_path: Path, capsys) -> str:
+    """``data build`` of the csv spec: exit 2, an error line, and no bundle (nor temp dir) left."""
+    out = tmp_path / "bundles" / "b"
+    code = cli_main(["data", "build", "--source", "csv", "--csv-spec", str(spec_path), "--raw-dir",
+                     str(spec_path.parent), "--out", str(out), "data.min_user_interactions=2",
+                     "data.min_book_interactions=1"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the log's "building" line
+    assert code == 2 and err.startswith("graphrec-dist data: error: "), err
+    assert list((tmp_path / "bundles").iterdir()) == [], "something was left behind"
+    return err
+
+
+def test_non_numeric_rating_exits_2_naming_file_and_line(tmp_path, capsys) -> None:
+    spec_path = _write(tmp_path / "raw", SPEC)
+    inter = tmp_path / "raw" / "interactions.csv"
+    inter.write_text(inter.read_text().replace("2,30,3.5,60\n", "2,30,three,60\n"))
+    err = _build_cli_exits_2(tmp_path, spec_path, capsys)
+    assert f"{inter}: column 'stars', line 6: expected a number, got 'three'" in err
+
+
+def test_duplicate_item_id_exits_2_naming_file_and_line(tmp_path, capsys) -> None:
+    spec_path = _write(tmp_path / "raw", SPEC)
+    movies = tmp_path / "raw" / "movies.csv"
+    movies.write_text(movies.read_text().replace("50,Unused", "30,Unused"))
+    err = _build_cli_exits_2(tmp_path, spec_path, capsys)
+    assert f"{movies}: column 'movie_id', line 6: duplicate id 30" in err
