@@ -163,7 +163,13 @@ class TrainConfig:
     patience: int = 5  # evaluations without validation NDCG@10 improving before stopping
     resume: str = "auto"  # auto | never | path to a checkpoint
     checkpoint_every: int = 0  # steps between mid-epoch checkpoints (0 = end of epoch only)
-    fail_after_step: Optional[int] = None  # test-only: raise after this global step (fault tests)
+    # test-only: fail after this global step (fault tests); a run that resumes from a checkpoint
+    # does not fail again, so the same command run again completes.
+    fail_after_step: Optional[int] = None
+    # test-only, what happens at fail_after_step: "raise" an exception; "hang": the last rank writes
+    # its pid to out_dir/hang_rank{r}.pid and sleeps (a test SIGKILLs it); "hang_in_save": rank 0
+    # does the same while saving that step's checkpoint, between the temp file and the rename.
+    fail_mode: Literal["raise", "hang", "hang_in_save"] = "raise"
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, "train.epochs", "an integer >= 1")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,10 +37,13 @@ class TrainHooks:
     """Seams for launchers. ``resume_from`` returns a checkpoint file to resume from (or None);
     ``on_epoch_end(row, checkpoint)`` runs on every rank after each epoch (checkpoint: rank 0's
     last.pt path, None elsewhere), e.g. to ``ray.train.report`` metrics and the checkpoint;
-    ``on_start(model)`` runs on every rank once the (unwrapped) model is built."""
+    ``on_start(model)`` runs on every rank once the (unwrapped) model is built;
+    ``on_checkpoint(info, checkpoint)`` runs on every rank after each mid-epoch checkpoint
+    (``train.checkpoint_every``; info: epoch, step, step_in_epoch), so a launcher can keep it too."""
 
     resume_from: Optional[Callable[[], Optional[Path]]] = None
     on_epoch_end: Optional[Callable[[dict[str, Any], Optional[Path]], None]] = None
+    on_checkpoint: Optional[Callable[[dict[str, Any], Optional[Path]], None]] = None
     on_start: Optional[Callable[[Recommender], None]] = None
 
 
@@ -111,6 +115,7 @@ class Trainer:
         self.state = TrainState()
         self.best_model: Optional[dict[str, Any]] = None
         self._rng_after_step: Optional[dict[str, Any]] = None
+        self._fault_armed = True  # train.fail_after_step acts on a fresh run only, not after a resume
         if model.kind == "sampled":
             self.graph = model.message_graph(bundle)
         else:
@@ -160,48 +165,64 @@ class Trainer:
 
     # -- checkpoints -----------------------------------------------------------------------
     def save(self, name: str) -> Optional[Path]:
-        """Gather every rank's RNG state, then rank 0 writes ``name`` atomically; all ranks wait."""
-        rng = self._rng_after_step or ckpt.rng_state()
-        states = [rng]
+        """Gather every rank's RNG state and partial epoch loss, then rank 0 writes ``name``
+        atomically; all ranks wait."""
+        mine = (self._rng_after_step or ckpt.rng_state(), (self.state.epoch_loss_sum, self.state.epoch_count))
+        gathered = [mine]
         if self.ctx.is_distributed:
-            states = [None] * self.ctx.world_size
-            torch.distributed.all_gather_object(states, rng)
-        path = None
+            gathered = [None] * self.ctx.world_size
+            torch.distributed.all_gather_object(gathered, mine)
+        states, sums = [g[0] for g in gathered], [g[1] for g in gathered]
+        path, tc = None, self.cfg.train
+        hang = (self._fault_armed and tc.fail_mode == "hang_in_save" and name == ckpt.LAST
+                and tc.fail_after_step == self.state.global_step)
         if self.ctx.is_main:
             path = ckpt.save_checkpoint(self.out_dir / name, {
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict() if self.scheduler else None,
-                "trainer": asdict(self.state), "rng": states, "config": self.cfg.to_dict(),
-                "world_size": self.ctx.world_size})
+                "trainer": asdict(self.state), "rng": states, "loss_sums": sums, "config": self.cfg.to_dict(),
+                "world_size": self.ctx.world_size},
+                before_rename=(lambda tmp: hang_until_killed(self.out_dir, self.ctx.rank)) if hang else None)
         barrier(self.ctx)
         return path
 
     def restore(self, path: Path) -> None:
-        state = ckpt.load_checkpoint(path, map_location=self.ctx.device)
-        hint = "pass train.resume=never or another run.out_dir"
+        hint = "pass train.resume=never (starts over, replacing the run's checkpoints) or another run.out_dir"
+        state = ckpt.load_checkpoint(path, map_location=self.ctx.device, what_to_do=hint)
         if state["config"].get("model") != asdict(self.cfg.model):
             raise ConfigError(f"train.resume: {path} was trained with a different 'model' config; {hint}")
         try:
             self.model.load_state_dict(state["model"])
         except RuntimeError as exc:  # same model config, other data (e.g. other node counts)
-            raise ConfigError(f"train.resume: {path} does not fit this data ({str(exc)[:200]}); {hint}") from None
+            raise ConfigError(f"train.resume: {path} does not fit this data ({ckpt.mismatch_summary(exc)}); "
+                              f"{hint}") from None
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler and state.get("scheduler"):
             self.scheduler.load_state_dict(state["scheduler"])
         self.state = TrainState(**state["trainer"])
         if self.state.step_in_epoch > 0 and state.get("world_size") == self.ctx.world_size:
             ckpt.set_rng_state(state["rng"][self.ctx.rank])
+            # "trainer" holds rank 0's partial epoch loss; each rank takes back its own.
+            if "loss_sums" in state:
+                self.state.epoch_loss_sum, self.state.epoch_count = state["loss_sums"][self.ctx.rank]
         best = path.parent / ckpt.BEST
         if best.is_file():
-            self.best_model = ckpt.load_checkpoint(best, map_location=self.ctx.device)["model"]
+            self.best_model = ckpt.load_checkpoint(best, map_location=self.ctx.device, what_to_do=hint)["model"]
         log.info("resumed from %s at epoch %d step %d", path, self.state.epoch, self.state.step_in_epoch)
 
     # -- the loop --------------------------------------------------------------------------
-    def fit(self) -> TrainState:
+    def resume(self) -> None:
+        """Restore the checkpoint that ``train.resume`` (or the launcher) names, if any. The caller
+        runs this before writing anything, so a checkpoint it refuses leaves the run as it was."""
         tc = self.cfg.train
         resume = self.hooks.resume_from() if self.hooks.resume_from else ckpt.resume_path(self.out_dir, tc.resume)
         if resume is not None:
             self.restore(Path(resume))
+            self._fault_armed = False
+
+    def fit(self) -> TrainState:
+        """Train from the current state (fresh, or what :meth:`resume` restored) to the end."""
+        tc = self.cfg.train
         module = self.wrap()
         while self.state.epoch < tc.epochs and not self.state.stopped_early and not self._out_of_steps():
             self.train_epoch(module, self.state.epoch)
@@ -230,13 +251,25 @@ class Trainer:
                 st.epoch_time_s += time.perf_counter() - start
                 start = time.perf_counter()
                 self._rng_after_step = ckpt.rng_state()
-                self.save(ckpt.LAST)
+                path = self.save(ckpt.LAST)
                 self._rng_after_step = None
-            if tc.fail_after_step is not None and st.global_step == tc.fail_after_step:
-                raise RuntimeError(f"train.fail_after_step={tc.fail_after_step}: simulated failure")
+                if self.hooks.on_checkpoint:
+                    self.hooks.on_checkpoint({"epoch": epoch, "step": st.global_step,
+                                              "step_in_epoch": st.step_in_epoch}, path)
+            if self._fault_armed and tc.fail_after_step is not None and st.global_step == tc.fail_after_step:
+                self._fail()
             if self._out_of_steps():
                 break
         st.epoch_time_s += time.perf_counter() - start
+
+    def _fail(self) -> None:
+        """``train.fail_after_step`` has come (fault tests): raise, or with ``fail_mode=hang`` the
+        last rank stops here until it is killed while the others run on into the next all-reduce."""
+        mode = self.cfg.train.fail_mode
+        if mode == "raise":
+            raise RuntimeError(f"train.fail_after_step={self.cfg.train.fail_after_step}: simulated failure")
+        if mode == "hang" and self.ctx.rank == self.ctx.world_size - 1:
+            hang_until_killed(self.out_dir, self.ctx.rank)
 
     def step(self, module: torch.nn.Module, batch) -> tuple[float, int]:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
@@ -284,6 +317,13 @@ class Trainer:
             if st.bad_evals >= self.cfg.train.patience:
                 st.stopped_early = True
                 log.info("early stopping: no %s gain in %d evaluations", metric_key(self.cfg), st.bad_evals)
+
+
+def hang_until_killed(out_dir: Path, rank: int) -> None:
+    """Fault tests: write this process's pid to ``out_dir/hang_rank{rank}.pid``, then sleep forever."""
+    write_text_atomic(out_dir / f"hang_rank{rank}.pid", str(os.getpid()))
+    while True:
+        time.sleep(1)
 
 
 def all_reduce_max_scalar(value: float, ctx: DistContext) -> float:
