@@ -93,16 +93,18 @@ def run_training(cfg: Config, ctx: DistContext, hooks: Optional[TrainHooks] = No
 def _run(cfg: Config, ctx: DistContext, hooks: TrainHooks) -> TrainResult:
     out_dir = Path(cfg.run.out_dir)
     bundle = load_data(cfg, ctx)
-    if ctx.is_main:
-        write_text_atomic(out_dir / "config.yaml", cfg.to_yaml())
     torch.manual_seed(cfg.train.seed)  # the same initial model on every rank
     model = build_model(cfg, bundle).to(ctx.device)
     if hooks.on_start:
         hooks.on_start(model)
-    if model.kind == "closed_form":
+    trainer = None if model.kind == "closed_form" else Trainer(cfg, ctx, model, bundle, hooks)
+    if trainer is not None:
+        trainer.resume()  # a checkpoint it refuses stops the run before anything in out_dir changes
+    if ctx.is_main:
+        write_text_atomic(out_dir / "config.yaml", cfg.to_yaml())
+    if trainer is None:
         state = fit_closed_form(cfg, ctx, model, bundle, hooks)
     else:
-        trainer = Trainer(cfg, ctx, model, bundle, hooks)
         state = trainer.fit()
         if trainer.best_model is not None:
             model.load_state_dict(trainer.best_model)

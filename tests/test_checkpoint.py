@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from graphrec_dist import checkpoint as ckpt
+from graphrec_dist.cli import main as cli_main
 from graphrec_dist.config import load_config
 from graphrec_dist.data.store import save_bundle
 from graphrec_dist.distributed import DistContext
@@ -80,3 +81,70 @@ def test_load_run_rebuilds_the_trained_model_with_overrides(tmp_path: Path) -> N
     assert torch.allclose(model2.scorer(bundle2, DistContext(), cfg2.eval).scores(users), expected)
     with pytest.raises(DataError, match="holds no best.pt"):
         ckpt.load_run(tmp_path / "bundle")
+
+
+def _damaged(whole: bytes, how: str) -> bytes:
+    """``whole`` (a saved checkpoint) cut short or with one byte flipped where ``how`` says."""
+    if how == "empty":
+        return b""
+    if how == "truncated":
+        return whole[: len(whole) * 2 // 3]
+    marker = {"tensor_byte": torch.full((64,), 1.25).numpy().tobytes(), "pickle_byte": b"config"}[how]
+    at = whole.index(marker) + 5
+    return whole[:at] + bytes([whole[at] ^ 0x5A]) + whole[at + 1:]
+
+
+@pytest.mark.parametrize("how", ["empty", "truncated", "tensor_byte", "pickle_byte"])
+def test_a_damaged_checkpoint_is_refused_naming_the_file(tmp_path: Path, how: str) -> None:
+    # A flipped byte in a tensor loads without complaint from torch.load (wrong weights); the
+    # archive's CRC-32 check is what refuses it.
+    path = tmp_path / "last.pt"
+    ckpt.save_checkpoint(path, {"model": {"w": torch.full((64,), 1.25)}, "trainer": {"epoch": 3}, "config": {}})
+    path.write_bytes(_damaged(path.read_bytes(), how))
+    with pytest.raises(DataError, match=f"checkpoint {path} is truncated or garbled .*; use another"):
+        ckpt.load_checkpoint(path, what_to_do="use another")
+
+
+@pytest.fixture()
+def toy_run(tmp_path: Path) -> Path:
+    """A run directory (best.pt and last.pt of an untrained mf) over a saved toy bundle."""
+    bundle_dir = save_bundle(toy_bundle(), tmp_path / "bundle")
+    cfg = load_config(None, [f"data.bundle_dir={bundle_dir}", "model.name=mf", "model.emb_dim=8"])
+    torch.manual_seed(0)
+    state = {"model": build_model(cfg, toy_bundle()).state_dict(), "config": cfg.to_dict()}
+    for name in (ckpt.BEST, ckpt.LAST):
+        ckpt.save_checkpoint(tmp_path / "run" / name, state)
+    return tmp_path / "run"
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _exits_2(argv: list[str], capsys, *names: str) -> str:
+    """``graphrec-dist ARGV`` gives exit code 2 and one error line naming each of ``names``."""
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"graphrec-dist {argv[0]}: error: "), err
+    for name in names:
+        assert name in err, (name, err)
+    return err
+
+
+@pytest.mark.parametrize("command", [["evaluate", "--run"], ["recommend", "--index", "0", "--run"]])
+def test_a_garbled_best_checkpoint_exits_2_pointing_at_last(toy_run: Path, capsys, command: list[str]) -> None:
+    best = toy_run / ckpt.BEST
+    best.write_bytes(_damaged(best.read_bytes(), "pickle_byte"))
+    before = _snapshot(toy_run.parent)
+    _exits_2([*command, str(toy_run)], capsys, str(best), "truncated or garbled", str(toy_run / ckpt.LAST))
+    assert _snapshot(toy_run.parent) == before
+
+
+@pytest.mark.parametrize("command", [["evaluate", "--run"], ["recommend", "--index", "0", "--run"]])
+def test_a_checkpoint_of_other_data_exits_2_naming_both(toy_run: Path, capsys, command: list[str]) -> None:
+    # Another bundle with other node counts: the embedding tables do not fit.
+    other = save_bundle(toy_bundle(num_users=25, num_books=18), toy_run.parent / "other_bundle")
+    before = _snapshot(toy_run.parent)
+    _exits_2([*command, str(toy_run), f"data.bundle_dir={other}"], capsys, str(toy_run / ckpt.BEST), str(other),
+             "does not fit", "size mismatch", "data.bundle_dir=")
+    assert _snapshot(toy_run.parent) == before

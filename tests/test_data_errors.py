@@ -3,6 +3,7 @@ leaves no bundle and no temporary directory behind."""
 from __future__ import annotations
 
 import gzip
+import json
 import shutil
 from pathlib import Path
 
@@ -115,3 +116,55 @@ def test_failed_rebuild_keeps_old_bundle(tmp_path, capsys) -> None:
     assert cli_main(args + ["--force"]) == 2
     assert (out / "meta.json").read_bytes() == before
     assert sorted(p.name for p in out.parent.iterdir()) == ["b"]
+
+
+# -- a damaged bundle, as evaluate/recommend read it ------------------------------------------
+
+def _toy_run(tmp_path: Path) -> Path:
+    """A run directory (best.pt of an untrained mf) whose config names a saved toy bundle."""
+    import torch
+
+    from graphrec_dist import checkpoint as ckpt
+    from graphrec_dist.config import load_config
+    from graphrec_dist.data.store import save_bundle
+    from graphrec_dist.models import build_model
+    from test_sampling import toy_bundle
+
+    bundle_dir = save_bundle(toy_bundle(), tmp_path / "bundle")
+    cfg = load_config(None, [f"data.bundle_dir={bundle_dir}", "model.name=mf", "model.emb_dim=8"])
+    state = {"model": build_model(cfg, toy_bundle()).state_dict(), "config": cfg.to_dict()}
+    ckpt.save_checkpoint(tmp_path / "run" / ckpt.BEST, state)
+    return tmp_path / "run"
+
+
+def _meta(bundle: Path, **changes) -> None:
+    meta = json.loads((bundle / "meta.json").read_text())
+    (bundle / "meta.json").write_text(json.dumps({**meta, **changes}))
+
+
+BUNDLE_DAMAGE = {
+    "garbled_meta": (lambda b: (b / "meta.json").write_text('{"schema_version": 1, "counts": {'),
+                     ["meta.json is garbled", "--force"]),
+    "meta_not_an_object": (lambda b: (b / "meta.json").write_text("[1, 2]\n"), ["meta.json is garbled"]),
+    "missing_npy": (lambda b: (b / "splits" / "test.npy").unlink(), ["test.npy is missing", "--force"]),
+    "truncated_npy": (lambda b: (b / "graph" / "user__rates__book.edge_index.npy").write_bytes(
+        (b / "graph" / "user__rates__book.edge_index.npy").read_bytes()[:150]),
+                      ["user__rates__book.edge_index.npy is truncated or garbled", "--force"]),
+    "empty_npy": (lambda b: (b / "splits" / "train.npy").write_bytes(b""), ["train.npy is truncated or garbled"]),
+    "old_schema": (lambda b: _meta(b, schema_version=0), ["schema version 0", "reads version 1", "--force"]),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(BUNDLE_DAMAGE))
+@pytest.mark.parametrize("command", [["evaluate", "--run"], ["recommend", "--index", "0", "--run"]])
+def test_a_damaged_bundle_exits_2_naming_the_file(tmp_path, capsys, damage: str, command: list[str]) -> None:
+    run = _toy_run(tmp_path)
+    change, names = BUNDLE_DAMAGE[damage]
+    change(tmp_path / "bundle")
+    before = {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()}
+    assert cli_main([*command, str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"graphrec-dist {command[0]}: error: "), err
+    for name in [str(tmp_path / "bundle"), *names]:
+        assert name in err, (name, err)
+    assert {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()} == before

@@ -85,32 +85,56 @@ def read_meta(path: str | Path) -> dict[str, Any] | None:
         return None
 
 
+REBUILD = "rebuild it with 'graphrec-dist data build <the config it was built from> --force'"
+
+
+def _read_meta_strict(path: Path) -> dict[str, Any]:
+    """meta.json as a dict, or a DataError that tells a missing bundle from a garbled meta.json."""
+    meta_file = path / "meta.json"
+    if not meta_file.is_file():
+        raise DataError(f"no bundle at {path} ({meta_file} is missing); build it with 'graphrec-dist data build'")
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"bundle {path}: {meta_file} is garbled ({exc}); {REBUILD}") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"bundle {path}: {meta_file} is garbled (not a JSON object); {REBUILD}")
+    return meta
+
+
+def _load_npy(file: Path) -> torch.Tensor:
+    """One array of a bundle; a missing, truncated or garbled file is a DataError naming it."""
+    try:
+        return torch.from_numpy(np.load(file, allow_pickle=False))
+    except FileNotFoundError:
+        raise DataError(f"bundle {file.parent.parent}: {file} is missing; {REBUILD}") from None
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"bundle {file.parent.parent}: {file} is truncated or garbled ({exc}); {REBUILD}") from None
+
+
 def load_bundle(path: str | Path) -> Bundle:
     """Load a bundle directory; reads only (safe on every rank at once while nothing rebuilds it)."""
     path = Path(path)
-    meta = read_meta(path)
-    if meta is None:
-        raise DataError(f"no bundle at {path} (meta.json missing or unreadable); build it with "
-                        f"'graphrec-dist data build'")
+    meta = _read_meta_strict(path)
     if meta.get("schema_version") != SCHEMA_VERSION:
         raise DataError(f"bundle {path} has schema version {meta.get('schema_version')!r}; this code "
-                        f"reads version {SCHEMA_VERSION}: rebuild it with --force")
+                        f"reads version {SCHEMA_VERSION}: {REBUILD}")
     try:
         graph = HeteroData()
         for ntype, n in meta["counts"]["num_nodes"].items():
             graph[ntype].num_nodes = int(n)
         for key in meta["counts"]["num_edges"]:
             etype = tuple(key.split("__"))
-            graph[etype].edge_index = torch.from_numpy(np.load(path / "graph" / f"{key}.edge_index.npy"))
-            graph[etype].edge_weight = torch.from_numpy(np.load(path / "graph" / f"{key}.edge_weight.npy"))
-        splits = {s: torch.from_numpy(np.load(path / "splits" / f"{s}.npy")) for s in SPLITS}
-        cold = {s: torch.from_numpy(np.load(path / "splits" / f"{s}.npy"))
+            graph[etype].edge_index = _load_npy(path / "graph" / f"{key}.edge_index.npy")
+            graph[etype].edge_weight = _load_npy(path / "graph" / f"{key}.edge_weight.npy")
+        splits = {s: _load_npy(path / "splits" / f"{s}.npy") for s in SPLITS}
+        cold = {s: _load_npy(path / "splits" / f"{s}.npy")
                 for s in COLD_SPLITS + ("cold_items",) if (path / "splits" / f"{s}.npy").exists()}
         # Titles and authors stay text (a title "1984" is not a number; an empty author is "").
         books = pd.read_csv(path / "books.csv", keep_default_na=False, dtype={"title": str, "authors": str})
         users = pd.read_csv(path / "users.csv")
-    except (OSError, ValueError, KeyError) as exc:
-        raise DataError(f"bundle {path} is incomplete or corrupt ({exc}); rebuild it with --force") from None
+    except (OSError, ValueError, KeyError, AttributeError, TypeError) as exc:
+        raise DataError(f"bundle {path} is incomplete or corrupt ({type(exc).__name__}: {exc}); {REBUILD}") from None
     return Bundle(graph=graph, train=splits["train"], val=splits["val"], test=splits["test"],
                   books=books, users=users, meta=meta, path=path, cold=cold)
 
