@@ -1,5 +1,6 @@
 import json
 import math
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -146,3 +147,45 @@ def test_full_graph_softmax_run_trains_without_a_neighbour_loader(data_overrides
     books = load_bundle(Path(data_overrides[1].split("=", 1)[1])).num_books
     assert abs(rows[0]["loss"] - math.log(books)) < 0.5 * math.log(books)
     assert result.test_metrics["ndcg@10"] > 0
+
+
+@pytest.fixture(scope="module")
+def finished_run(data_overrides, tmp_path_factory) -> Path:
+    """A 2-step graphsage run (last.pt, best.pt, config.yaml, ...) for the resume tests to copy."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    main(["configs/debug.yaml", *small(data_overrides, out, "train.max_steps=2")])
+    return out
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def _resume_exits_2(out: Path, overrides: list[str], capsys) -> str:
+    """``graphrec-dist train`` resuming ``out``: exit 2, and not one byte of the run changed."""
+    before = _files(out)
+    assert cli_main(["train", "configs/debug.yaml", *overrides]) == 2
+    assert _files(out) == before
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("graphrec-dist train: error: "), err
+    return err
+
+
+@pytest.mark.parametrize("name, keep", [("last.pt", 2 / 3), ("best.pt", 0.0)], ids=["truncated_last", "empty_best"])
+def test_a_damaged_checkpoint_stops_the_resume_and_replaces_nothing(data_overrides, finished_run, tmp_path: Path,
+                                                                    capsys, name: str, keep: float) -> None:
+    out = Path(shutil.copytree(finished_run, tmp_path / "run"))
+    whole = (out / name).read_bytes()
+    (out / name).write_bytes(whole[:int(len(whole) * keep)])
+    # More steps than the run has done: a resume that went on would rewrite last.pt and config.yaml.
+    err = _resume_exits_2(out, small(data_overrides, out, "train.max_steps=4"), capsys)
+    assert f"checkpoint {out / name} is truncated or garbled" in err and "train.resume=never" in err
+
+
+def test_resume_refuses_a_checkpoint_of_other_data(data_overrides, finished_run, tmp_path: Path, capsys) -> None:
+    out = Path(shutil.copytree(finished_run, tmp_path / "run"))
+    # The same raw files under a stricter filter: another bundle with fewer books.
+    other = [f"data.bundle_dir={tmp_path / 'other_bundle'}", "data.min_book_interactions=12"]
+    err = _resume_exits_2(out, small(data_overrides, out, "train.max_steps=4", *other), capsys)
+    assert f"train.resume: {out / 'last.pt'} does not fit this data" in err and "size mismatch" in err
+    assert "train.resume=never" in err
