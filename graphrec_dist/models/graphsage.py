@@ -256,6 +256,7 @@ class GraphSAGERecommender(Recommender):
         self.kind = "sampled" if cfg.train.mode == "sampled" and cfg.train.sampler == "pyg" else "triplet"
         self.num_neighbors = list(cfg.train.num_neighbors)
         self._block_sampler = None
+        self._frozen: Optional[tuple] = None  # freeze_inference: (outputs, layer inputs)
         self.user_book_only = user_book_only
         self.exclude_relations = tuple(cfg.model.exclude_relations)
         self.use_edge_weight = cfg.model.edge_weight
@@ -443,6 +444,12 @@ class GraphSAGERecommender(Recommender):
 
     scores_new_users = True
 
+    def freeze_inference(self, bundle: Bundle) -> None:
+        """Keep one whole-graph inference for :meth:`history_scorer` to fold new users into, so a
+        served model answers each new user with the fold-in alone (for a model done training)."""
+        self._frozen = None
+        self._frozen = (self.embed_all(bundle, DistContext()), list(self._layer_inputs))
+
     @torch.no_grad()
     def history_scorer(self, bundle: Bundle, history: tuple, ctx, eval_cfg) -> EmbeddingScorer:
         """Users scored from ``history`` (indptr, items) as new users: nothing is trained.
@@ -453,14 +460,18 @@ class GraphSAGERecommender(Recommender):
         attribute edges, in a model without per-user id embeddings, that is exactly the
         computation of :meth:`embed_all`, so the scores agree with :meth:`scorer`'s.
         """
-        out = self.embed_all(bundle, ctx)
+        if self._frozen is not None:
+            out, layer_inputs = self._frozen
+        else:
+            out = self.embed_all(bundle, ctx)
+            layer_inputs = self._layer_inputs
         device = out[BOOK].device
         indptr, items = (torch.as_tensor(a, dtype=torch.int64) for a in history)
         n = len(indptr) - 1
         users = torch.repeat_interleave(torch.arange(n), indptr[1:] - indptr[:-1])
         hist_edges = torch.stack([items, users]).to(device)  # book -> new user
         h = self.encoder.new_node_input(USER, n).to(device)
-        for i, x in enumerate(self._layer_inputs):
+        for i, x in enumerate(layer_inputs):
             x = {**x, USER: h}
             adj = {}
             for et in self.encoder.layer_types[i]:
