@@ -4,7 +4,8 @@ The driver (``launch``) joins or starts Ray and runs a ``TorchTrainer``; Ray sta
 their torch.distributed group (gloo on CPU, nccl on GPU). Each worker (``train_worker``) takes its
 rank, world size and device from Ray's context, calls :func:`graphrec_dist.train.run_training`,
 and, through :class:`~graphrec_dist.train.TrainHooks`, reports every epoch's metrics with a
-checkpoint (``last.pt`` + ``best.pt``) to ``ray.train.report`` and resumes from
+checkpoint (``last.pt`` + ``best.pt``) to ``ray.train.report`` (also every mid-epoch checkpoint of
+``train.checkpoint_every``) and resumes from
 ``ray.train.get_checkpoint()`` after a restart. Ray is imported only when a function here runs.
 
 Usage: ``python launch/ray_train.py CONFIG [key=value ...]`` or ``graphrec-dist train CONFIG --launcher ray``.
@@ -230,7 +231,8 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     if resume is not None and cfg.train.fail_after_step is not None:
         # The injected fault is for the first attempt only, so that the restarted group completes.
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, fail_after_step=None))
-    hooks = TrainHooks(resume_from=lambda: resume, on_epoch_end=report)
+    # Mid-epoch checkpoints go to Ray too, so a restart loses at most train.checkpoint_every steps.
+    hooks = TrainHooks(resume_from=lambda: resume, on_epoch_end=report, on_checkpoint=report)
     try:
         result = run_training(cfg, ctx, hooks)
     finally:

@@ -9,7 +9,9 @@ import importlib.util
 import json
 import os
 import sys
+import signal
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -77,8 +79,9 @@ def torchrun_reference(tmp_path_factory, data_dirs):
     return history, json.loads((out / "test_metrics.json").read_text())
 
 
-def _ray_run(ray, tmp_path: Path, data_dirs: list[str], *overrides: str):
+def _ray_run(ray, tmp_path: Path, data_dirs: list[str], *overrides: str, meanwhile=None):
     """fit_on_ray with 2 workers in a daemon thread, so the wait is bounded; returns (cfg, Ray Result).
+    ``meanwhile(deadline)``, if given, runs in the test's thread while the run goes on.
 
     Past the deadline Ray is shut down (its workers killed) and the test fails. A thread pool would
     not do: leaving its ``with`` block joins the thread, i.e. waits for the hung run after all.
@@ -96,14 +99,29 @@ def _ray_run(ray, tmp_path: Path, data_dirs: list[str], *overrides: str):
             box["error"] = exc
 
     thread = threading.Thread(target=fit, name="fit_on_ray", daemon=True)
+    deadline = time.monotonic() + RUN_TIMEOUT_S
     thread.start()
-    thread.join(RUN_TIMEOUT_S)
+    if meanwhile is not None:
+        meanwhile(deadline)
+    thread.join(max(0.0, deadline - time.monotonic()))
     if thread.is_alive():
         ray.shutdown()
         pytest.fail(f"the Ray run did not finish in {RUN_TIMEOUT_S} s; Ray was shut down")
     if "error" in box:
         raise box["error"]
     return cfg, box["result"]
+
+
+def _registered_steps(storage: Path) -> set:
+    """Global steps of the checkpoints Ray Train's controller has registered under ``storage``."""
+    steps = set()
+    for snapshot in storage.glob("*/checkpoint_manager_snapshot.json"):
+        try:
+            results = json.loads(snapshot.read_text())["checkpoint_results"]
+        except (ValueError, KeyError):  # being rewritten
+            continue
+        steps |= {r["metrics"].get("step") for r in results}
+    return steps
 
 
 def _assert_same_run(history: list[dict], test: dict, reference) -> None:
@@ -167,3 +185,34 @@ def test_ray_restarts_a_failed_worker_group_from_the_last_checkpoint(local_ray, 
         assert (state["trainer"]["epoch"], state["trainer"]["global_step"]) == (2, 8)
         _, model, _ = ckpt.load_run(Path(folder) / ckpt.BEST)
         assert sum(p.numel() for p in model.parameters()) > 0
+
+
+@pytest.mark.slow
+@pytest.mark.multiproc
+def test_ray_survives_a_worker_killed_mid_epoch(local_ray, torchrun_reference, data_dirs, tmp_path):
+    from graphrec_dist import launch_ray
+
+    # Checkpoints (reported to Ray) after steps 2, 4 (end of epoch 0) and 6; rank 1 stops after
+    # step 7, mid-epoch 1, and gets SIGKILL. Ray restarts the group from step 6: one step redone.
+    # Ray's controller takes in reports when it polls the workers (every 2 s by default), so the
+    # kill waits until it has registered step 6's checkpoint; a kill before that falls back one.
+    pid_file = tmp_path / "run" / "hang_rank1.pid"
+    killed: dict = {}
+
+    def kill_worker(deadline: float) -> None:
+        while not (pid_file.is_file() and 6 in _registered_steps(tmp_path / "run" / "ray")):
+            assert time.monotonic() < deadline, "the Ray worker never reached step 7"
+            time.sleep(0.1)
+        pid = int(pid_file.read_text())
+        assert pid in bounded.descendants(os.getpid())  # a worker of this test's Ray
+        os.kill(pid, signal.SIGKILL)
+        killed["at"] = time.monotonic()
+
+    cfg, result = _ray_run(local_ray, tmp_path, data_dirs, "train.checkpoint_every=2", "train.fail_after_step=7",
+                           "train.fail_mode=hang", "dist.max_failures=1", meanwhile=kill_worker)
+    recovery_s = time.monotonic() - killed["at"]
+    assert result.metrics["resumed_at_step"] == 6
+    trained = launch_ray.to_train_result(cfg, result)
+    assert trained.global_step == 8
+    _assert_same_run(trained.history, trained.test_metrics, torchrun_reference)
+    print(f"Ray worker killed after step 7; resumed at step 6; kill to job end {recovery_s:.1f} s")
