@@ -473,3 +473,16 @@ def test_sampled_speed_report_names_the_ratio_and_the_per_step_phases(tmp_path):
     assert "| graphrec_dist trainer, block sampler (`train.sampler=blocks`, default) | 5,000 | 2.00× | 100 | 100 | 200 | 50 |" in text
     table = text[text.index("| pipeline |"):]
     assert table.index("block sampler") < table.index("`num_workers=1`") < table.index("`num_workers=0`")
+
+
+def test_serving_report_quotes_export_time_and_latency_per_client_count(tmp_path):
+    res = {"users": 53424, "items": 10000, "preset": "configs/demo.yaml", "export_command": "graphrec-dist export x",
+           "serve_command": "graphrec-dist serve x",
+           "export": {"export_s": 41.5, "k": 100, "topk_rows": 5342400, "child_wall_s": 50.2, "child_peak_rss_mb": 2048.0},
+           "serve": {"load_s": 12.0, "runs": [
+               {"clients": 1, "requests": 900, "errors": 0, "requests_per_s": 300.0, "p50_ms": 3.1, "p99_ms": 8.0},
+               {"clients": 8, "requests": 900, "errors": 0, "requests_per_s": 290.0, "p50_ms": 25.0, "p99_ms": 40.0}]}}
+    common.write_section(tmp_path / "out", _payload("serving", res))
+    text = report.generate(tmp_path / "out", tmp_path / "docs").read_text()
+    assert "top 100 per user (5,342,400 rows) plus embeddings: **41.5 s**" in text and "peak RSS 2.00 GiB" in text
+    assert "| 8 | 290 | 25.00 | 40.00 | 0 |" in text and "| 1 | 300 | 3.10 | 8.00 | 0 |" in text

@@ -30,6 +30,7 @@ SECTIONS: dict[str, str] = {
     "realdata": "graphrec_dist.benchmarks.realdata:run_section",
     "inductive": "graphrec_dist.benchmarks.inductive:run_section",
     "sampled_speed": "graphrec_dist.benchmarks.sampled_speed:run_section",
+    "serving": "graphrec_dist.benchmarks.serving:run_section",
     "training": "graphrec_dist.benchmarks.training:run_section",
     "evaluation": "graphrec_dist.benchmarks.ranking:run_section",
     "sampling": "graphrec_dist.benchmarks.sampling:run_section",

@@ -71,6 +71,10 @@ class BenchPlan:
     sampled_speed_steps: int = 10
     sampled_speed_rounds: int = 3
     sampled_speed_workers: list[int] = field(default_factory=lambda: [0, 1, 2])
+    # export and serve: a graphsage run at this scale; serve is load-tested with each client count
+    serving_users: int = GOODBOOKS_USERS
+    serving_clients: list[int] = field(default_factory=lambda: [1, 8])
+    serving_seconds: float = 10.0
 
     def as_dict(self) -> dict:
         out = dataclasses.asdict(self)

@@ -13,12 +13,13 @@ from graphrec_dist.benchmarks.common import read_section
 from graphrec_dist.benchmarks.report_inductive import inductive_part
 from graphrec_dist.benchmarks.report_realdata import realdata_part
 from graphrec_dist.benchmarks.report_sampled_speed import sampled_speed_part
+from graphrec_dist.benchmarks.report_serving import serving_part
 from graphrec_dist.benchmarks.report_text import (headline, machine_table, quality_part, sampling_part,
                                                   scale_table, scaling_part, sweep_part, training_part,
                                                   evaluation_part, memory_part)
 from graphrec_dist.io_utils import write_text_atomic
 
-SECTION_NAMES = ("quality", "realdata", "inductive", "sampled_speed", "training", "evaluation", "sampling", "scaling", "memory", "sweep")
+SECTION_NAMES = ("quality", "realdata", "inductive", "sampled_speed", "serving", "training", "evaluation", "sampling", "scaling", "memory", "sweep")
 
 
 def draw(sections: dict[str, dict[str, Any] | None], img_dir: Path) -> dict[str, Path]:
@@ -77,6 +78,8 @@ def generate(out_dir: str | Path, docs_dir: str | Path) -> Path:
         inductive_part(sections.get("inductive")),
         "",
         sampled_speed_part(sections.get("sampled_speed")),
+        "",
+        serving_part(sections.get("serving")),
         "",
         quality_part(sections.get("quality"), rel),
         "",

@@ -79,6 +79,8 @@ def _section_scale(name: str, res: dict[str, Any]) -> str:
         return f"{res.get('data_dir')}, {len(res.get('seeds', []))} split seeds"
     if name == "sampled_speed":
         return scale_of(res.get("num_users"))
+    if name == "serving":
+        return scale_of(res.get("users"))
     if name == "inductive":
         names = [d.get("name") for d in res.get("datasets", {}).values() if d.get("name")]
         return f"{'; '.join(names)}; {len(res.get('seeds', []))} split seeds"
