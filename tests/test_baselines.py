@@ -1,7 +1,12 @@
 """The baselines: popularity and EASE by hand, MF and LightGCN learn, LightGCN's scorer is its own
-propagation, and lightgcn (all of Graph3) sees the side node types while lightgcn_ui does not."""
+propagation, and lightgcn (all of Graph3) sees the side node types while lightgcn_ui does not; on
+generated data mf, lightgcn and ease beat popularity by a margin, and mf and lightgcn train under
+2-process DDP."""
 from __future__ import annotations
 
+import json
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,14 +16,19 @@ import torch
 import torch.nn.functional as F
 from torch_geometric.data import HeteroData
 
+import bounded
 from graphrec_dist.config import EvalConfig, load_config
 from graphrec_dist.data.bundle import BOOK, RATES, REV_RATES, USER, Bundle
+from graphrec_dist.data.store import load_bundle
 from graphrec_dist.distributed import DistContext
 from graphrec_dist.errors import ConfigError
 from graphrec_dist.models import build_model
 from graphrec_dist.models.base import TripletBatch
 from graphrec_dist.models.ease import Ease, interaction_matrix
 from graphrec_dist.models.popularity import Popularity
+from graphrec_dist.sampling import steps_per_epoch
+from graphrec_dist.train import TrainResult
+from graphrec_dist.train import main as train_main
 
 CTX = DistContext()
 EVAL = EvalConfig()
@@ -240,3 +250,62 @@ def test_ease_weights_are_row_major() -> None:
 def test_each_preset_loads_and_names_its_model(name: str) -> None:
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "baselines" / f"{name}.yaml")
     assert cfg.model.name == name and cfg.data.bundle_dir == "data/bundles/synth-2000"
+
+
+# -- end to end on generated data: each learned baseline beats popularity ----------------------
+
+# Tiny versions of configs/baselines/*.yaml (smaller embeddings, 10 epochs, a higher lr) on 300
+# generated users. Measured test NDCG@10 (train.seed 0, 1, 2; docs/RELIABILITY.md): popularity
+# 0.028; ease 0.111; mf 0.094-0.109; lightgcn 0.118-0.130. The smallest gap is 0.066 (mf), so a
+# required 0.04 leaves room for seeds and small changes while a model that learns nothing fails.
+# Under 2-process DDP (same configs, each rank half the edges) mf measured 0.108, lightgcn 0.124.
+MARGIN = 0.04
+TINY = ["model.emb_dim=32", "train.epochs=10", "train.lr=0.02", "train.batch_size=512", "train.patience=100"]
+BASELINE_RUNS = {"popularity": [], "ease": [], "mf": TINY, "lightgcn": TINY + ["model.lightgcn_layers=2"]}
+
+
+@pytest.fixture(scope="module")
+def synth_data(tmp_path_factory) -> list[str]:
+    root = tmp_path_factory.mktemp("baseline_data")
+    return [f"data.raw_dir={root}/raw", f"data.bundle_dir={root}/bundle", "data.synth_users=300", "data.synth_seed=0",
+            "run.progress=false", "train.num_threads=1", "eval.ks=[10]"]
+
+
+def _train(name: str, data: list[str], out: Path, *extra: str):
+    from graphrec_dist.train import main
+
+    return main([f"configs/baselines/{name}.yaml", *data, f"run.out_dir={out}", *BASELINE_RUNS[name], f"run.out_dir={out}"])
+
+
+@pytest.fixture(scope="module")
+def popularity_ndcg(synth_data, tmp_path_factory) -> float:
+    return _train("popularity", synth_data, tmp_path_factory.mktemp("popularity")).test_metrics["ndcg@10"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mf", "lightgcn", "ease"])
+def test_each_baseline_beats_popularity_on_generated_data(synth_data, popularity_ndcg: float, tmp_path: Path,
+                                                          name: str) -> None:
+    ndcg = _train(name, synth_data, tmp_path / "run").test_metrics["ndcg@10"]
+    assert ndcg > popularity_ndcg + MARGIN, (name, ndcg, popularity_ndcg)
+
+
+@pytest.mark.slow
+@pytest.mark.multiproc
+@pytest.mark.parametrize("name", ["mf", "lightgcn"])
+def test_each_trained_baseline_runs_under_two_process_ddp(synth_data, popularity_ndcg: float, tmp_path: Path,
+                                                          name: str) -> None:
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--local-addr=127.0.0.1",
+           "--nproc_per_node=2", "-m", "graphrec_dist.train", f"configs/baselines/{name}.yaml", *synth_data,
+           *BASELINE_RUNS[name], f"run.out_dir={out}"]
+    proc = bounded.run(cmd, timeout_s=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    # Each rank runs its half of the training edges: half the steps of one process.
+    steps = steps_per_epoch(len(load_bundle(synth_data[1].split("=", 1)[1]).train), 512, world_size=2)
+    assert [r["step"] for r in rows] == [steps * (i + 1) for i in range(10)]
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    test = json.loads((out / "test_metrics.json").read_text())
+    assert test["ndcg@10"] > popularity_ndcg + MARGIN, (name, test["ndcg@10"], popularity_ndcg)
