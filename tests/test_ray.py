@@ -9,7 +9,10 @@ import importlib.util
 import json
 import os
 import sys
+import shutil
 import signal
+import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -32,6 +35,7 @@ RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": 
 # same way and all-reduce over gloo in the same order, so the numbers are identical here; 1e-9
 # only absorbs a last-bit libm difference, while a real divergence moves the loss by >1e-4.
 REL_TOL = 1e-9
+RAY_CLI = str(Path(sys.executable).parent / "ray")
 
 
 @pytest.fixture(scope="module")
@@ -216,3 +220,63 @@ def test_ray_survives_a_worker_killed_mid_epoch(local_ray, torchrun_reference, d
     assert trained.global_step == 8
     _assert_same_run(trained.history, trained.test_metrics, torchrun_reference)
     print(f"Ray worker killed after step 7; resumed at step 6; kill to job end {recovery_s:.1f} s")
+
+
+@pytest.fixture
+def ray_cluster():
+    """A real one-node cluster: ``ray start --head --block`` on 127.0.0.1 with its own temp dir and
+    a GCS port Ray picks; yields (address, environment with RAY_ADDRESS). Afterwards its whole
+    process tree is killed: ``ray stop`` would stop every Ray on the machine (this module's own, and
+    anyone else's), so it is not used."""
+    temp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
+    # Token auth off: the cluster listens on loopback only, and the clients would otherwise need
+    # a token file in the home directory.
+    env = {**os.environ, **RAY_ENV, "RAY_AUTH_MODE": "disabled",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("RAY_ADDRESS", None)
+    cmd = [RAY_CLI, "start", "--head", "--block", "--node-ip-address=127.0.0.1", "--port=0", f"--temp-dir={temp}",
+           "--num-cpus=2", "--disable-usage-stats", "--dashboard-host=127.0.0.1"]
+    with open(temp / "head.log", "w") as log:
+        head = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while not (temp / "ray_current_cluster").is_file():
+            assert head.poll() is None, (temp / "head.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "ray start --head did not come up in 120 s"
+            time.sleep(0.5)
+        address = (temp / "ray_current_cluster").read_text().strip()
+        assert address.startswith("127.0.0.1:")
+        yield address, {**env, "RAY_ADDRESS": address}, temp
+    finally:
+        bounded.kill_tree(head.pid)
+        head.wait(30)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _outcome(out: Path) -> tuple[list[dict], dict]:
+    return ([json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()],
+            json.loads((out / "test_metrics.json").read_text()))
+
+
+@pytest.mark.slow
+@pytest.mark.multiproc
+def test_a_real_cluster_runs_a_submitted_job_and_a_driver_that_joins_it(ray_cluster, torchrun_reference,
+                                                                        data_dirs, tmp_path):
+    address, env, temp = ray_cluster
+    args = [str(CONFIG), *data_dirs, "dist.num_workers=2", "dist.cpus_per_worker=1"]
+    # 1. ray job submit: the repository as working dir, the job's driver runs on the cluster.
+    job_id = f"graphrec-test-{os.getpid()}"
+    submit = bounded.run([RAY_CLI, "job", "submit", "--working-dir", ".", "--submission-id", job_id, "--",
+                          "python", "launch/ray_train.py", *args, f"run.out_dir={tmp_path / 'job'}"],
+                         RUN_TIMEOUT_S, cwd=ROOT, env=env)
+    assert submit.returncode == 0, (submit.stdout + submit.stderr)[-3000:]
+    status = bounded.run([RAY_CLI, "job", "status", job_id], 60, cwd=ROOT, env=env)
+    assert f"Job '{job_id}' succeeded" in status.stdout, status.stdout + status.stderr
+    _assert_same_run(*_outcome(tmp_path / "job"), torchrun_reference)
+    # 2. A driver started here joins the running cluster through RAY_ADDRESS (no local Ray).
+    proc = subprocess.Popen([sys.executable, "launch/ray_train.py", *args, f"run.out_dir={tmp_path / 'joined'}"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, err = bounded.communicate_all([proc], RUN_TIMEOUT_S)[0]
+    assert proc.returncode == 0, err[-3000:]
+    assert list(temp.glob(f"session_*/logs/python-core-driver-*_{proc.pid}.log")), "the driver did not join"
+    _assert_same_run(*_outcome(tmp_path / "joined"), torchrun_reference)
