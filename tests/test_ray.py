@@ -266,9 +266,17 @@ def test_a_real_cluster_runs_a_submitted_job_and_a_driver_that_joins_it(ray_clus
     args = [str(CONFIG), *data_dirs, "dist.num_workers=2", "dist.cpus_per_worker=1"]
     # 1. ray job submit: the repository as working dir, the job's driver runs on the cluster.
     job_id = f"graphrec-test-{os.getpid()}"
-    submit = bounded.run([RAY_CLI, "job", "submit", "--working-dir", ".", "--submission-id", job_id, "--",
-                          "python", "launch/ray_train.py", *args, f"run.out_dir={tmp_path / 'job'}"],
-                         RUN_TIMEOUT_S, cwd=ROOT, env=env)
+    cmd = [RAY_CLI, "job", "submit", "--working-dir", ".", "--submission-id", job_id, "--",
+           "python", "launch/ray_train.py", *args, f"run.out_dir={tmp_path / 'job'}"]
+    # The head accepts connections before its dashboard agent takes jobs; Ray then answers "No
+    # available agent to submit job, please try again later": retry that, and only that, for 60 s.
+    agent_deadline = time.monotonic() + 60
+    while True:
+        submit = bounded.run(cmd, RUN_TIMEOUT_S, cwd=ROOT, env=env)
+        if submit.returncode == 0 or "No available agent" not in submit.stdout + submit.stderr:
+            break
+        assert time.monotonic() < agent_deadline, "the cluster's job agent did not come up in 60 s"
+        time.sleep(2)
     assert submit.returncode == 0, (submit.stdout + submit.stderr)[-3000:]
     status = bounded.run([RAY_CLI, "job", "status", job_id], 60, cwd=ROOT, env=env)
     assert f"Job '{job_id}' succeeded" in status.stdout, status.stdout + status.stderr
