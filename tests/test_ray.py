@@ -279,13 +279,13 @@ def test_a_real_cluster_runs_a_submitted_job_and_a_driver_that_joins_it(ray_clus
     # available agent to submit job, please try again later": retry that, and only that. On a
     # loaded machine the agent has been seen to stay away for minutes: then say so and skip
     # (the driver above has already shown the cluster works); any other failure fails.
-    agent_deadline = time.monotonic() + 180
+    agent_deadline = time.monotonic() + 90
     while True:
         submit = bounded.run(cmd, RUN_TIMEOUT_S, cwd=ROOT, env=env)
         if submit.returncode == 0 or "No available agent" not in submit.stdout + submit.stderr:
             break
         if time.monotonic() > agent_deadline:
-            pytest.skip("ray job submit: the head's job agent did not come up in 180 s "
+            pytest.skip("ray job submit: the head's job agent did not come up in 90 s "
                         "('No available agent to submit job'); the RAY_ADDRESS driver passed")
         time.sleep(3)
     assert submit.returncode == 0, (submit.stdout + submit.stderr)[-3000:]
