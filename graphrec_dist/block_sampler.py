@@ -25,7 +25,7 @@ import torch
 from torch_geometric.data import HeteroData
 
 from graphrec_dist.data.bundle import RATES, REV_RATES
-from graphrec_dist.models.sparse import AdjPair
+from graphrec_dist.models.sparse import AdjPair, weighted_mean_values
 
 EdgeType = tuple[str, str, str]
 
@@ -129,7 +129,8 @@ class BlockSampler:
                 continue
             src_ids, row, weight = sampled[et]
             edge_index = torch.stack([self._local[et[0]][src_ids], row])
-            layer_adj[et] = _pair(edge_index, _mean_values(row, weight, n_dst, self.aggr), n_dst, n_src)
+            values = weighted_mean_values(edge_index, weight, n_dst, self.aggr)
+            layer_adj[et] = _pair(edge_index, values, n_dst, n_src)
         for nt, ids in src.items():  # clear the lookups for the next layer or batch
             self._local[nt][ids] = -1
         return src, layer_adj
@@ -143,17 +144,6 @@ class BlockSampler:
         new = torch.unique(rest[table[rest] < 0])
         table[new] = torch.arange(len(first), len(first) + len(new))
         return torch.cat([first, new])
-
-
-def _mean_values(row: torch.Tensor, weight: Optional[torch.Tensor], n_dst: int, aggr: str) -> torch.Tensor:
-    """Edge values that make ``adj_t @ x`` the weighted mean (or the sum, weights renormalised to
-    average 1) over each destination's sampled edges; as :func:`~graphrec_dist.models.sparse.weighted_mean_values`."""
-    w = torch.ones(len(row)) if weight is None else weight
-    total = torch.bincount(row, weights=w, minlength=n_dst).to(w.dtype)
-    if aggr == "mean":
-        return w / total[row].clamp_min(1e-12)
-    count = torch.bincount(row, minlength=n_dst).to(w.dtype)
-    return w * count[row] / total[row].clamp_min(1e-12)
 
 
 def _csr(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, size: tuple[int, int],

@@ -29,6 +29,7 @@ import torch
 
 from graphrec_dist.distributed import DistContext, barrier, cleanup, init_distributed
 from graphrec_dist.errors import UserError
+from graphrec_dist.evaluate import _ragged
 from graphrec_dist.models.base import EmbeddingScorer
 
 
@@ -53,9 +54,7 @@ def topk_rows(scorer, bundle, users: np.ndarray, k: int) -> dict[str, np.ndarray
     indptr, indices = bundle.train_csr()
     with torch.no_grad():
         scores = scorer.scores(torch.as_tensor(users)).float().cpu().clone()
-    lens = indptr[users + 1] - indptr[users]
-    rows = np.repeat(np.arange(len(users)), lens)
-    cols = np.concatenate([indices[indptr[u]:indptr[u + 1]] for u in users]) if len(users) else np.zeros(0, np.int64)
+    rows, cols = _ragged(indptr, indices, users)
     scores[torch.as_tensor(rows), torch.as_tensor(cols, dtype=torch.int64)] = float("-inf")
     k = min(k, bundle.num_books)
     top = torch.topk(scores, k, dim=1)
