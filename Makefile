@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml
 	# (built from PyPI sources, ~15 min on 2 cores, unless $(WHEELS) holds matching wheels).
 	$(PY) -c "import pyg_lib" 2>/dev/null || $(PY) -c "import torch_sparse, torch_scatter" 2>/dev/null || \
 	  $(PIP) install --no-build-isolation $(FIND_LINKS) "torch-scatter>=2.1" "torch-sparse>=0.6.17"
-	$(PIP) install -e '.[ray,dev]'
+	$(PIP) install -e '.[ray,dev,index]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -30,6 +30,7 @@ import torch
 from graphrec_dist.distributed import DistContext, barrier, cleanup, init_distributed
 from graphrec_dist.errors import UserError
 from graphrec_dist.evaluate import _ragged
+from graphrec_dist.index import INDEXES, build_index, top_k_unseen
 from graphrec_dist.models.base import EmbeddingScorer
 
 
@@ -38,8 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run", "--run-dir", dest="run", required=True, help="run directory or checkpoint file")
     parser.add_argument("--out", required=True, help="output folder (replaced whole when the export completes)")
     parser.add_argument("--k", type=int, default=100, help="items per user (default 100)")
-    parser.add_argument("--index", choices=["exact"], default="exact",
-                        help="top-k search: exact (a matrix multiply per chunk of users)")
+    parser.add_argument("--index", choices=list(INDEXES), default="exact",
+                        help="top-k search: exact (a matrix multiply per chunk of users; default), faiss (IVF) "
+                             "or usearch (HNSW): approximate, models with embeddings only (docs/SERVING.md)")
+    parser.add_argument("--nprobe", type=int, default=32, help="faiss: k-means cells scanned per user")
+    parser.add_argument("--expansion", type=int, default=64, help="usearch: candidates kept while searching")
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides of the run's config")
     return parser
 
@@ -49,17 +53,24 @@ def user_block(n: int, ctx: DistContext) -> tuple[int, int]:
     return n * ctx.rank // ctx.world_size, n * (ctx.rank + 1) // ctx.world_size
 
 
-def topk_rows(scorer, bundle, users: np.ndarray, k: int) -> dict[str, np.ndarray]:
-    """Long-format top-k of ``users`` (training items masked), as columns."""
+def topk_rows(scorer, bundle, users: np.ndarray, k: int, index=None) -> dict[str, np.ndarray]:
+    """Long-format top-k of ``users`` (training items masked), as columns.
+
+    Without ``index`` every item is scored (any model); with one (``index.py``) the users'
+    embedding rows are its queries.
+    """
     indptr, indices = bundle.train_csr()
-    with torch.no_grad():
-        scores = scorer.scores(torch.as_tensor(users)).float().cpu().clone()
-    rows, cols = _ragged(indptr, indices, users)
-    scores[torch.as_tensor(rows), torch.as_tensor(cols, dtype=torch.int64)] = float("-inf")
     k = min(k, bundle.num_books)
-    top = torch.topk(scores, k, dim=1)
-    items = top.indices.numpy()
-    vals = top.values.numpy()
+    if index is None:
+        with torch.no_grad():
+            scores = scorer.scores(torch.as_tensor(users)).float().cpu().clone()
+        rows, cols = _ragged(indptr, indices, users)
+        scores[torch.as_tensor(rows), torch.as_tensor(cols, dtype=torch.int64)] = float("-inf")
+        top = torch.topk(scores, k, dim=1)
+        items, vals = top.indices.numpy(), top.values.numpy()
+    else:
+        queries = scorer.user_emb[torch.as_tensor(users)].float().cpu().numpy()
+        items, vals = top_k_unseen(index, queries, [indices[indptr[u]:indptr[u + 1]] for u in users], k)
     keep = np.isfinite(vals)  # a user who rated (almost) everything has fewer than k items left
     user_rep = np.repeat(users, k).reshape(len(users), k)
     rank = np.tile(np.arange(k), (len(users), 1))
@@ -69,7 +80,7 @@ def topk_rows(scorer, bundle, users: np.ndarray, k: int) -> dict[str, np.ndarray
             "item_index": items[keep], "item_id": book_ids[items[keep]], "score": vals[keep].astype(np.float32)}
 
 
-def write_part(path: Path, scorer, bundle, lo: int, hi: int, k: int, chunk: int) -> int:
+def write_part(path: Path, scorer, bundle, lo: int, hi: int, k: int, chunk: int, index=None) -> int:
     """Users ``lo..hi`` into one Parquet file, a row group per chunk; returns the row count."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -79,14 +90,18 @@ def write_part(path: Path, scorer, bundle, lo: int, hi: int, k: int, chunk: int)
     rows = 0
     with pq.ParquetWriter(path, schema) as writer:
         for start in range(lo, hi, chunk):
-            cols = topk_rows(scorer, bundle, np.arange(start, min(start + chunk, hi), dtype=np.int64), k)
+            cols = topk_rows(scorer, bundle, np.arange(start, min(start + chunk, hi), dtype=np.int64), k, index)
             writer.write_table(pa.table({name: cols[name] for name in schema.names}, schema=schema))
             rows += len(cols["rank"])
     return rows
 
 
-def export(run: str, out: str, k: int, overrides: list[str], ctx: Optional[DistContext] = None) -> dict[str, Any]:
-    """Write the export folder (see the module docstring); every rank calls it. Returns the manifest."""
+def export(run: str, out: str, k: int, overrides: list[str], ctx: Optional[DistContext] = None,
+           index: str = "exact", index_params: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """Write the export folder (see the module docstring); every rank calls it. Returns the manifest.
+
+    ``index`` picks the top-k search (``index.py``); ``index_params`` go to its constructor.
+    """
     from graphrec_dist.checkpoint import load_run
 
     if k < 1:
@@ -102,12 +117,14 @@ def export(run: str, out: str, k: int, overrides: list[str], ctx: Optional[DistC
     try:
         model.eval()
         scorer = model.scorer(bundle, ctx, cfg.eval)
+        search = item_index(scorer, index, index_params or {})
         lo, hi = user_block(bundle.num_users, ctx)
-        rows = write_part(tmp / "topk" / f"part-{ctx.rank:05d}.parquet", scorer, bundle, lo, hi, k, cfg.eval.user_chunk)
+        rows = write_part(tmp / "topk" / f"part-{ctx.rank:05d}.parquet", scorer, bundle, lo, hi, k,
+                          cfg.eval.user_chunk, search)
         counts = _gather(rows, ctx) if ctx.is_distributed else [rows]
         manifest = None
         if ctx.is_main:
-            manifest = _write_rest(tmp, scorer, bundle, cfg, run, k, counts, ctx)
+            manifest = _write_rest(tmp, scorer, bundle, cfg, run, k, counts, ctx, {"kind": index, **(index_params or {})})
             if target.exists():
                 shutil.rmtree(target)
             os.replace(tmp, target)
@@ -118,13 +135,23 @@ def export(run: str, out: str, k: int, overrides: list[str], ctx: Optional[DistC
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def item_index(scorer, kind: str, params: dict[str, Any]):
+    """The approximate index over the scorer's item vectors; None for exact search."""
+    if kind == "exact":
+        return None
+    if not isinstance(scorer, EmbeddingScorer):
+        raise UserError(f"--index {kind}: this model has no item embeddings to index; use --index exact")
+    return build_index(kind, scorer.item_emb.float().cpu().numpy(), **params)
+
+
 def _gather(value: int, ctx: DistContext) -> list[int]:
     out: list[Any] = [None] * ctx.world_size
     torch.distributed.all_gather_object(out, value)
     return out
 
 
-def _write_rest(tmp: Path, scorer, bundle, cfg, run: str, k: int, counts, ctx: DistContext) -> dict[str, Any]:
+def _write_rest(tmp: Path, scorer, bundle, cfg, run: str, k: int, counts, ctx: DistContext,
+                index: dict[str, Any]) -> dict[str, Any]:
     """Rank 0: id maps, embeddings (when the model has them) and the manifest."""
     bundle.users[["user_id"]].rename_axis("user_index").to_csv(tmp / "users.csv")
     items = bundle.books[[c for c in ("book_id", "title") if c in bundle.books.columns]]
@@ -134,7 +161,7 @@ def _write_rest(tmp: Path, scorer, bundle, cfg, run: str, k: int, counts, ctx: D
         np.save(tmp / "user_emb.npy", scorer.user_emb.float().cpu().numpy())
         np.save(tmp / "item_emb.npy", scorer.item_emb.float().cpu().numpy())
         files += ["user_emb.npy", "item_emb.npy"]
-    manifest = {"model": cfg.model.name, "run": str(run), "k": k, "index": "exact", "num_users": bundle.num_users,
+    manifest = {"model": cfg.model.name, "run": str(run), "k": k, "index": index, "num_users": bundle.num_users,
                 "num_items": bundle.num_books, "item_label": bundle.item_label, "topk_rows": int(sum(counts)),
                 "parts": ctx.world_size, "files": files, "embeddings": isinstance(scorer, EmbeddingScorer)}
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -145,7 +172,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
     ctx = init_distributed("auto", "cpu")
     try:
-        manifest = export(args.run, args.out, args.k, list(args.overrides), ctx)
+        params = {"faiss": {"nprobe": args.nprobe}, "usearch": {"expansion": args.expansion}}.get(args.index, {})
+        manifest = export(args.run, args.out, args.k, list(args.overrides), ctx, args.index, params)
         if ctx.is_main:
             print(json.dumps({"out": args.out, **manifest}, indent=2))
             sys.stdout.flush()

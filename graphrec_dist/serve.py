@@ -12,8 +12,10 @@ answers 500 with a generic message and is logged here, never sent to the client.
 
 aiohttp (already installed with Ray, which the project depends on for its cluster launcher) runs
 the service: an asyncio server, so requests are parsed and answered without a thread per client.
-The run is loaded once; scoring is a matrix-vector product over vectors computed at start-up
-(graphsage's whole-graph inference runs once, and new users are folded in against it).
+The run is loaded once, and the top-k index (``--index exact|faiss|usearch``, ``index.py``) is
+built once over the item vectors computed at start-up (graphsage's whole-graph inference runs
+once, and new users are folded in against it). Models without embeddings (EASE, popularity)
+score every item per request.
 """
 from __future__ import annotations
 
@@ -29,6 +31,8 @@ import numpy as np
 import torch
 
 from graphrec_dist.errors import UserError
+from graphrec_dist.index import INDEXES, build_index, top_k_unseen
+from graphrec_dist.models.base import EmbeddingScorer
 
 log = logging.getLogger("graphrec_dist.serve")
 MAX_K = 1000
@@ -50,20 +54,32 @@ class Service:
     scorer: Any
     user_index: dict[str, int]
     item_index: dict[str, int]
+    index: Any = None  # top-k index over the item vectors; None for models without embeddings
+    item_ids: tuple = ()  # original ids and titles by item index, looked up per answer
+    item_titles: Optional[tuple] = None
 
     @classmethod
-    def load(cls, run: str, overrides: list[str] = ()) -> "Service":
+    def load(cls, run: str, overrides: list[str] = (), index: str = "exact",
+             index_params: Optional[dict[str, Any]] = None) -> "Service":
         from graphrec_dist.checkpoint import load_run
         from graphrec_dist.distributed import DistContext
 
         cfg, model, bundle = load_run(run, list(overrides))
         model.eval()
+        bundle.train_csr()  # built once here, not by the first request
         scorer = model.scorer(bundle, DistContext(), cfg.eval)
         if hasattr(model, "freeze_inference"):
             model.freeze_inference(bundle)  # new users are folded in against the start-up inference
         users = {str(v): i for i, v in enumerate(bundle.users["user_id"].tolist())}
-        items = {str(v): i for i, v in enumerate(bundle.books["book_id"].tolist())}
-        return cls(cfg, model, bundle, scorer, users, items)
+        item_ids = tuple(bundle.books["book_id"].tolist())
+        items = {str(v): i for i, v in enumerate(item_ids)}
+        titles = tuple(bundle.books["title"].tolist()) if "title" in bundle.books.columns else None
+        search = None
+        if isinstance(scorer, EmbeddingScorer):
+            search = build_index(index, scorer.item_emb.float().cpu().numpy(), **(index_params or {}))
+        elif index != "exact":
+            raise UserError(f"--index {index}: {cfg.model.name} has no item embeddings to index; use --index exact")
+        return cls(cfg, model, bundle, scorer, users, items, search, item_ids, titles)
 
     def parse_k(self, value: Any) -> int:
         try:
@@ -82,9 +98,7 @@ class Service:
             raise HTTPError(404, f"unknown user id {user!r}")
         u = self.user_index[user]
         indptr, indices = self.bundle.train_csr()
-        with torch.no_grad():
-            scores = self.scorer.scores(torch.tensor([u]))[0]
-        return {"user": user, "k": k, "items": self._top(scores, indices[indptr[u]:indptr[u + 1]], k)}
+        return {"user": user, "k": k, "items": self._top(self.scorer, u, indices[indptr[u]:indptr[u + 1]], k)}
 
     def for_history(self, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict) or not isinstance(body.get("history"), list):
@@ -104,23 +118,27 @@ class Service:
             scorer = self.model.history_scorer(self.bundle, history, DistContext(), self.cfg.eval)
         except UserError as exc:  # a model that cannot score new users
             raise HTTPError(400, str(exc)) from None
-        with torch.no_grad():
-            scores = scorer.scores(torch.tensor([0]))[0]
-        return {"history": ids, "k": k, "items": self._top(scores, np.array(books), k)}
+        return {"history": ids, "k": k, "items": self._top(scorer, 0, np.array(books), k)}
 
-    def _top(self, scores: torch.Tensor, seen: np.ndarray, k: int) -> list[dict[str, Any]]:
-        scores = scores.float().cpu().clone()
-        scores[torch.as_tensor(seen, dtype=torch.int64)] = float("-inf")
-        top = torch.topk(scores, min(k, len(scores) - len(seen)))
-        books = self.bundle.books
-        titles = books["title"].tolist() if "title" in books.columns else None
-        ids = books["book_id"].tolist()
-        return [{"item_id": ids[int(b)], **({"title": titles[int(b)]} if titles else {}), "score": round(float(s), 5)}
-                for s, b in zip(top.values, top.indices)]
+    def _top(self, scorer, row: int, seen: np.ndarray, k: int) -> list[dict[str, Any]]:
+        """The best ``k`` unseen items for the scorer's user ``row``, from the index when there is one."""
+        with torch.no_grad():
+            if self.index is not None and isinstance(scorer, EmbeddingScorer):
+                query = scorer.user_emb[row:row + 1].float().cpu().numpy()
+                items, scores = (a[0] for a in top_k_unseen(self.index, query, [seen], k))
+            else:
+                scores = scorer.scores(torch.tensor([row]))[0].float().cpu().clone()
+                scores[torch.as_tensor(seen, dtype=torch.int64)] = float("-inf")
+                top = torch.topk(scores, min(k, len(scores) - len(seen)))
+                items, scores = top.indices.numpy(), top.values.numpy()
+        ids, titles = self.item_ids, self.item_titles
+        return [{"item_id": ids[b], **({"title": titles[b]} if titles else {}), "score": round(float(s), 5)}
+                for s, b in zip(scores.tolist(), items.tolist()) if b >= 0]
 
     def health(self) -> dict[str, Any]:
         return {"status": "ok", "model": self.cfg.model.name, "users": self.bundle.num_users,
-                "items": self.bundle.num_books, "item_label": self.bundle.item_label}
+                "items": self.bundle.num_books, "item_label": self.bundle.item_label,
+                "index": self.index.name if self.index is not None else "exact"}
 
 
 def make_app(service: Service):
@@ -177,6 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run", required=True, help="a run directory (uses best.pt) or a checkpoint file")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000, help="0 = any free port (printed)")
+    parser.add_argument("--index", choices=list(INDEXES), default="exact",
+                        help="top-k search over the item vectors: exact (default), faiss (IVF) or usearch (HNSW)")
+    parser.add_argument("--nprobe", type=int, default=32, help="faiss: k-means cells scanned per request")
+    parser.add_argument("--expansion", type=int, default=64, help="usearch: candidates kept while searching")
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides of the run's config")
     return parser
 
@@ -184,7 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    service = Service.load(args.run, list(args.overrides))
+    # One request is one small matrix-vector product: more threads than one only contend with the
+    # event loop and the other clients' requests on the same cores.
+    torch.set_num_threads(1)
+    params = {"faiss": {"nprobe": args.nprobe, "threads": 1},
+              "usearch": {"expansion": args.expansion, "threads": 1}}.get(args.index, {})
+    service = Service.load(args.run, list(args.overrides), args.index, params)
 
     async def run() -> None:
         runner, port = await start(service, args.host, args.port)

@@ -84,13 +84,35 @@ def test_a_failed_export_leaves_the_previous_one_untouched(run_dir: Path, tmp_pa
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
+@pytest.mark.parametrize("kind", ["faiss", "usearch"])
+def test_export_through_an_approximate_index_matches_exact_on_a_small_catalogue(run_dir: Path, tmp_path: Path,
+                                                                                kind: str) -> None:
+    pytest.importorskip(kind)
+    exact = export(str(run_dir), str(tmp_path / "exact"), k=4, overrides=[])
+    approx = export(str(run_dir), str(tmp_path / kind), k=4, overrides=[], index=kind)
+    assert approx["index"] == {"kind": kind} and exact["index"] == {"kind": "exact"}
+    read = lambda out: pq.read_table(out / "topk" / "part-00000.parquet").to_pandas()  # noqa: E731
+    a, b = read(tmp_path / "exact"), read(tmp_path / kind)
+    # 15 items: faiss has one cell and usearch's walk sees every node, so both are exact here
+    assert a[["user_index", "rank", "item_index"]].equals(b[["user_index", "rank", "item_index"]])
+    np.testing.assert_allclose(a["score"], b["score"], atol=1e-5)
+
+
+def test_an_approximate_index_needs_a_model_with_embeddings(tmp_path: Path, capsys) -> None:
+    pytest.importorskip("faiss")
+    run = _run(tmp_path, "model.name=popularity")
+    assert cli_main(["export", "--run", str(run), "--out", str(tmp_path / "out"), "--index", "faiss"]) == 2
+    assert "no item embeddings to index" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 class _Server:
     """The service on a free loopback port, in a thread with its own event loop."""
 
-    def __init__(self, run: Path):
+    def __init__(self, run: Path, index: str = "exact"):
         from graphrec_dist.serve import Service, start
 
-        self.service = Service.load(str(run))
+        self.service = Service.load(str(run), index=index)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -130,6 +152,19 @@ def test_serve_answers_users_and_new_histories_like_recommend(server, run_dir: P
     rec = recommend_main(["--run", str(run_dir), "--history", "500,501,507", "--k", "5", "--format", "json"])
     assert status == 200 and [i["item_id"] for i in got["items"]] == [r["book_id"] for r in rec["recommendations"]]
     assert not set(history) & {i["item_id"] for i in got["items"]}
+
+
+def test_serve_answers_from_an_approximate_index(run_dir: Path) -> None:
+    pytest.importorskip("usearch")
+    srv = _Server(run_dir, index="usearch")
+    try:
+        status, health = srv.call("/health")
+        assert status == 200 and health["index"] == "usearch"
+        status, got = srv.call("/recommend?user=103&k=4")
+        rec = recommend_main(["--run", str(run_dir), "--user", "103", "--k", "4", "--format", "json"])
+        assert status == 200 and [i["item_id"] for i in got["items"]] == [r["book_id"] for r in rec["recommendations"]]
+    finally:
+        srv.stop()
 
 
 @pytest.mark.parametrize("path, body, status, message", [

@@ -1,0 +1,156 @@
+"""Top-k item search by inner product, with each query's seen items left out.
+
+Three indexes behind one interface, chosen by ``--index`` in ``export`` and ``serve``:
+
+- ``exact``: a matrix multiply and ``torch.topk`` (no extra dependency; what the evaluator does).
+- ``faiss``: an inverted file over k-means cells (``IndexIVFFlat``, inner product): a query scans
+  the ``nprobe`` cells whose centroids score highest. Full vectors are kept, so the scores of what
+  it finds are exact; what it misses lies in cells it did not visit.
+- ``usearch``: a navigable small-world graph (HNSW, inner product): a query walks the graph,
+  keeping ``expansion`` candidates.
+
+The approximate ones are optional extras (``pip install 'graphrec-dist[index]'``). Seen items
+(training items, or a new user's history) are left out by asking for ``k`` plus the query's
+seen-count and filtering; a query left with fewer than ``k`` items (the index found too few
+unseen ones) is answered exactly instead, so every list has ``min(k, unseen)`` items.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+import torch
+
+from graphrec_dist.errors import ConfigError
+
+INDEXES = ("exact", "faiss", "usearch")
+
+
+class ExactIndex:
+    """Every item scored: ``queries @ items.T`` and ``torch.topk``."""
+
+    name = "exact"
+
+    def __init__(self, items: np.ndarray, **_params):
+        self.items = np.ascontiguousarray(items, dtype=np.float32)
+        self._items = torch.from_numpy(self.items)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids), each ``[n, k]`` best first."""
+        scores = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32)) @ self._items.T
+        top = torch.topk(scores, min(k, len(self.items)), dim=1)
+        return top.values.numpy(), top.indices.numpy()
+
+
+class FaissIndex:
+    """faiss ``IndexIVFFlat`` with inner product: ``nlist`` k-means cells, ``nprobe`` scanned."""
+
+    name = "faiss"
+
+    def __init__(self, items: np.ndarray, nprobe: int = 32, nlist: Optional[int] = None, threads: int = 0,
+                 seed: int = 0, **_params):
+        faiss = _require("faiss", "faiss-cpu")
+        self.items = items = np.ascontiguousarray(items, dtype=np.float32)  # kept for the exact fallback
+        n, dim = items.shape
+        if threads:
+            faiss.omp_set_num_threads(threads)
+        # faiss's rule of thumb is 4·sqrt(n) to 16·sqrt(n) cells; each needs ~39 training points.
+        self.nlist = nlist or max(1, min(n // 39, int(4 * math.sqrt(n))))
+        quantizer = faiss.IndexFlatIP(dim)
+        self.index = faiss.IndexIVFFlat(quantizer, dim, self.nlist, faiss.METRIC_INNER_PRODUCT)
+        sample = items
+        if n > 256 * self.nlist:  # k-means needs a sample, not every item
+            sample = items[np.random.default_rng(seed).choice(n, 256 * self.nlist, replace=False)]
+        self.index.cp.seed = seed
+        self.index.train(sample)
+        self.index.add(items)
+        self.index.nprobe = min(nprobe, self.nlist)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        scores, ids = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        return scores, ids  # id -1 where fewer than k were found
+
+
+class UsearchIndex:
+    """usearch HNSW with inner product: ``connectivity`` links per node, ``expansion`` at search."""
+
+    name = "usearch"
+
+    def __init__(self, items: np.ndarray, expansion: int = 64, connectivity: int = 16, threads: int = 0,
+                 **_params):
+        _require("usearch", "usearch")
+        from usearch.index import Index
+
+        self.items = items = np.ascontiguousarray(items, dtype=np.float32)  # kept for the exact fallback
+        self.threads = threads
+        self.expansion = expansion
+        self.index = Index(ndim=items.shape[1], metric="ip", dtype="f32", connectivity=connectivity,
+                           expansion_add=128, expansion_search=expansion)
+        self.index.add(np.arange(len(items), dtype=np.uint64), items, threads=threads)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        self.index.expansion_search = max(self.expansion, k)  # a walk keeps at least k candidates
+        found = self.index.search(queries, k, threads=self.threads)
+        if not hasattr(found, "counts"):  # usearch answers a one-row batch as a single query's Matches
+            keys = np.full((1, k), -1, dtype=np.int64)
+            dist = np.full((1, k), np.inf, dtype=np.float32)
+            keys[0, :len(found.keys)], dist[0, :len(found.keys)] = found.keys, found.distances
+            return (1.0 - dist).astype(np.float32), keys
+        keys = np.asarray(found.keys).reshape(len(queries), -1).astype(np.int64)
+        dist = np.asarray(found.distances).reshape(len(queries), -1)
+        missing = np.arange(keys.shape[1])[None, :] >= np.asarray(found.counts).reshape(-1, 1)
+        keys[missing] = -1
+        return (1.0 - dist).astype(np.float32), keys  # usearch's "ip" distance is 1 - dot
+
+
+def build_index(kind: str, items: np.ndarray, **params):
+    """The ``kind`` index over item vectors ``items [num_items, d]``."""
+    classes = {"exact": ExactIndex, "faiss": FaissIndex, "usearch": UsearchIndex}
+    if kind not in classes:
+        raise ConfigError(f"--index {kind!r}: expected one of {', '.join(INDEXES)}")
+    return classes[kind](items, **params)
+
+
+def top_k_unseen(index, queries: np.ndarray, seen: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's best ``k`` items not in its ``seen`` array (unique ids): (ids, scores) ``[n, k]``, best first.
+
+    A query with fewer than ``k`` unseen items has ``-1`` ids and ``-inf`` scores at the end.
+    """
+    n, num_items = len(queries), len(index.items)
+    k = min(k, num_items)
+    out_ids = np.full((n, k), -1, dtype=np.int64)
+    out_scores = np.full((n, k), -np.inf, dtype=np.float32)
+    # Ask for k + seen-count; queries are grouped by that count's next power of two, so one heavy
+    # user does not widen every query's search (HNSW's walk grows with the number asked for).
+    fetch = np.minimum(num_items, k + np.array([len(s) for s in seen], dtype=np.int64))
+    buckets = np.minimum(num_items, 2 ** np.ceil(np.log2(np.maximum(fetch, 1))).astype(np.int64))
+    short = []
+    for size in np.unique(buckets):
+        group = np.flatnonzero(buckets == size)
+        scores, ids = index.search(queries[group], int(size))
+        for row, q in enumerate(group):
+            keep = ids[row] >= 0
+            if len(seen[q]):
+                keep &= ~np.isin(ids[row], seen[q])
+            got_ids, got_scores = ids[row][keep][:k], scores[row][keep][:k]
+            if len(got_ids) < min(k, num_items - len(seen[q])):
+                short.append(q)  # the index found too few unseen items: answer this one exactly
+                continue
+            out_ids[q, :len(got_ids)], out_scores[q, :len(got_ids)] = got_ids, got_scores
+    if short:
+        exact = index if isinstance(index, ExactIndex) else ExactIndex(index.items)
+        for q in short:
+            all_scores, all_ids = exact.search(queries[q:q + 1], num_items)
+            keep = ~np.isin(all_ids[0], seen[q])
+            got_ids, got_scores = all_ids[0][keep][:k], all_scores[0][keep][:k]
+            out_ids[q, :len(got_ids)], out_scores[q, :len(got_ids)] = got_ids, got_scores
+    return out_ids, out_scores
+
+
+def _require(module: str, package: str):
+    try:
+        return __import__(module)
+    except ImportError:
+        raise ConfigError(f"--index {module} needs the {package} package: pip install 'graphrec-dist[index]'") from None
