@@ -112,3 +112,42 @@ def test_lightgcn_propagation_by_hand_and_its_gradient() -> None:
     x1 = a.T @ x0
     assert torch.allclose(propagate(x0), (x0 + x1 + a.T @ x1) / 3, atol=1e-12)
     assert gradcheck(propagate, (emb,))
+
+
+def _rebuilt(pair: AdjPair, keep_dst: torch.Tensor) -> AdjPair:
+    """``pair`` with only the in-edges of ``keep_dst`` (bool per destination), rebuilt from
+    coordinates: what drop_rows and restrict_rows did before they masked the CSR in place."""
+    from graphrec_dist.models.sparse import to_torch_csr_tensor
+
+    coo = pair.adj_t.to_sparse_coo().coalesce()
+    dst, src = coo.indices()
+    kept = keep_dst[dst]
+    edge_index, values = torch.stack([src[kept], dst[kept]]), coo.values()[kept]
+    num_dst, num_src = pair.adj_t.shape
+    return AdjPair(to_torch_csr_tensor(edge_index.flip(0), values, size=(num_dst, num_src)),
+                   to_torch_csr_tensor(edge_index, values, size=(num_src, num_dst)))
+
+
+def _same_csr(a: AdjPair, b: AdjPair) -> bool:
+    return all(torch.equal(x.crow_indices(), y.crow_indices()) and torch.equal(x.col_indices(), y.col_indices())
+               and torch.equal(x.values(), y.values()) for x, y in zip(a, b))
+
+
+def test_drop_and_restrict_rows_equal_a_rebuild_from_coordinates() -> None:
+    # Masking both CSR orientations must give the very tensors a rebuild gives (bit for bit), so
+    # the full-graph step's outputs do not change with it.
+    from graphrec_dist.models.sparse import drop_rows, restrict_rows
+
+    gen = torch.Generator().manual_seed(0)
+    num_src, num_dst, n = 40, 30, 300
+    edge_index = torch.stack([torch.randint(num_src, (n,), generator=gen), torch.randint(num_dst, (n,), generator=gen)])
+    pair = bipartite_pair(edge_index, torch.rand(n, generator=gen), num_src, num_dst, "mean", torch.device("cpu"))
+    new = torch.rand(num_dst, generator=gen) < 0.3
+    assert _same_csr(drop_rows(pair, new), _rebuilt(pair, ~new))
+    rows = torch.tensor([0, 3, 4, 17, 29])
+    keep = torch.zeros(num_dst, dtype=torch.bool)
+    keep[rows] = True
+    sub = restrict_rows(pair, rows)
+    assert _same_csr(sub, _rebuilt(pair, keep))
+    x = torch.randn(num_src, 4, generator=gen)
+    assert torch.equal(SpMM.apply(x, *sub), torch.sparse.mm(_rebuilt(pair, keep).adj_t, x))

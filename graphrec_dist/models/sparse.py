@@ -105,6 +105,8 @@ def restrict_rows(pair: AdjPair, rows: torch.Tensor, keep: float = 1.0,
     = (destinations, sources) removes those edges. Either way each row's remaining values are
     rescaled to the row's original total, so a mean stays a mean over what is left.
     """
+    if keep >= 1.0 and drop is None:
+        return _mask_dst(pair, _bool_rows(rows, pair.adj_t.shape[0]), keep_marked=True)
     crow, col, val = pair.adj_t.crow_indices(), pair.adj_t.col_indices(), pair.adj_t.values()
     starts, lengths = crow[rows], crow[rows + 1] - crow[rows]
     total = int(lengths.sum())
@@ -132,12 +134,36 @@ def restrict_rows(pair: AdjPair, rows: torch.Tensor, keep: float = 1.0,
 def drop_rows(pair: AdjPair, rows: torch.Tensor) -> AdjPair:
     """``pair`` without the in-edges of the destinations where ``rows`` (bool [num_dst]) is True:
     those rows then get no messages, as a node without such edges would (a new item's ratings)."""
-    crow, col, val = pair.adj_t.crow_indices(), pair.adj_t.col_indices(), pair.adj_t.values()
-    num_dst, num_src = pair.adj_t.shape
-    dst = torch.repeat_interleave(torch.arange(num_dst, device=crow.device), crow[1:] - crow[:-1])
-    kept = ~rows.to(crow.device)[dst]
-    edge_index = torch.stack([col[kept], dst[kept]])
-    values = val[kept]
-    adj_t = to_torch_csr_tensor(edge_index.flip(0), values, size=(num_dst, num_src))
-    adj = to_torch_csr_tensor(edge_index, values, size=(num_src, num_dst))
-    return AdjPair(adj_t, adj)
+    return _mask_dst(pair, rows.to(pair.adj_t.crow_indices().device), keep_marked=False)
+
+
+def _bool_rows(rows: torch.Tensor, n: int) -> torch.Tensor:
+    mask = torch.zeros(n, dtype=torch.bool, device=rows.device)
+    mask[rows] = True
+    return mask
+
+
+def _mask_dst(pair: AdjPair, marked: torch.Tensor, keep_marked: bool) -> AdjPair:
+    """``pair`` keeping only the in-edges of destinations where ``marked`` is ``keep_marked``.
+
+    Both CSR orientations are masked in place of being rebuilt from coordinates: a coalesced CSR
+    stays sorted under a mask, so this gives the same tensors as a rebuild without its two sorts
+    (run every full-graph step, they were a large share of its index work).
+    """
+    keep_dst = marked if keep_marked else ~marked
+    crow_t, col_t, val_t = pair.adj_t.crow_indices(), pair.adj_t.col_indices(), pair.adj_t.values()
+    kept_t = torch.repeat_interleave(keep_dst, crow_t[1:] - crow_t[:-1], output_size=col_t.numel())
+    crow, col, val = pair.adj.crow_indices(), pair.adj.col_indices(), pair.adj.values()
+    kept = keep_dst[col]
+    return AdjPair(_masked_csr(crow_t, col_t, val_t, kept_t, pair.adj_t.shape),
+                   _masked_csr(crow, col, val, kept, pair.adj.shape))
+
+
+def _masked_csr(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, kept: torch.Tensor,
+                size: torch.Size) -> torch.Tensor:
+    """The CSR tensor (crow, col, val) with only the entries where ``kept`` is True."""
+    before = torch.cat([crow.new_zeros(1), torch.cumsum(kept, 0, dtype=crow.dtype)])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
+        return torch.sparse_csr_tensor(before[crow], col[kept], val[kept], size=tuple(size))
