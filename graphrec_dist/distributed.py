@@ -1,8 +1,11 @@
-"""The only place that starts or ends a torch.distributed process group.
+"""Every torch.distributed call of the package: the process group, the collectives, and which
+rows a rank owns.
 
 ``init_distributed`` reuses a group that torchrun or Ray Train already made, starts one from the
 torchrun environment (RANK/WORLD_SIZE/LOCAL_RANK) when present, and otherwise runs as a single
-process. Reductions have names and reduce sums, never per-rank ratios.
+process; ``launcher_context`` wraps a group a launcher made (Ray). Reductions have names and reduce
+sums, never per-rank ratios; on NCCL they move CPU tensors to the device and back. ``shard`` is the
+one rule that splits rows between ranks.
 """
 from __future__ import annotations
 
@@ -53,6 +56,21 @@ def init_distributed(backend: str = "auto", device: str = "auto", timeout_s: int
     return DistContext(dist.get_rank(), dist.get_world_size(), local_rank, dev, owns_group=True)
 
 
+def launcher_context(rank: int, world_size: int, local_rank: int, device: torch.device) -> DistContext:
+    """The context of a process whose launcher (Ray Train) made, and will end, the process group."""
+    if world_size > 1 and not (dist.is_available() and dist.is_initialized()):
+        raise RuntimeError("the launcher did not set up the torch.distributed process group")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return DistContext(rank, world_size, local_rank, device, owns_group=False)
+
+
+def shard(n: int, rank: int, world_size: int) -> slice:
+    """Rank ``rank``'s contiguous block of ``n`` rows: ``n*rank//world_size`` up to the next rank's
+    start, so block sizes differ by at most one and every row has exactly one owner."""
+    return slice(n * rank // world_size, n * (rank + 1) // world_size)
+
+
 def cleanup(ctx: DistContext) -> None:
     """Destroy the process group if this process created it (Ray and callers own theirs)."""
     if ctx.owns_group and dist.is_initialized():
@@ -64,17 +82,52 @@ def barrier(ctx: DistContext) -> None:
         dist.barrier()
 
 
+def _all_reduce(tensor: torch.Tensor, op, ctx: DistContext) -> torch.Tensor:
+    if not ctx.is_distributed:
+        return tensor
+    if ctx.device.type == "cuda" and tensor.device.type != "cuda":  # NCCL reduces device tensors only
+        tensor.copy_(_all_reduce(tensor.to(ctx.device), op, ctx))
+        return tensor
+    dist.all_reduce(tensor, op=op)
+    return tensor
+
+
 def all_reduce_sum(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     """Sum a tensor over ranks in place (a no-op on one process) and return it."""
-    if ctx.is_distributed:
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return tensor
+    return _all_reduce(tensor, dist.ReduceOp.SUM, ctx)
 
 
 def all_reduce_max(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:
-    if ctx.is_distributed:
-        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return tensor
+    """Elementwise maximum over ranks, in place."""
+    return _all_reduce(tensor, dist.ReduceOp.MAX, ctx)
+
+
+def max_over_ranks(value: float, ctx: DistContext) -> float:
+    """The largest ``value`` over all ranks (e.g. the slowest rank's epoch time)."""
+    return float(all_reduce_max(torch.tensor([value], dtype=torch.float64), ctx)[0])
+
+
+def all_gather_object(obj: object, ctx: DistContext) -> list:
+    """Every rank's picklable ``obj``, in rank order (``[obj]`` on one process)."""
+    if not ctx.is_distributed:
+        return [obj]
+    out: list = [None] * ctx.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def all_gather_rows(block: torch.Tensor, n: int, ctx: DistContext) -> torch.Tensor:
+    """The full [n, ...] tensor from every rank's ``shard`` of its rows (``block``); blocks are
+    padded to one size for the all_gather, which NCCL needs on the device (``block`` lives there)."""
+    if not ctx.is_distributed:
+        return block
+    size = -(-n // ctx.world_size)
+    padded = block.new_zeros((size,) + tuple(block.shape[1:]))
+    padded[:block.size(0)] = block
+    parts = [torch.empty_like(padded) for _ in range(ctx.world_size)]
+    dist.all_gather(parts, padded.contiguous())
+    rows = [shard(n, r, ctx.world_size) for r in range(ctx.world_size)]
+    return torch.cat([part[:s.stop - s.start] for part, s in zip(parts, rows)])
 
 
 def broadcast_object(obj: object, ctx: DistContext, src: int = 0) -> object:

@@ -28,11 +28,12 @@ import torch
 from graphrec_dist import metrics
 from graphrec_dist.config import EvalConfig
 from graphrec_dist.data.bundle import Bundle
-from graphrec_dist.distributed import DistContext, all_reduce_sum, barrier, cleanup, init_distributed
+from graphrec_dist.distributed import DistContext, all_reduce_sum, barrier, cleanup, init_distributed, shard
 from graphrec_dist.errors import ConfigError, DataError
 from graphrec_dist.io_utils import atomic_path
 from graphrec_dist.logging_utils import get_logger, setup_logging
 from graphrec_dist.models.base import Scorer
+from graphrec_dist.run_dir import load_run
 
 OTHER_SPLIT = {"val": "test", "test": "val", "cold_val": "cold_test", "cold_test": "cold_val",
                "cold_user_val": "cold_user_test", "cold_user_test": "cold_user_val"}
@@ -221,10 +222,6 @@ def draw_negatives(num_items: int, targets: np.ndarray, mask_row: np.ndarray, ma
     return np.minimum(neg, num_items - 1), ok
 
 
-def _shard(n: int, ctx: DistContext) -> tuple[int, int]:
-    return n * ctx.rank // ctx.world_size, n * (ctx.rank + 1) // ctx.world_size
-
-
 @dataclass
 class Part:
     """One protocol's local results: metric names, fixed-point sums, user count, row ranks."""
@@ -239,8 +236,8 @@ def _full_part(scorer: Scorer, hold: Holdout, masks: Masks, cfg: EvalConfig, ctx
     # Chunks are cut from the global user list and then dealt out, so a user is scored in the same
     # chunk (same matrix-multiply shape, same floating-point result) for any world size.
     n = len(hold.users)
-    k_lo, k_hi = _shard(-(-n // cfg.user_chunk), ctx)
-    lo, hi = min(k_lo * cfg.user_chunk, n), min(k_hi * cfg.user_chunk, n)
+    mine = shard(-(-n // cfg.user_chunk), ctx.rank, ctx.world_size)
+    lo, hi = min(mine.start * cfg.user_chunk, n), min(mine.stop * cfg.user_chunk, n)
     all_ranks = torch.zeros(len(hold.items), dtype=torch.int64)
     values = []
     for c0 in range(lo, hi, cfg.user_chunk):
@@ -284,10 +281,10 @@ def _sampled_part(scorer: Scorer, hold: Holdout, masks: Masks, cfg: EvalConfig, 
     # negatives a user gets never depend on the world size.
     subset = sampled_users(hold, cfg)
     blocks = [subset[i:i + SAMPLED_BLOCK] for i in range(0, len(subset), SAMPLED_BLOCK)]
-    b_lo, b_hi = _shard(len(blocks), ctx)
+    mine = shard(len(blocks), ctx.rank, ctx.world_size)
     all_ranks = torch.zeros(len(hold.items), dtype=torch.int64)
     values, count = [], 0
-    for b in range(b_lo, b_hi):
+    for b in range(mine.start, mine.stop):
         rows = np.concatenate([np.arange(hold.row_ptr[p], hold.row_ptr[p + 1]) for p in blocks[b]])
         row_local = np.searchsorted(hold.row_ptr, rows, side="right") - 1
         row_local = np.searchsorted(blocks[b], row_local)
@@ -321,11 +318,7 @@ def _reduce(parts: list[Part], ctx: DistContext, with_ranks: bool) -> tuple[dict
         pieces += [part.sums, torch.tensor([part.count], dtype=torch.int64)]
         if with_ranks:
             pieces.append(part.ranks)
-    flat = torch.cat(pieces)
-    if ctx.device.type == "cuda" and ctx.is_distributed:  # NCCL reduces device tensors only
-        flat = all_reduce_sum(flat.to(ctx.device), ctx).cpu()
-    else:
-        flat = all_reduce_sum(flat, ctx)
+    flat = all_reduce_sum(torch.cat(pieces), ctx)
     out: dict[str, float] = {}
     ranks, at = [], 0
     for part in parts:
@@ -384,6 +377,14 @@ def evaluate_scorer(scorer: Scorer, bundle: Bundle, split: str, cfg: EvalConfig,
     return result
 
 
+def evaluate_model(model, bundle: Bundle, split: str, cfg: EvalConfig, ctx: DistContext,
+                   per_user_path: Path | None = None) -> dict[str, float]:
+    """Metrics of ``model`` on ``split``: its scorer for the split (:func:`split_scorer`), then
+    :func:`evaluate_scorer`; every rank takes part."""
+    model.eval()
+    return evaluate_scorer(split_scorer(model, bundle, split, ctx, cfg), bundle, split, cfg, ctx, per_user_path)
+
+
 def _check_inductive(bundle: Bundle, split: str, cfg: EvalConfig) -> None:
     """The inductive splits need a bundle built with them, and the full protocol."""
     knob = "cold_items" if split in COLD_ITEM_SPLITS else "cold_users"
@@ -428,8 +429,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict[str, float]:
     """``graphrec-dist evaluate``: load the model, evaluate on every rank, print JSON on rank 0."""
     args = build_parser().parse_args(argv)
-    from graphrec_dist.checkpoint import load_run  # imported here: the trainer's module is heavy
-
     source = Path(args.run or args.checkpoint)
     cfg, model, bundle = load_run(source, list(args.overrides))
     per_user = Path(args.per_user) if args.per_user else None
@@ -438,9 +437,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ctx = init_distributed(cfg.dist.backend, cfg.dist.device)
     setup_logging(ctx.rank, cfg.run.log_level)
     try:
-        model.eval()
-        scorer = split_scorer(model, bundle, args.split, ctx, cfg.eval)
-        result = evaluate_scorer(scorer, bundle, args.split, cfg.eval, ctx, per_user)
+        result = evaluate_model(model, bundle, args.split, cfg.eval, ctx, per_user)
         if ctx.is_main:
             print(json.dumps({"split": args.split, "protocol": cfg.eval.protocol, **result}, indent=2))
         return result

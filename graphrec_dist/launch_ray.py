@@ -2,17 +2,17 @@
 
 The driver (``launch``) joins or starts Ray and runs a ``TorchTrainer``; Ray starts the workers and
 their torch.distributed group (gloo on CPU, nccl on GPU). Each worker (``train_worker``) takes its
-rank, world size and device from Ray's context, calls :func:`graphrec_dist.train.run_training`,
-and, through :class:`~graphrec_dist.train.TrainHooks`, reports every epoch's metrics with a
+rank, world size and device from Ray's context, calls the ``run_training`` it was given
+(:func:`graphrec_dist.train.run_training`), and, through :class:`~graphrec_dist.trainer.TrainHooks`, reports every epoch's metrics with a
 checkpoint (``last.pt`` + ``best.pt``) to ``ray.train.report`` (also every mid-epoch checkpoint of
 ``train.checkpoint_every``) and resumes from
-``ray.train.get_checkpoint()`` after a restart. Ray is imported only when a function here runs.
+``ray.train.get_checkpoint()`` after a restart. Ray is an optional dependency (the ``ray`` extra),
+so it is imported only when a function here runs.
 
-Usage: ``python launch/ray_train.py CONFIG [key=value ...]`` or ``graphrec-dist train CONFIG --launcher ray``.
+Usage: ``graphrec-dist train CONFIG --launcher ray`` or ``python launch/ray_train.py CONFIG [key=value ...]``.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -20,13 +20,18 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
-from graphrec_dist import checkpoint as ckpt
-from graphrec_dist.config import Config, from_dict, load_config
-from graphrec_dist.distributed import DistContext
+import torch
+
+from graphrec_dist import run_dir
+from graphrec_dist.config import Config, from_dict
+from graphrec_dist.distributed import DistContext, launcher_context
 from graphrec_dist.errors import ConfigError, UserError
 from graphrec_dist.logging_utils import get_logger, setup_logging
+from graphrec_dist.trainer import TrainHooks, TrainResult
+
+RunTraining = Callable[[Config, DistContext, TrainHooks], TrainResult]
 
 log = get_logger("ray")
 FINAL = "final"  # the metrics key that marks the report made after the test evaluation
@@ -79,8 +84,9 @@ def start_ray(address: Optional[str]) -> bool:
     return True
 
 
-def build_trainer(cfg: Config):
-    """The ``TorchTrainer`` for ``cfg`` (paths already absolute, see :func:`resolve_paths`)."""
+def build_trainer(cfg: Config, run_training: RunTraining):
+    """The ``TorchTrainer`` that runs ``run_training`` for ``cfg`` (paths already absolute, see
+    :func:`resolve_paths`)."""
     _import_ray()
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -94,17 +100,18 @@ def build_trainer(cfg: Config):
                     storage_path=dc.storage_path, failure_config=FailureConfig(max_failures=dc.max_failures),
                     checkpoint_config=CheckpointConfig(num_to_keep=2))
     torch_config = TorchConfig(backend=None if dc.backend == "auto" else dc.backend)
-    return TorchTrainer(train_worker, train_loop_config={"cfg": cfg.to_dict()}, torch_config=torch_config,
+    return TorchTrainer(train_worker, train_loop_config={"cfg": cfg.to_dict(), "run_training": run_training},
+                        torch_config=torch_config,
                         scaling_config=scaling, run_config=run)
 
 
-def fit_on_ray(cfg: Config):
-    """Run ``cfg`` on ``dist.num_workers`` Ray workers; returns Ray's ``Result`` (metrics of the
+def fit_on_ray(cfg: Config, run_training: RunTraining):
+    """Run ``run_training(cfg)`` on ``dist.num_workers`` Ray workers; returns Ray's ``Result`` (metrics of the
     final report, the final checkpoint, the run's storage path)."""
     cfg = resolve_paths(cfg)
     connected = start_ray(cfg.dist.ray_address)
     try:
-        trainer = build_trainer(cfg)
+        trainer = build_trainer(cfg, run_training)
         log.info("Ray Train: %d workers, storage %s", cfg.dist.num_workers, cfg.dist.storage_path)
         result = _fit(trainer)
     finally:
@@ -116,19 +123,17 @@ def fit_on_ray(cfg: Config):
     return result
 
 
-def to_train_result(cfg: Config, result):
+def to_train_result(cfg: Config, result) -> TrainResult:
     """The :class:`TrainResult` (without the model) that rank 0 reported last."""
-    from graphrec_dist.train import TrainResult
-
     final = result.metrics
     return TrainResult(Path(_absolute(cfg.run.out_dir)), final["test"], final["best_val"], final["best_epoch"],
                        final["history"], final["step"], final["stopped_early"])
 
 
-def launch(cfg: Config):
+def launch(cfg: Config, run_training: RunTraining) -> TrainResult:
     """``graphrec-dist train --launcher ray``: train on Ray and return rank 0's :class:`TrainResult`."""
     setup_logging(0, cfg.run.log_level)
-    return to_train_result(cfg, fit_on_ray(cfg))
+    return to_train_result(cfg, fit_on_ray(cfg, run_training))
 
 
 def _fit(trainer):
@@ -150,21 +155,14 @@ def _fit(trainer):
 # -- worker side ---------------------------------------------------------------------------------
 def worker_context(device: str = "auto") -> DistContext:
     """This worker's :class:`DistContext` from Ray's context; Ray owns (and ends) the process group."""
-    import torch
-    import torch.distributed as dist
     import ray.train
     import ray.train.torch
 
     rc = ray.train.get_context()
-    world = rc.get_world_size()
-    if world > 1 and not (dist.is_available() and dist.is_initialized()):
-        raise RuntimeError("Ray Train did not set up the torch.distributed process group")
     dev = torch.device("cpu") if device == "cpu" else ray.train.torch.get_device()
     if device == "cuda" and dev.type != "cuda":
         raise ConfigError("config key 'dist.device=cuda': this Ray worker has no GPU (set dist.use_gpu=true)")
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
-    return DistContext(rc.get_world_rank(), world, rc.get_local_rank(), dev, owns_group=False)
+    return launcher_context(rc.get_world_rank(), rc.get_world_size(), rc.get_local_rank(), dev)
 
 
 def restore_checkpoint(cfg: Config) -> tuple[Optional[Path], Optional[Path]]:
@@ -177,10 +175,10 @@ def restore_checkpoint(cfg: Config) -> tuple[Optional[Path], Optional[Path]]:
 
     reported = ray.train.get_checkpoint()
     if reported is None:
-        return ckpt.resume_path(cfg.run.out_dir, cfg.train.resume), None
+        return run_dir.resume_path(cfg.run.out_dir, cfg.train.resume), None
     local = Path(tempfile.mkdtemp(prefix="graphrec-ray-resume-"))
     reported.to_directory(str(local))
-    return local / ckpt.LAST, local
+    return local / run_dir.LAST, local
 
 
 def reported_step(folder: Optional[Path]) -> Optional[int]:
@@ -203,7 +201,7 @@ def report(metrics: dict[str, Any], checkpoint_file: Optional[Path]) -> None:
     folder = Path(checkpoint_file).parent
     # Staged beside the files so that a hard link works; Ray copies the folder to storage.
     with tempfile.TemporaryDirectory(prefix=".ray-report-", dir=folder, ignore_cleanup_errors=True) as stage:
-        for name in (ckpt.LAST, ckpt.BEST):
+        for name in (run_dir.LAST, run_dir.BEST):
             if (folder / name).is_file():
                 _link_or_copy(folder / name, Path(stage) / name)
         (Path(stage) / STEP_FILE).write_text(json.dumps({"step": metrics.get("step")}))
@@ -219,8 +217,6 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 def train_worker(loop_config: dict[str, Any]) -> None:
     """The per-worker function: the shared ``run_training`` with Ray's rank, device and reporting."""
-    from graphrec_dist.train import TrainHooks, run_training
-
     cfg = from_dict(loop_config["cfg"])
     ctx = worker_context(cfg.dist.device)
     setup_logging(ctx.rank, cfg.run.log_level)
@@ -234,28 +230,12 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     # Mid-epoch checkpoints go to Ray too, so a restart loses at most train.checkpoint_every steps.
     hooks = TrainHooks(resume_from=lambda: resume, on_epoch_end=report, on_checkpoint=report)
     try:
-        result = run_training(cfg, ctx, hooks)
+        result = loop_config["run_training"](cfg, ctx, hooks)
     finally:
         if local is not None:
             shutil.rmtree(local, ignore_errors=True)
-    last = Path(cfg.run.out_dir) / ckpt.LAST
+    last = Path(cfg.run.out_dir) / run_dir.LAST
     final = {FINAL: True, "step": result.global_step, "resumed_at_step": resumed_at, "test": result.test_metrics,
              "best_val": result.best_val, "best_epoch": result.best_epoch, "history": result.history,
              "stopped_early": result.stopped_early}
     report(final, last if ctx.is_main and last.is_file() else None)
-
-
-# -- command line --------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="launch/ray_train.py",
-                                     description="Train on Ray workers (Ray Train TorchTrainer).")
-    parser.add_argument("config", help="YAML preset, e.g. configs/demo.yaml")
-    parser.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. dist.num_workers=4")
-    return parser
-
-
-def main(argv: Optional[list[str]] = None):
-    """``python launch/ray_train.py CONFIG [key=value ...]``: ``dist.launcher`` is set to ``ray``."""
-    args = build_parser().parse_args(argv)
-    cfg = load_config(args.config, list(args.overrides) + ["dist.launcher=ray"])
-    return launch(cfg)

@@ -9,7 +9,7 @@ seeded by ``(seed, rank, epoch)`` so ranks draw different subgraphs.
 from __future__ import annotations
 
 import math
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, Optional
 
 import numpy as np
 import torch
@@ -17,7 +17,8 @@ from torch_geometric.data import HeteroData
 from torch_geometric.loader import LinkNeighborLoader
 from torch_geometric.sampler import NegativeSampling
 
-from graphrec_dist.data.bundle import BOOK, RATES, REV_RATES, USER, Bundle, edge_types_without
+from graphrec_dist.data.bundle import BOOK, RATES, REV_RATES, USER, Bundle
+from graphrec_dist.distributed import shard
 from graphrec_dist.models.base import TripletBatch
 
 # Mixed into seeds so that (seed, rank, epoch, step) tuples never collide in practice.
@@ -43,23 +44,13 @@ def shard_edges(num_edges: int, epoch: int, seed: int, rank: int, world_size: in
     per_rank = total // world_size
     if per_rank == 0:
         raise ValueError(f"{total} seed edges cannot be split over {world_size} ranks")
-    return perm[rank * per_rank:(rank + 1) * per_rank]
+    return perm[shard(per_rank * world_size, rank, world_size)]
 
 
 def steps_per_epoch(num_edges: int, batch_size: int, world_size: int, cap: Optional[int] = None) -> int:
     """Batches each rank runs per epoch (the last one may be short; the same on every rank)."""
     total = num_edges if cap is None else min(cap, num_edges)
     return math.ceil((total // world_size) / batch_size)
-
-
-def training_graph(bundle: Bundle, user_book_only: bool = False, exclude: Sequence[str] = ()) -> HeteroData:
-    """The message-passing graph: all of Graph3 less the side relations named in ``exclude``
-    (``model.exclude_relations``), or only user->book and its reverse."""
-    if user_book_only:
-        return bundle.graph.edge_type_subgraph([RATES, REV_RATES])
-    if not exclude:
-        return bundle.graph
-    return bundle.graph.edge_type_subgraph(edge_types_without(bundle.graph.edge_types, exclude))
 
 
 def drop_seed_edges(batch: HeteroData) -> HeteroData:

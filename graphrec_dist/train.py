@@ -12,48 +12,31 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import sys
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import torch
 
-from graphrec_dist import checkpoint as ckpt
+from graphrec_dist import launch_ray, run_dir
 from graphrec_dist.config import Config, load_config
+from graphrec_dist.data.prepare import prepare_bundle
+from graphrec_dist.data.store import load_bundle
 from graphrec_dist.distributed import DistContext, barrier, broadcast_object, cleanup, init_distributed
 from graphrec_dist.errors import DataError
-from graphrec_dist.io_utils import write_json_atomic, write_text_atomic
+from graphrec_dist.evaluate import evaluate_model
+from graphrec_dist.io_utils import write_text_atomic
 from graphrec_dist.logging_utils import setup_logging
-from graphrec_dist.models import build_model
 from graphrec_dist.models.base import Recommender
-from graphrec_dist.trainer import TrainHooks, Trainer, TrainState, batch_loss, evaluate_model, metric_key  # TrainHooks re-exported
+from graphrec_dist.plots import plot_training_curves
+from graphrec_dist.trainer import TrainHooks, Trainer, TrainResult, fit_closed_form, metric_key
 
-CURVES = "training_curves.png"
-INDUCTIVE = "inductive_metrics.json"  # the cold-item / new-user protocols, when the bundle has them
-
-
-@dataclass
-class TrainResult:
-    out_dir: Path
-    test_metrics: dict[str, float]
-    best_val: Optional[dict[str, float]]
-    best_epoch: int
-    history: list[dict[str, Any]]
-    global_step: int
-    stopped_early: bool
-    model: Optional[Recommender] = field(default=None, repr=False)
-    inductive: dict[str, dict[str, float]] = field(default_factory=dict)  # split -> metrics (cold_*)
-
+__all__ = ["TrainHooks", "TrainResult", "main", "profile_steps", "run_training"]
 
 
 def load_data(cfg: Config, ctx: DistContext):
     """Rank 0 builds or validates the bundle; then every other rank loads it (after a barrier)."""
-    from graphrec_dist.data.prepare import prepare_bundle
-    from graphrec_dist.data.store import load_bundle
-
     bundle, message = None, None
     if ctx.is_main:
         try:
@@ -68,7 +51,6 @@ def load_data(cfg: Config, ctx: DistContext):
             raise DataError(message)
         raise DataError(f"rank 0 could not prepare the data: {message}")
     return bundle if ctx.is_main else load_bundle(path)
-
 
 
 @contextlib.contextmanager
@@ -93,22 +75,21 @@ def run_training(cfg: Config, ctx: DistContext, hooks: Optional[TrainHooks] = No
 def _run(cfg: Config, ctx: DistContext, hooks: TrainHooks) -> TrainResult:
     out_dir = Path(cfg.run.out_dir)
     bundle = load_data(cfg, ctx)
-    torch.manual_seed(cfg.train.seed)  # the same initial model on every rank
-    model = build_model(cfg, bundle).to(ctx.device)
+    model = run_dir.new_model(cfg, bundle, ctx.device)
     if hooks.on_start:
         hooks.on_start(model)
     trainer = None if model.kind == "closed_form" else Trainer(cfg, ctx, model, bundle, hooks)
     if trainer is not None:
         trainer.resume()  # a checkpoint it refuses stops the run before anything in out_dir changes
     if ctx.is_main:
-        write_text_atomic(out_dir / "config.yaml", cfg.to_yaml())
+        write_text_atomic(out_dir / run_dir.CONFIG, cfg.to_yaml())
     if trainer is None:
         state = fit_closed_form(cfg, ctx, model, bundle, hooks)
     else:
         state = trainer.fit()
         if trainer.best_model is not None:
             model.load_state_dict(trainer.best_model)
-    test = evaluate_model(model, bundle, "test", cfg, ctx)
+    test = evaluate_model(model, bundle, "test", cfg.eval, ctx)
     result = TrainResult(out_dir, test, state.best_val, state.best_epoch, state.history, state.global_step,
                          state.stopped_early, model, inductive_tests(model, bundle, cfg, ctx))
     if ctx.is_main:
@@ -124,40 +105,15 @@ def inductive_tests(model: Recommender, bundle, cfg: Config, ctx: DistContext) -
     out = {}
     for split in ("cold_val", "cold_test", "cold_user_val", "cold_user_test"):
         if len(bundle.split(split)) and (split in ("cold_val", "cold_test") or model.scores_new_users):
-            out[split] = evaluate_model(model, bundle, split, cfg, ctx)
+            out[split] = evaluate_model(model, bundle, split, cfg.eval, ctx)
     return out
 
 
-def fit_closed_form(cfg: Config, ctx: DistContext, model: Recommender, bundle, hooks: TrainHooks) -> TrainState:
-    """Closed-form models: fit once (every rank), validate, save as both best and last."""
-    start = time.perf_counter()
-    model.fit(bundle, ctx)
-    val = evaluate_model(model, bundle, "val", cfg, ctx)
-    row = {"epoch": 0, "step": 0, "fit_time_s": round(time.perf_counter() - start, 3),
-           **{f"val_{k}": v for k, v in val.items()}, "best_epoch": 0}
-    state = TrainState(epoch=1, best_metric=val[metric_key(cfg)], best_epoch=0, best_val=val, history=[row])
-    path = None
-    if ctx.is_main:
-        blob = {"model": model.state_dict(), "trainer": asdict(state), "config": cfg.to_dict()}
-        for name in (ckpt.BEST, ckpt.LAST):
-            path = ckpt.save_checkpoint(Path(cfg.run.out_dir) / name, blob)
-        write_text_atomic(Path(cfg.run.out_dir) / "metrics.jsonl", json.dumps(row) + "\n")
-    barrier(ctx)
-    if hooks.on_epoch_end:
-        hooks.on_epoch_end(row, path)
-    return state
-
-
 def finish_run(cfg: Config, result: TrainResult, bundle, ctx: DistContext) -> None:
-    """Rank 0: test_metrics.json, the curves PNG, and the closing summary on stdout."""
-    from graphrec_dist.plots import plot_training_curves
-
+    """Rank 0: the result files, the curves PNG, and the closing summary on stdout."""
     out = result.out_dir
-    write_json_atomic(out / "test_metrics.json", {**result.test_metrics, "model": cfg.model.name,
-                                                  "best_epoch": result.best_epoch, "split": "test"})
-    if result.inductive:
-        write_json_atomic(out / INDUCTIVE, {"model": cfg.model.name, **result.inductive})
-    plot_training_curves(result.history, out / CURVES, title=f"{cfg.model.name} on {cfg.data.bundle_dir}",
+    run_dir.write_results(out, cfg, result.test_metrics, result.best_epoch, result.inductive)
+    plot_training_curves(result.history, out / run_dir.CURVES, title=f"{cfg.model.name} on {cfg.data.bundle_dir}",
                          metric=f"val_{metric_key(cfg)}")
     shown = "  ".join(f"{k}={v:.4f}" for k, v in result.test_metrics.items() if "@" in k or k == "mrr")
     print(f"\n{cfg.model.name}: full-ranking test metrics ({int(result.test_metrics.get('num_users', 0))} users, "
@@ -167,8 +123,8 @@ def finish_run(cfg: Config, result: TrainResult, bundle, ctx: DistContext) -> No
             continue
         shown = "  ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith(("ndcg", "recall")))
         print(f"  {split} ({int(metrics.get('num_users', 0))} users): {shown}")
-    print(f"artifacts in {out}/: config.yaml metrics.jsonl best.pt last.pt test_metrics.json {CURVES}"
-          + (f" {INDUCTIVE}" if result.inductive else ""))
+    names = [run_dir.CONFIG, run_dir.METRICS, run_dir.BEST, run_dir.LAST, run_dir.TEST_METRICS, run_dir.CURVES]
+    print(f"artifacts in {out}/: {' '.join(names + ([run_dir.INDUCTIVE] if result.inductive else []))}")
     sys.stdout.flush()
 
 
@@ -185,13 +141,20 @@ def profile_steps(cfg: Config, steps: int = 200, ctx: Optional[DistContext] = No
 
 def _profile(cfg: Config, steps: int, ctx: DistContext) -> dict[str, Any]:
     bundle = load_data(cfg, ctx)
-    torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg, bundle).to(ctx.device)
-    trainer = Trainer(cfg, ctx, model, bundle, TrainHooks())
-    module = trainer.wrap()
+    model = run_dir.new_model(cfg, bundle, ctx.device)
     times = {"sampling_s": 0.0, "forward_s": 0.0, "backward_s": 0.0, "optimizer_s": 0.0}
-    it, done, seeds, epoch = iter(trainer.batches(0, 0)), 0, 0, 0
     sync = torch.cuda.synchronize if ctx.device.type == "cuda" else (lambda: None)
+    clock = [0.0]
+
+    def phase(name: str) -> None:  # Trainer.step calls it as each phase ends
+        sync()
+        now = time.perf_counter()
+        times[f"{name}_s"] += now - clock[0]
+        clock[0] = now
+
+    trainer = Trainer(cfg, ctx, model, bundle, TrainHooks(on_phase=phase))
+    module = trainer.wrap()
+    it, done, seeds, epoch = iter(trainer.batches(0, 0)), 0, 0, 0
     for _ in range(steps):
         t0 = time.perf_counter()
         try:
@@ -200,24 +163,14 @@ def _profile(cfg: Config, steps: int, ctx: DistContext) -> dict[str, Any]:
             epoch += 1
             it = iter(trainer.batches(epoch, 0))
             batch = next(it).to(ctx.device)
-        t1 = time.perf_counter()
-        outputs = module(batch)
-        loss = batch_loss(cfg, outputs, batch)
-        sync()
-        t2 = time.perf_counter()
+        clock[0] = time.perf_counter()
+        times["sampling_s"] += clock[0] - t0
+        seeds += trainer.step(module, batch)[1]
         # A model that samples inside its forward pass (block sampling) says how long that took.
         inner = getattr(model, "last_sampling_s", 0.0)
-        t1 += inner
-        trainer.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        sync()
-        t3 = time.perf_counter()
-        trainer.optimizer.step()
-        sync()
-        t4 = time.perf_counter()
-        for key, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
-            times[key] += dt
-        done, seeds = done + 1, seeds + int(outputs[0].shape[0])
+        times["sampling_s"] += inner
+        times["forward_s"] -= inner
+        done += 1
     total = sum(times.values())
     return {"model": cfg.model.name, "users": bundle.num_users, "books": bundle.num_books,
             "train_edges": len(bundle.train), "steps": done, "batch_size": cfg.train.batch_size,
@@ -246,10 +199,8 @@ def main(argv: Optional[list[str]] = None) -> TrainResult:
     args = parse_args(argv)
     overrides = list(args.overrides) + ([f"dist.launcher={args.launcher}"] if args.launcher else [])
     cfg = load_config(args.config, overrides)
-    if cfg.dist.launcher == "ray":
-        from graphrec_dist import launch_ray  # written by the Ray launcher; it calls run_training per worker
-
-        return launch_ray.launch(cfg)
+    if cfg.dist.launcher == "ray":  # Ray starts the workers, and each calls run_training
+        return launch_ray.launch(cfg, run_training)
     ctx = init_distributed(cfg.dist.backend, cfg.dist.device)
     setup_logging(ctx.rank, cfg.run.log_level)
     try:

@@ -1,15 +1,14 @@
 """The gradient training loop: :class:`Trainer` for ``sampled`` and ``triplet`` models.
 
 It owns batches (per-rank sampling seeds), the warm-up forward and DDP wrap, atomic save/restore of
-everything needed to resume, the epoch loop (``fit`` / ``train_epoch`` / ``step`` / ``end_epoch``),
-early stopping on the validation metric (``track_best``), and the helpers only they use
-(:func:`evaluate_model`, :func:`metric_key`, :func:`all_reduce_max_scalar`). Entry points that build
-the data and model and call it live in :mod:`graphrec_dist.train`.
+everything needed to resume, the epoch loop (``fit`` / ``train_epoch`` / ``step`` / ``end_epoch``)
+and early stopping on the validation metric (``track_best``). Closed-form models are fitted by
+:func:`fit_closed_form` and saved in the same checkpoint format (:func:`checkpoint_state`). Entry
+points that build the data and model and call these live in :mod:`graphrec_dist.train`.
 """
 from __future__ import annotations
 
 import copy
-import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -19,10 +18,11 @@ from typing import Any, Callable, Iterable, Optional
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from graphrec_dist import checkpoint as ckpt
+from graphrec_dist import run_dir
 from graphrec_dist.config import Config
-from graphrec_dist.distributed import DistContext, all_reduce_max, all_reduce_sum, barrier
+from graphrec_dist.distributed import DistContext, all_gather_object, all_reduce_sum, barrier, max_over_ranks
 from graphrec_dist.errors import ConfigError
+from graphrec_dist.evaluate import evaluate_model
 from graphrec_dist.io_utils import write_text_atomic
 from graphrec_dist.logging_utils import get_logger, progress
 from graphrec_dist.losses import ranking_loss
@@ -39,12 +39,30 @@ class TrainHooks:
     last.pt path, None elsewhere), e.g. to ``ray.train.report`` metrics and the checkpoint;
     ``on_start(model)`` runs on every rank once the (unwrapped) model is built;
     ``on_checkpoint(info, checkpoint)`` runs on every rank after each mid-epoch checkpoint
-    (``train.checkpoint_every``; info: epoch, step, step_in_epoch), so a launcher can keep it too."""
+    (``train.checkpoint_every``; info: epoch, step, step_in_epoch), so a launcher can keep it too;
+    ``on_phase(name)`` runs inside :meth:`Trainer.step` as each phase ends (``forward``, which
+    includes the loss; ``backward``; ``optimizer``), so a profiler can time the real step."""
 
     resume_from: Optional[Callable[[], Optional[Path]]] = None
     on_epoch_end: Optional[Callable[[dict[str, Any], Optional[Path]], None]] = None
     on_checkpoint: Optional[Callable[[dict[str, Any], Optional[Path]], None]] = None
     on_start: Optional[Callable[[Recommender], None]] = None
+    on_phase: Optional[Callable[[str], None]] = None
+
+
+@dataclass
+class TrainResult:
+    """What a run returns: where its files are, its test metrics and its validation history."""
+
+    out_dir: Path
+    test_metrics: dict[str, float]
+    best_val: Optional[dict[str, float]]
+    best_epoch: int
+    history: list[dict[str, Any]]
+    global_step: int
+    stopped_early: bool
+    model: Optional[Recommender] = field(default=None, repr=False)
+    inductive: dict[str, dict[str, float]] = field(default_factory=dict)  # split -> metrics (cold_*)
 
 
 @dataclass
@@ -92,13 +110,31 @@ def metric_key(cfg: Config) -> str:
     return "ndcg@10" if 10 in cfg.eval.ks else f"ndcg@{cfg.eval.ks[0]}"
 
 
-def evaluate_model(model: Recommender, bundle, split: str, cfg: Config, ctx: DistContext) -> dict[str, float]:
-    """Full-ranking metrics of ``model`` on ``split`` (every rank takes part; see ``evaluate``)."""
-    from graphrec_dist.evaluate import evaluate_scorer, split_scorer
+def checkpoint_state(cfg: Config, model: Recommender, state: TrainState, world_size: int, **extra) -> dict[str, Any]:
+    """The one checkpoint format of every model kind: model, config, trainer bookkeeping and world
+    size, plus what gradient training adds (``optimizer``, ``scheduler``, ``rng``, ``loss_sums``)."""
+    return {"model": model.state_dict(), "config": cfg.to_dict(), "trainer": asdict(state), "world_size": world_size,
+            "optimizer": None, "scheduler": None, "rng": None, "loss_sums": None, **extra}
 
-    model.eval()
-    scorer = split_scorer(model, bundle, split, ctx, cfg.eval)
-    return evaluate_scorer(scorer, bundle, split, cfg.eval, ctx)
+
+def fit_closed_form(cfg: Config, ctx: DistContext, model: Recommender, bundle, hooks: TrainHooks) -> TrainState:
+    """Closed-form models: fit once (every rank), validate, save as both best and last."""
+    start = time.perf_counter()
+    model.fit(bundle, ctx)
+    val = evaluate_model(model, bundle, "val", cfg.eval, ctx)
+    row = {"epoch": 0, "step": 0, "fit_time_s": round(time.perf_counter() - start, 3),
+           **{f"val_{k}": v for k, v in val.items()}, "best_epoch": 0}
+    state = TrainState(epoch=1, best_metric=val[metric_key(cfg)], best_epoch=0, best_val=val, history=[row])
+    path = None
+    if ctx.is_main:
+        blob = checkpoint_state(cfg, model, state, ctx.world_size)
+        for name in (run_dir.BEST, run_dir.LAST):
+            path = run_dir.save_checkpoint(Path(cfg.run.out_dir) / name, blob)
+        run_dir.write_history(cfg.run.out_dir, [row])
+    barrier(ctx)
+    if hooks.on_epoch_end:
+        hooks.on_epoch_end(row, path)
+    return state
 
 
 class Trainer:
@@ -140,7 +176,7 @@ class Trainer:
     def _warmup_batch(self):
         """A small first batch, drawn without touching the RNG streams that training uses."""
         tc = self.cfg.train
-        rng = ckpt.rng_state()
+        rng = run_dir.rng_state()
         if self.model.kind == "triplet":
             batch = next(iter(self.triplets.epoch(0)))
         else:
@@ -148,7 +184,7 @@ class Trainer:
             batch = next(iter(make_link_loader(self.bundle, len(ids), tc.num_neighbors, tc.neg_per_pos, 0,
                                                edge_ids=ids, graph=self.graph,
                                                exclude_seed_edges=tc.exclude_seed_edges)))
-        ckpt.set_rng_state(rng)
+        run_dir.set_rng_state(rng)
         return batch
 
     def wrap(self) -> torch.nn.Module:
@@ -167,47 +203,43 @@ class Trainer:
     def save(self, name: str) -> Optional[Path]:
         """Gather every rank's RNG state and partial epoch loss, then rank 0 writes ``name``
         atomically; all ranks wait."""
-        mine = (self._rng_after_step or ckpt.rng_state(), (self.state.epoch_loss_sum, self.state.epoch_count))
-        gathered = [mine]
-        if self.ctx.is_distributed:
-            gathered = [None] * self.ctx.world_size
-            torch.distributed.all_gather_object(gathered, mine)
+        mine = (self._rng_after_step or run_dir.rng_state(), (self.state.epoch_loss_sum, self.state.epoch_count))
+        gathered = all_gather_object(mine, self.ctx)
         states, sums = [g[0] for g in gathered], [g[1] for g in gathered]
         path, tc = None, self.cfg.train
-        hang = (self._fault_armed and tc.fail_mode == "hang_in_save" and name == ckpt.LAST
+        hang = (self._fault_armed and tc.fail_mode == "hang_in_save" and name == run_dir.LAST
                 and tc.fail_after_step == self.state.global_step)
         if self.ctx.is_main:
-            path = ckpt.save_checkpoint(self.out_dir / name, {
-                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict() if self.scheduler else None,
-                "trainer": asdict(self.state), "rng": states, "loss_sums": sums, "config": self.cfg.to_dict(),
-                "world_size": self.ctx.world_size},
-                before_rename=(lambda tmp: hang_until_killed(self.out_dir, self.ctx.rank)) if hang else None)
+            blob = checkpoint_state(self.cfg, self.model, self.state, self.ctx.world_size,
+                                    optimizer=self.optimizer.state_dict(), rng=states, loss_sums=sums,
+                                    scheduler=self.scheduler.state_dict() if self.scheduler else None)
+            path = run_dir.save_checkpoint(self.out_dir / name, blob,
+                                           before_rename=(lambda tmp: hang_until_killed(self.out_dir, self.ctx.rank)) if hang else None)
         barrier(self.ctx)
         return path
 
     def restore(self, path: Path) -> None:
         hint = "pass train.resume=never (starts over, replacing the run's checkpoints) or another run.out_dir"
-        state = ckpt.load_checkpoint(path, map_location=self.ctx.device, what_to_do=hint)
+        state = run_dir.load_checkpoint(path, map_location=self.ctx.device, what_to_do=hint)
         if state["config"].get("model") != asdict(self.cfg.model):
             raise ConfigError(f"train.resume: {path} was trained with a different 'model' config; {hint}")
         try:
             self.model.load_state_dict(state["model"])
         except RuntimeError as exc:  # same model config, other data (e.g. other node counts)
-            raise ConfigError(f"train.resume: {path} does not fit this data ({ckpt.mismatch_summary(exc)}); "
+            raise ConfigError(f"train.resume: {path} does not fit this data ({run_dir.mismatch_summary(exc)}); "
                               f"{hint}") from None
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler and state.get("scheduler"):
             self.scheduler.load_state_dict(state["scheduler"])
         self.state = TrainState(**state["trainer"])
         if self.state.step_in_epoch > 0 and state.get("world_size") == self.ctx.world_size:
-            ckpt.set_rng_state(state["rng"][self.ctx.rank])
+            run_dir.set_rng_state(state["rng"][self.ctx.rank])
             # "trainer" holds rank 0's partial epoch loss; each rank takes back its own.
             if "loss_sums" in state:
                 self.state.epoch_loss_sum, self.state.epoch_count = state["loss_sums"][self.ctx.rank]
-        best = path.parent / ckpt.BEST
+        best = path.parent / run_dir.BEST
         if best.is_file():
-            self.best_model = ckpt.load_checkpoint(best, map_location=self.ctx.device, what_to_do=hint)["model"]
+            self.best_model = run_dir.load_checkpoint(best, map_location=self.ctx.device, what_to_do=hint)["model"]
         log.info("resumed from %s at epoch %d step %d", path, self.state.epoch, self.state.step_in_epoch)
 
     # -- the loop --------------------------------------------------------------------------
@@ -215,7 +247,7 @@ class Trainer:
         """Restore the checkpoint that ``train.resume`` (or the launcher) names, if any. The caller
         runs this before writing anything, so a checkpoint it refuses leaves the run as it was."""
         tc = self.cfg.train
-        resume = self.hooks.resume_from() if self.hooks.resume_from else ckpt.resume_path(self.out_dir, tc.resume)
+        resume = self.hooks.resume_from() if self.hooks.resume_from else run_dir.resume_path(self.out_dir, tc.resume)
         if resume is not None:
             self.restore(Path(resume))
             self._fault_armed = False
@@ -227,7 +259,7 @@ class Trainer:
         while self.state.epoch < tc.epochs and not self.state.stopped_early and not self._out_of_steps():
             self.train_epoch(module, self.state.epoch)
             row = self.end_epoch()
-            path = self.save(ckpt.LAST)
+            path = self.save(run_dir.LAST)
             if self.hooks.on_epoch_end:
                 self.hooks.on_epoch_end(row, path)
         return self.state
@@ -250,8 +282,8 @@ class Trainer:
             if tc.checkpoint_every and st.global_step % tc.checkpoint_every == 0 and st.step_in_epoch < self.steps:
                 st.epoch_time_s += time.perf_counter() - start
                 start = time.perf_counter()
-                self._rng_after_step = ckpt.rng_state()
-                path = self.save(ckpt.LAST)
+                self._rng_after_step = run_dir.rng_state()
+                path = self.save(run_dir.LAST)
                 self._rng_after_step = None
                 if self.hooks.on_checkpoint:
                     self.hooks.on_checkpoint({"epoch": epoch, "step": st.global_step,
@@ -272,28 +304,33 @@ class Trainer:
             hang_until_killed(self.out_dir, self.ctx.rank)
 
     def step(self, module: torch.nn.Module, batch) -> tuple[float, int]:
+        """One gradient step on ``batch``: (its loss, its number of seed edges)."""
+        phase = self.hooks.on_phase or (lambda name: None)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
             outputs = module(batch)
             loss = batch_loss(self.cfg, outputs, batch)
+        phase("forward")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        phase("backward")
         self.optimizer.step()
         if self.scheduler:
             self.scheduler.step()
+        phase("optimizer")
         return float(loss.detach()), int(outputs[0].shape[0])
 
     def end_epoch(self) -> dict[str, Any]:
         """Reduce the epoch's loss, validate when due, keep the best model, log one row."""
         st, cfg = self.state, self.cfg
         sums = all_reduce_sum(torch.tensor([st.epoch_loss_sum, float(st.epoch_count)], dtype=torch.float64), self.ctx)
-        time_s = float(all_reduce_max_scalar(st.epoch_time_s, self.ctx))
+        time_s = max_over_ranks(st.epoch_time_s, self.ctx)
         row: dict[str, Any] = {"epoch": st.epoch, "step": st.global_step, "loss": float(sums[0] / max(sums[1], 1)),
                                "seed_edges": int(sums[1]), "epoch_time_s": round(time_s, 3),
                                "edges_per_s": round(float(sums[1]) / time_s, 1) if time_s > 0 else None,
                                "lr": self.optimizer.param_groups[0]["lr"]}
         last = st.epoch + 1 >= cfg.train.epochs or self._out_of_steps()
         if (st.epoch + 1) % cfg.eval.every == 0 or last:
-            val = evaluate_model(self.model, self.bundle, "val", cfg, self.ctx)
+            val = evaluate_model(self.model, self.bundle, "val", cfg.eval, self.ctx)
             row.update({f"val_{k}": v for k, v in val.items()})
             self.track_best(val)
         row["best_epoch"] = st.best_epoch
@@ -301,7 +338,7 @@ class Trainer:
         st.epoch += 1
         st.step_in_epoch, st.epoch_loss_sum, st.epoch_count, st.epoch_time_s = 0, 0.0, 0, 0.0
         if self.ctx.is_main:
-            write_text_atomic(self.out_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in st.history))
+            run_dir.write_history(self.out_dir, st.history)
             log.info("epoch %d: %s", row["epoch"], _short(row, metric_key(cfg)))
         return row
 
@@ -311,7 +348,7 @@ class Trainer:
         if score > st.best_metric:
             st.best_metric, st.best_epoch, st.best_val, st.bad_evals = score, st.epoch, val, 0
             self.best_model = copy.deepcopy(self.model.state_dict())
-            self.save(ckpt.BEST)
+            self.save(run_dir.BEST)
         else:
             st.bad_evals += 1
             if st.bad_evals >= self.cfg.train.patience:
@@ -324,11 +361,6 @@ def hang_until_killed(out_dir: Path, rank: int) -> None:
     write_text_atomic(out_dir / f"hang_rank{rank}.pid", str(os.getpid()))
     while True:
         time.sleep(1)
-
-
-def all_reduce_max_scalar(value: float, ctx: DistContext) -> float:
-    """The largest ``value`` over all ranks (e.g. the slowest rank's epoch time)."""
-    return float(all_reduce_max(torch.tensor([value], dtype=torch.float64), ctx)[0])
 
 
 def _short(row: dict[str, Any], key: str) -> str:

@@ -191,7 +191,7 @@ def _sections() -> dict:
                                  "reference": {"steps": 10, "steps_per_epoch": 1, "train_s": 5.0, "seed_users_per_s": 4000.0,
                                                "fallback_share_pos": 0.01, "fallback_share_neg": 0.03, "curve": curve},
                                  "race": race(curve, [{"step": 50, "train_s": 4.0, "val_ndcg@10": 0.05}])}},
-        "evaluation": {"versus_bare": {"evaluator_s": 1.2, "bare_s": 1.0, "ratio": 1.2, "target_ratio": 1.5,
+        "evaluation": {"versus_bare": {"evaluator_s": 1.2, "bare_topk_s": 1.0, "ratio": 1.2, "target_ratio": 1.5,
                                        "args": {"num_users": 53424, "num_books": 10000, "dim": 64}},
                        "graphsage_inference": {"inference_s": 0.3, "ranking_s": 0.1, "num_users": 2000, "num_books": 3991}},
         "sampling": {"num_users": 53424, "train_edges": 4860481, "batch_size": 2048, "num_neighbors": [15, 10],

@@ -1,9 +1,7 @@
 import json
 import math
 import os
-import sys
 import time
-import types
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +10,7 @@ import pytest
 import torch
 from torch_geometric.data import HeteroData
 
-from graphrec_dist import checkpoint as ckpt
+from graphrec_dist import run_dir
 from graphrec_dist import evaluate
 from graphrec_dist.config import EvalConfig, load_config
 from graphrec_dist.data.bundle import Bundle
@@ -338,13 +336,13 @@ class _HandModel(torch.nn.Module):
 
 
 def _fake_checkpoint(monkeypatch, calls: list) -> None:
-    """Stand in for graphrec_dist.checkpoint.load_run (the trainer's module) with the hand example."""
+    """Stand in for the run loader that ``evaluate`` uses, with the hand example."""
 
     def load_run(path, overrides):
         calls.append((Path(path), list(overrides)))
         return load_config(None, overrides), _HandModel(), hand_bundle()
 
-    monkeypatch.setitem(sys.modules, "graphrec_dist.checkpoint", types.SimpleNamespace(load_run=load_run))
+    monkeypatch.setattr(evaluate, "load_run", load_run)
 
 
 def test_cli_prints_json_and_exports_per_user(tmp_path, monkeypatch, capsys):
@@ -385,13 +383,13 @@ def test_cli_user_errors_exit_2(tmp_path, capsys):
     _exit_2_naming(["--run", str(empty)], capsys, str(empty), "best.pt", "last.pt")
     run = tmp_path / "run"
     cfg = load_config(None, [f"data.bundle_dir={tmp_path / 'no_bundle'}"])
-    ckpt.save_checkpoint(run / ckpt.BEST, {"model": {"w": torch.zeros(1000)}, "config": cfg.to_dict()})
-    whole = (run / ckpt.BEST).read_bytes()
+    run_dir.save_checkpoint(run / run_dir.BEST, {"model": {"w": torch.zeros(1000)}, "config": cfg.to_dict()})
+    whole = (run / run_dir.BEST).read_bytes()
     _exit_2_naming(["--run", str(run), "eval.protocol=bogus"], capsys, "eval.protocol", "bogus")
-    (run / ckpt.BEST).write_bytes(whole[:len(whole) // 2])
-    _exit_2_naming(["--checkpoint", str(run / ckpt.BEST)], capsys, str(run / ckpt.BEST), "delete it")
-    assert (run / ckpt.BEST).read_bytes() == whole[:len(whole) // 2]  # reported, not replaced
-    assert sorted(p.name for p in run.iterdir()) == [ckpt.BEST]
+    (run / run_dir.BEST).write_bytes(whole[:len(whole) // 2])
+    _exit_2_naming(["--checkpoint", str(run / run_dir.BEST)], capsys, str(run / run_dir.BEST), "delete it")
+    assert (run / run_dir.BEST).read_bytes() == whole[:len(whole) // 2]  # reported, not replaced
+    assert sorted(p.name for p in run.iterdir()) == [run_dir.BEST]
     with pytest.raises(SystemExit) as exc:
         evaluate.main(["--split", "test"])  # neither --run nor --checkpoint
     assert exc.value.code == 2

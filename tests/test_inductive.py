@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from graphrec_dist import checkpoint as ckpt
+from graphrec_dist.run_dir import BEST, save_checkpoint
 from graphrec_dist.cli import main as cli_main
 from graphrec_dist.config import DataConfig, EvalConfig, SplitConfig, load_config
 from graphrec_dist.data import interactions as inter
@@ -170,7 +170,7 @@ def run_dir(tmp_path_factory) -> Path:
                              "model.user_id_embedding=false"])
     torch.manual_seed(0)
     model = build_model(cfg, bundle)
-    ckpt.save_checkpoint(root / "run" / ckpt.BEST, {"model": model.state_dict(), "config": cfg.to_dict()})
+    save_checkpoint(root / "run" / BEST, {"model": model.state_dict(), "config": cfg.to_dict()})
     return root / "run"
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from graphrec_dist import checkpoint as ckpt
+from graphrec_dist import run_dir
 from graphrec_dist.config import load_config
 import bounded
 
@@ -91,6 +91,7 @@ def _ray_run(ray, tmp_path: Path, data_dirs: list[str], *overrides: str, meanwhi
     not do: leaving its ``with`` block joins the thread, i.e. waits for the hung run after all.
     """
     from graphrec_dist import launch_ray
+    from graphrec_dist.train import run_training
 
     cfg = load_config(CONFIG, [*data_dirs, f"run.out_dir={tmp_path / 'run'}", "dist.launcher=ray",
                                "dist.num_workers=2", "dist.cpus_per_worker=1", *overrides])
@@ -98,7 +99,7 @@ def _ray_run(ray, tmp_path: Path, data_dirs: list[str], *overrides: str, meanwhi
 
     def fit() -> None:
         try:
-            box["result"] = launch_ray.fit_on_ray(cfg)
+            box["result"] = launch_ray.fit_on_ray(cfg, run_training)
         except BaseException as exc:  # re-raised in the test's thread
             box["error"] = exc
 
@@ -141,6 +142,7 @@ def _assert_same_run(history: list[dict], test: dict, reference) -> None:
 
 def test_trainer_settings_come_from_the_dist_section(tmp_path, monkeypatch):
     from graphrec_dist import launch_ray
+    from graphrec_dist.train import run_training
 
     monkeypatch.chdir(tmp_path)
     cfg = launch_ray.resolve_paths(load_config(CONFIG, ["run.out_dir=runs/x", "dist.num_workers=3",
@@ -148,7 +150,7 @@ def test_trainer_settings_come_from_the_dist_section(tmp_path, monkeypatch):
     assert cfg.run.out_dir == str(tmp_path / "runs" / "x")
     assert cfg.data.bundle_dir == str(tmp_path / "data" / "bundles" / "synth-300")
     assert cfg.dist.storage_path == str(tmp_path / "runs" / "x" / "ray")
-    trainer = launch_ray.build_trainer(cfg)
+    trainer = launch_ray.build_trainer(cfg, run_training)
     assert trainer.scaling_config.num_workers == 3
     assert trainer.scaling_config.resources_per_worker == {"CPU": 2}
     assert trainer.run_config.failure_config.max_failures == 2
@@ -185,9 +187,9 @@ def test_ray_restarts_a_failed_worker_group_from_the_last_checkpoint(local_ray, 
     _assert_same_run(trained.history, trained.test_metrics, torchrun_reference)
     # The final checkpoint loads: its state is the end of training, and its best model rebuilds.
     with result.checkpoint.as_directory() as folder:
-        state = ckpt.load_checkpoint(Path(folder) / ckpt.LAST)
+        state = run_dir.load_checkpoint(Path(folder) / run_dir.LAST)
         assert (state["trainer"]["epoch"], state["trainer"]["global_step"]) == (2, 8)
-        _, model, _ = ckpt.load_run(Path(folder) / ckpt.BEST)
+        _, model, _ = run_dir.load_run(Path(folder) / run_dir.BEST)
         assert sum(p.numel() for p in model.parameters()) > 0
 
 

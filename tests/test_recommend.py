@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from graphrec_dist import checkpoint as ckpt
+from graphrec_dist.run_dir import BEST, save_checkpoint
 from graphrec_dist.cli import main as cli_main
 from graphrec_dist.config import load_config
 from graphrec_dist.data.store import save_bundle
@@ -25,7 +25,7 @@ def run_dir(tmp_path_factory) -> Path:
     cfg = load_config(None, [f"data.bundle_dir={path}", "model.emb_dim=8", "model.hidden_dim=8"])
     torch.manual_seed(0)
     model = build_model(cfg, bundle)
-    ckpt.save_checkpoint(root / "run" / ckpt.BEST, {"model": model.state_dict(), "config": cfg.to_dict()})
+    save_checkpoint(root / "run" / BEST, {"model": model.state_dict(), "config": cfg.to_dict()})
     return root / "run"
 
 

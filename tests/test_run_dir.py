@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from graphrec_dist import checkpoint as ckpt
+from graphrec_dist import run_dir
 from graphrec_dist.cli import main as cli_main
 from graphrec_dist.config import load_config
 from graphrec_dist.data.store import save_bundle
@@ -16,15 +16,15 @@ from test_sampling import toy_bundle
 
 
 def test_save_and_load_round_trip(tmp_path: Path) -> None:
-    state = {"model": {"w": torch.arange(3.0)}, "config": {"a": 1}, "rng": [ckpt.rng_state()]}
-    ckpt.save_checkpoint(tmp_path / "x.pt", state)
-    back = ckpt.load_checkpoint(tmp_path / "x.pt")
+    state = {"model": {"w": torch.arange(3.0)}, "config": {"a": 1}, "rng": [run_dir.rng_state()]}
+    run_dir.save_checkpoint(tmp_path / "x.pt", state)
+    back = run_dir.load_checkpoint(tmp_path / "x.pt")
     assert torch.equal(back["model"]["w"], torch.arange(3.0)) and back["config"] == {"a": 1}
 
 
 def test_a_failed_save_keeps_the_old_checkpoint_and_leaves_no_temp_file(tmp_path: Path, monkeypatch) -> None:
     path = tmp_path / "last.pt"
-    ckpt.save_checkpoint(path, {"model": {"v": torch.tensor(1)}, "config": {}})
+    run_dir.save_checkpoint(path, {"model": {"v": torch.tensor(1)}, "config": {}})
 
     def broken_save(obj, f):
         Path(f).write_bytes(b"half a checkpoint")
@@ -32,9 +32,9 @@ def test_a_failed_save_keeps_the_old_checkpoint_and_leaves_no_temp_file(tmp_path
 
     monkeypatch.setattr(torch, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
-        ckpt.save_checkpoint(path, {"model": {"v": torch.tensor(2)}, "config": {}})
+        run_dir.save_checkpoint(path, {"model": {"v": torch.tensor(2)}, "config": {}})
     monkeypatch.undo()
-    assert int(ckpt.load_checkpoint(path)["model"]["v"]) == 1
+    assert int(run_dir.load_checkpoint(path)["model"]["v"]) == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
 
 
@@ -42,27 +42,27 @@ def test_broken_or_foreign_files_are_data_errors_naming_the_file(tmp_path: Path)
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(DataError, match="bad.pt"):
-        ckpt.load_checkpoint(bad)
+        run_dir.load_checkpoint(bad)
     torch.save({"weights": 1}, tmp_path / "other.pt")
     with pytest.raises(DataError, match="not a graphrec_dist checkpoint"):
-        ckpt.load_checkpoint(tmp_path / "other.pt")
+        run_dir.load_checkpoint(tmp_path / "other.pt")
     with pytest.raises(DataError, match="not found"):
-        ckpt.load_checkpoint(tmp_path / "missing.pt")
+        run_dir.load_checkpoint(tmp_path / "missing.pt")
 
 
 def test_resume_path_modes(tmp_path: Path) -> None:
-    assert ckpt.resume_path(tmp_path, "auto") is None
+    assert run_dir.resume_path(tmp_path, "auto") is None
     (tmp_path / "last.pt").write_bytes(b"x")
-    assert ckpt.resume_path(tmp_path, "auto") == tmp_path / "last.pt"
-    assert ckpt.resume_path(tmp_path, "never") is None
+    assert run_dir.resume_path(tmp_path, "auto") == tmp_path / "last.pt"
+    assert run_dir.resume_path(tmp_path, "never") is None
     with pytest.raises(UserError, match="train.resume=nope.pt"):
-        ckpt.resume_path(tmp_path, "nope.pt")
+        run_dir.resume_path(tmp_path, "nope.pt")
 
 
 def test_rng_state_round_trip() -> None:
-    state = ckpt.rng_state()
+    state = run_dir.rng_state()
     first = (torch.rand(2), np.random.rand(), random.random())
-    ckpt.set_rng_state(state)
+    run_dir.set_rng_state(state)
     second = (torch.rand(2), np.random.rand(), random.random())
     assert torch.equal(first[0], second[0]) and first[1:] == second[1:]
 
@@ -73,14 +73,14 @@ def test_load_run_rebuilds_the_trained_model_with_overrides(tmp_path: Path) -> N
     torch.manual_seed(3)
     model = build_model(cfg, toy_bundle())
     run = tmp_path / "run"
-    ckpt.save_checkpoint(run / ckpt.BEST, {"model": model.state_dict(), "config": cfg.to_dict()})
-    cfg2, model2, bundle2 = ckpt.load_run(run, ["eval.ks=[5]"])
+    run_dir.save_checkpoint(run / run_dir.BEST, {"model": model.state_dict(), "config": cfg.to_dict()})
+    cfg2, model2, bundle2 = run_dir.load_run(run, ["eval.ks=[5]"])
     assert cfg2.eval.ks == [5] and cfg2.model.emb_dim == 8
     users = torch.arange(4)
     expected = model.scorer(bundle2, DistContext(), cfg2.eval).scores(users)
     assert torch.allclose(model2.scorer(bundle2, DistContext(), cfg2.eval).scores(users), expected)
     with pytest.raises(DataError, match="holds no best.pt"):
-        ckpt.load_run(tmp_path / "bundle")
+        run_dir.load_run(tmp_path / "bundle")
 
 
 def _damaged(whole: bytes, how: str) -> bytes:
@@ -99,10 +99,10 @@ def test_a_damaged_checkpoint_is_refused_naming_the_file(tmp_path: Path, how: st
     # A flipped byte in a tensor loads without complaint from torch.load (wrong weights); the
     # archive's CRC-32 check is what refuses it.
     path = tmp_path / "last.pt"
-    ckpt.save_checkpoint(path, {"model": {"w": torch.full((64,), 1.25)}, "trainer": {"epoch": 3}, "config": {}})
+    run_dir.save_checkpoint(path, {"model": {"w": torch.full((64,), 1.25)}, "trainer": {"epoch": 3}, "config": {}})
     path.write_bytes(_damaged(path.read_bytes(), how))
     with pytest.raises(DataError, match=f"checkpoint {path} is truncated or garbled .*; use another"):
-        ckpt.load_checkpoint(path, what_to_do="use another")
+        run_dir.load_checkpoint(path, what_to_do="use another")
 
 
 @pytest.fixture()
@@ -112,8 +112,8 @@ def toy_run(tmp_path: Path) -> Path:
     cfg = load_config(None, [f"data.bundle_dir={bundle_dir}", "model.name=mf", "model.emb_dim=8"])
     torch.manual_seed(0)
     state = {"model": build_model(cfg, toy_bundle()).state_dict(), "config": cfg.to_dict()}
-    for name in (ckpt.BEST, ckpt.LAST):
-        ckpt.save_checkpoint(tmp_path / "run" / name, state)
+    for name in (run_dir.BEST, run_dir.LAST):
+        run_dir.save_checkpoint(tmp_path / "run" / name, state)
     return tmp_path / "run"
 
 
@@ -133,10 +133,10 @@ def _exits_2(argv: list[str], capsys, *names: str) -> str:
 
 @pytest.mark.parametrize("command", [["evaluate", "--run"], ["recommend", "--index", "0", "--run"]])
 def test_a_garbled_best_checkpoint_exits_2_pointing_at_last(toy_run: Path, capsys, command: list[str]) -> None:
-    best = toy_run / ckpt.BEST
+    best = toy_run / run_dir.BEST
     best.write_bytes(_damaged(best.read_bytes(), "pickle_byte"))
     before = _snapshot(toy_run.parent)
-    _exits_2([*command, str(toy_run)], capsys, str(best), "truncated or garbled", str(toy_run / ckpt.LAST))
+    _exits_2([*command, str(toy_run)], capsys, str(best), "truncated or garbled", str(toy_run / run_dir.LAST))
     assert _snapshot(toy_run.parent) == before
 
 
@@ -145,6 +145,6 @@ def test_a_checkpoint_of_other_data_exits_2_naming_both(toy_run: Path, capsys, c
     # Another bundle with other node counts: the embedding tables do not fit.
     other = save_bundle(toy_bundle(num_users=25, num_books=18), toy_run.parent / "other_bundle")
     before = _snapshot(toy_run.parent)
-    _exits_2([*command, str(toy_run), f"data.bundle_dir={other}"], capsys, str(toy_run / ckpt.BEST), str(other),
+    _exits_2([*command, str(toy_run), f"data.bundle_dir={other}"], capsys, str(toy_run / run_dir.BEST), str(other),
              "does not fit", "size mismatch", "data.bundle_dir=")
     assert _snapshot(toy_run.parent) == before

@@ -5,8 +5,8 @@ import torch
 from torch_geometric.data import HeteroData
 
 from graphrec_dist.data.bundle import RATES, REV_RATES, Bundle
-from graphrec_dist.sampling import (NegativeSampler, TripletLoader, make_link_loader, shard_edges, steps_per_epoch,
-                                    training_graph)
+from graphrec_dist.models.base import training_graph
+from graphrec_dist.sampling import NegativeSampler, TripletLoader, make_link_loader, shard_edges, steps_per_epoch
 
 
 def toy_bundle(num_users: int = 20, num_books: int = 15, per_user: int = 5, seed: int = 0) -> Bundle:

@@ -9,11 +9,12 @@ demo-sized generated data the section also times ``recommend --history`` after l
 """
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from graphrec_dist.benchmarks.common import BenchError
 from graphrec_dist.benchmarks.datasets import ensure_bundle
@@ -21,6 +22,10 @@ from graphrec_dist.benchmarks.plan import BenchPlan, bundle_dir, data_overrides 
 from graphrec_dist.benchmarks.quality import MAIN_PRESET, preset_for, run_name
 from graphrec_dist.benchmarks.realdata import data_overrides as real_overrides, mean_std
 from graphrec_dist.benchmarks.runs import train_run
+from graphrec_dist.config import load_config
+from graphrec_dist.data.store import load_bundle
+from graphrec_dist.recommend import recommend_history
+from graphrec_dist.run_dir import INDUCTIVE, new_model, read_json
 
 # (row label, model, extra overrides); graphsage's own preset sets model.id_dropout.
 MODELS = (("graphsage", "graphsage", []), ("graphsage, id_dropout=0", "graphsage", ["model.id_dropout=0"]),
@@ -58,7 +63,7 @@ def dataset_rows(plan: BenchPlan, label: str, data_for_seed) -> dict[str, Any]:
 
 def _seed_values(rec: dict[str, Any]) -> dict[str, Any]:
     run_dir = Path(rec["run_dir"])
-    inductive = json.loads((run_dir / "inductive_metrics.json").read_text())
+    inductive = read_json(run_dir, INDUCTIVE)
     best_val = max((r["val_ndcg@10"] for r in rec["epochs"] if "val_ndcg@10" in r), default=None)
     out = {"val": best_val, "test": rec["test_metrics"].get("ndcg@10"), "wall_s": rec["wall_s"]}
     out.update({s: m["ndcg@10"] for s, m in inductive.items() if isinstance(m, dict)})
@@ -69,18 +74,10 @@ def time_history_recommend(plan: BenchPlan, users: int, repeats: int = 5) -> dic
     """Seconds of ``recommend --history`` after loading: the demo's model config on the generated
     ``users`` dataset (median of ``repeats`` 10-item histories). The weights do not change the
     cost, so the model is freshly initialised rather than trained."""
-    import torch
-
-    from graphrec_dist.config import load_config
-    from graphrec_dist.data.store import load_bundle
-    from graphrec_dist.models import build_model
-    from graphrec_dist.recommend import recommend_history
-
     ensure_bundle(plan, users)
     cfg = load_config(MAIN_PRESET, synth_overrides(plan, users))
     bundle = load_bundle(bundle_dir(plan, users))
-    torch.manual_seed(0)
-    model = build_model(cfg, bundle).eval()
+    model = new_model(cfg, bundle).eval()
     gen = torch.Generator().manual_seed(0)
     times = []
     with torch.no_grad():

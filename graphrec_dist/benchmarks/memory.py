@@ -12,34 +12,29 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import torch
+
 from graphrec_dist.benchmarks.common import GOODBOOKS_USERS, call_in_child, median
 from graphrec_dist.benchmarks.datasets import ensure_bundle
 from graphrec_dist.benchmarks.plan import SPEED_OVERRIDES, SPEED_PRESET, BenchPlan, run_overrides
 from graphrec_dist.benchmarks.training import profile
+from graphrec_dist.config import load_config
+from graphrec_dist.data.prepare import prepare_bundle
+from graphrec_dist.distributed import DistContext
+from graphrec_dist.evaluate import evaluate_scorer
+from graphrec_dist.run_dir import load_run, new_model
 
 
 def eval_child(run_dir: str | None = None, config_path: str | None = None, overrides: list[str] | None = None,
                repeats: int = 1) -> dict[str, Any]:
     """Embedding inference (``model.scorer``) and full ranking of the test split, for a trained run
     (``run_dir``) or a freshly initialised model of a config (the cost does not depend on the weights)."""
-    import torch
-
-    from graphrec_dist.distributed import DistContext
-    from graphrec_dist.evaluate import evaluate_scorer
-
     if run_dir is not None:
-        from graphrec_dist.checkpoint import load_run
-
         cfg, model, bundle = load_run(run_dir, [])
     else:
-        from graphrec_dist.config import load_config
-        from graphrec_dist.data.prepare import prepare_bundle
-        from graphrec_dist.models import build_model
-
         cfg = load_config(config_path, overrides or [])
         bundle = prepare_bundle(cfg.data)
-        torch.manual_seed(cfg.train.seed)
-        model = build_model(cfg, bundle)
+        model = new_model(cfg, bundle)
     ctx = DistContext()
     with torch.no_grad():
         model.scorer(bundle, ctx, cfg.eval)  # warm-up: the first sparse products pay one-off set-up costs

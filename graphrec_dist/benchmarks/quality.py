@@ -14,6 +14,7 @@ from graphrec_dist.benchmarks.datasets import ensure_bundle
 from graphrec_dist.benchmarks.plan import BenchPlan, run_overrides
 from graphrec_dist.benchmarks.runs import evaluate_run, train_run
 from graphrec_dist.config import RELATION_NAMES
+from graphrec_dist.run_dir import CONFIG
 
 MAIN_PRESET = "configs/demo.yaml"
 METRIC_KEYS = ("hit@10", "hit@20", "hit@50", "ndcg@10", "ndcg@20", "ndcg@50", "mrr")
@@ -28,21 +29,14 @@ def preset_for(model: str) -> tuple[str, list[str]]:
 
 
 def val_value(row: dict[str, Any], metric: str = "ndcg@10") -> float | None:
-    """A validation metric from one metrics.jsonl row, whatever nesting the trainer used."""
-    for key in (f"val/{metric}", f"val_{metric}", f"val.{metric}"):
-        if key in row:
-            return row[key]
-    nested = row.get("val")
-    if isinstance(nested, dict):
-        return nested.get(metric)
-    return None
+    """A validation metric from one metrics.jsonl row (None for an epoch without validation)."""
+    return row.get(f"val_{metric}")
 
 
 def epoch_seconds(row: dict[str, Any]) -> float | None:
-    for key in ("epoch_time_s", "fit_time_s", "epoch_s", "epoch_time", "train_time_s", "time_s"):
-        if key in row:
-            return float(row[key])
-    return None
+    """Training seconds of one metrics.jsonl row: an epoch, or a closed-form model's fit."""
+    seconds = row.get("epoch_time_s", row.get("fit_time_s"))
+    return None if seconds is None else float(seconds)
 
 
 def summarize_run(record: dict[str, Any]) -> dict[str, Any]:
@@ -59,7 +53,7 @@ def summarize_run(record: dict[str, Any]) -> dict[str, Any]:
     best_epoch = test["best_epoch"] + 1 if isinstance(test.get("best_epoch"), int) else (best and best["epoch"])
     return {
         "closed_form": any("fit_time_s" in r for r in rows),
-        "command": record["command"], "run_dir": record["run_dir"], "config": str(Path(record["run_dir"]) / "config.yaml"),
+        "command": record["command"], "run_dir": record["run_dir"], "config": str(Path(record["run_dir"]) / CONFIG),
         "test": {k: test.get(k) for k in METRIC_KEYS if k in test},
         "best_val_epoch": best_epoch, "epochs_run": len(rows),
         "best_val_ndcg@10": best["val_ndcg@10"] if best else None,

@@ -14,9 +14,10 @@ from graphrec_dist.benchmarks.report_inductive import inductive_part
 from graphrec_dist.benchmarks.report_realdata import realdata_part
 from graphrec_dist.benchmarks.report_sampled_speed import sampled_speed_part
 from graphrec_dist.benchmarks.report_serving import serving_part
-from graphrec_dist.benchmarks.report_text import (headline, machine_table, quality_part, sampling_part,
-                                                  scale_table, scaling_part, sweep_part, training_part,
-                                                  evaluation_part, memory_part)
+from graphrec_dist.benchmarks.report_quality import quality_part
+from graphrec_dist.benchmarks.report_text import (eval_ratio, evaluation_part, headline, machine_table, memory_part,
+                                                  phases_per_step, sampling_part, scale_table, scaling_part,
+                                                  sweep_part, sweep_points, training_part)
 from graphrec_dist.io_utils import write_text_atomic
 
 SECTION_NAMES = ("quality", "realdata", "inductive", "sampled_speed", "serving", "training", "evaluation", "sampling", "scaling", "memory", "sweep")
@@ -24,8 +25,6 @@ SECTION_NAMES = ("quality", "realdata", "inductive", "sampled_speed", "serving",
 
 def draw(sections: dict[str, dict[str, Any] | None], img_dir: Path) -> dict[str, Path]:
     """Every chart whose section is present; name -> PNG path."""
-    from graphrec_dist.benchmarks.report_text import eval_ratio, phases_per_step, sweep_points
-
     out: dict[str, Path | None] = {}
     res = {k: (v or {}).get("results") for k, v in sections.items()}
     if res.get("quality"):

@@ -3,9 +3,9 @@ whether graphsage is the best model, with the evidence the JSON holds."""
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any
 
-from graphrec_dist.benchmarks.report_text import QUALITY_COLUMNS, fmt, reproduce, scale_of
+from graphrec_dist.benchmarks.report_text import QUALITY_COLUMNS, Section, fmt, img, not_run, reproduce, scale_of
 from graphrec_dist.config import RELATION_NAMES
 
 
@@ -178,7 +178,10 @@ def ablation_table(ab: dict[str, Any]) -> list[str]:
     return lines
 
 
-def quality_markdown(payload: dict[str, Any], rel: dict[str, str], img: Callable[..., list[str]]) -> str:
+def quality_part(payload: Section, rel: dict[str, str]) -> str:
+    """The Quality section of docs/RESULTS.md."""
+    if not payload:
+        return not_run("Quality", "quality")
     res = payload["results"]
     lines = [f"## Quality ({scale_of(res.get('num_users'))}, {fmt(res.get('num_books'))} books, "
              f"{fmt(res.get('train_edges'))} training edges)", "",

@@ -29,14 +29,6 @@ def hours(seconds: float | None) -> str:
     return f"{seconds:,.0f} s ({seconds / 3600:.1f} h)" if seconds >= 3600 else f"{seconds:,.0f} s"
 
 
-def pick(d: dict[str, Any] | None, *keys: str) -> Any:
-    """The first of ``keys`` present (and not None) in ``d``."""
-    for k in keys:
-        if d and d.get(k) is not None:
-            return d[k]
-    return None
-
-
 def reproduce(payload: dict[str, Any], name: str) -> str:
     """The command that made this section's JSON, narrowed to the section."""
     command = payload.get("command") or ("graphrec-dist bench" + (" --full" if payload.get("mode") == "full" else ""))
@@ -127,28 +119,14 @@ def _section_time(res: dict[str, Any]) -> str:
 def eval_ratio(res: dict[str, Any] | None) -> tuple[Any, Any, Any]:
     """(evaluator seconds, bare matmul+top-k seconds, ratio) from bench_evaluation's dict."""
     v = (res or {}).get("versus_bare") or {}
-    ev = pick(v, "evaluator_s", "evaluate_s", "evaluator_median_s")
-    bare = pick(v, "bare_topk_s", "bare_s", "baseline_s", "bare_median_s", "matmul_topk_s")
-    ratio = pick(v, "ratio", "overhead_ratio")
-    if ratio is None and ev and bare:
-        ratio = ev / bare
-    return ev, bare, ratio
+    return v.get("evaluator_s"), v.get("bare_topk_s"), v.get("ratio")
 
 
 def phases_per_step(prof: dict[str, Any]) -> dict[str, float]:
-    """Seconds per step of sampling / forward / backward / optimizer from profile_steps' dict."""
-    src = prof.get("phases") if isinstance(prof.get("phases"), dict) else prof
-    steps = pick(prof, "steps", "timed_steps") or 1
-    per_step = "per_step" in str(prof.get("units", ""))
-    out = {}
-    for phase in ("sampling", "forward", "backward", "optimizer"):
-        v = pick(src, f"{phase}_s_per_step", f"{phase}_per_step_s")
-        if v is None:
-            total = pick(src, f"{phase}_s", phase)
-            v = total if per_step or total is None else total / steps
-        if v is not None:
-            out[phase] = float(v)
-    return out
+    """Seconds per step of sampling / forward / backward / optimizer from profile_steps' totals."""
+    steps = prof.get("steps") or 1
+    return {phase: float(prof[f"{phase}_s"]) / steps for phase in ("sampling", "forward", "backward", "optimizer")
+            if prof.get(f"{phase}_s") is not None}
 
 
 def headline(sections: dict[str, Section]) -> str:
@@ -169,7 +147,7 @@ def headline(sections: dict[str, Section]) -> str:
                      f"{fmt(ratio, 2)}× (trainer {fmt((r.get('trainer') or {}).get('train_s'), 1)} s, reference "
                      f"{fmt((r.get('reference') or {}).get('train_s'), 1)} s; best within budget: trainer "
                      f"{fmt(r['best_trainer'])}, reference {fmt(r['best_reference'])}).")
-        sps = pick(t.get("profile"), "seed_edges_per_s", "edges_per_s")
+        sps = t["profile"].get("seed_edges_per_s")
         lines.append(f"- Training throughput (graphsage, {fmt(t['profile'].get('users'))} users): {fmt(sps, 0)} seed edges/s, "
                      f"{hours(t['profile'].get('est_epoch_s'))} per epoch.")
     ev, bare, ratio = eval_ratio(res.get("evaluation"))
@@ -199,18 +177,11 @@ def headline(sections: dict[str, Section]) -> str:
     return "\n".join(lines)
 
 
-def _img(rel: dict[str, str], key: str, alt: str, payload: dict[str, Any], name: str) -> list[str]:
+def img(rel: dict[str, str], key: str, alt: str, payload: dict[str, Any], name: str) -> list[str]:
+    """Markdown lines of chart ``key`` with its caption and reproduce line (none without the chart)."""
     if key not in rel:
         return []
     return ["", f"![{alt}]({rel[key]})", "", f"*Figure: {alt}. Reproduce: {reproduce(payload, name)}.*"]
-
-
-def quality_part(payload: Section, rel: dict[str, str]) -> str:
-    from graphrec_dist.benchmarks.report_quality import quality_markdown
-
-    if not payload:
-        return not_run("Quality", "quality")
-    return quality_markdown(payload, rel, _img)
 
 
 def training_part(payload: Section, rel: dict[str, str]) -> str:
@@ -223,15 +194,15 @@ def training_part(payload: Section, rel: dict[str, str]) -> str:
     if prof.get("error"):
         lines += [f"The per-phase profile failed: {prof['error']}", ""]
     else:
-        lines += [f"graphsage on Graph3, {fmt(prof.get('users'))} users, {fmt(pick(prof, 'steps', 'timed_steps'))} profiled "
-                  f"steps (`{prof.get('command')}`): **{fmt(pick(prof, 'seed_edges_per_s', 'edges_per_s'), 0)} seed edges/s**; "
+        lines += [f"graphsage on Graph3, {fmt(prof.get('users'))} users, {fmt(prof.get('steps'))} profiled "
+                  f"steps (`{prof.get('command')}`): **{fmt(prof.get('seed_edges_per_s'), 0)} seed edges/s**; "
                   f"an epoch over all {fmt(prof.get('train_edges'))} training edges ({fmt(prof.get('steps_per_epoch'))} steps "
                   f"of {fmt(prof.get('batch_size'))}) would take {hours(prof.get('est_epoch_s'))}.", ""]
     if phases:
         total = sum(phases.values())
         lines += ["| phase | ms per step | share |", "|---|---|---|"]
         lines += [f"| {k} | {v * 1000:.1f} | {100 * v / total:.0f}% |" for k, v in phases.items()]
-    lines += _img(rel, "phases", "seconds per graphsage training step by phase", payload, "training")
+    lines += img(rel, "phases", "seconds per graphsage training step by phase", payload, "training")
     ref, race = comp["reference"], comp["race"]
     lines += ["", f"### Trainer vs the reference notebook loop ({fmt(comp['users'])} users, same data, same evaluator)", "",
               f"Reference loop: {fmt(ref['steps'])} steps ({fmt(ref['steps_per_epoch'])} per epoch) in "
@@ -250,7 +221,7 @@ def training_part(payload: Section, rel: dict[str, str]) -> str:
               f"The reference loop's training time was capped at {fmt(comp.get('budget_s'), 0)} s (the trainer's own "
               "training time, or the plan's cap if lower). "
               f"Trainer run: `{comp['trainer']['command']}`."]
-    lines += _img(rel, "race", "validation NDCG@10 against training time", payload, "training")
+    lines += img(rel, "race", "validation NDCG@10 against training time", payload, "training")
     return "\n".join(lines)
 
 
@@ -273,7 +244,7 @@ def evaluation_part(payload: Section, memory: Section, rel: dict[str, str]) -> s
         m = memory["results"]
         lines.append(f"At {fmt(m['users'])} users: inference {fmt(m['evaluation']['inference_s'], 2)} s, ranking "
                      f"{fmt(m['evaluation']['ranking_s'], 2)} s (memory section).")
-    lines += _img(rel, "evaluation", "evaluator vs bare chunked matmul + top-k", payload, "evaluation")
+    lines += img(rel, "evaluation", "evaluator vs bare chunked matmul + top-k", payload, "evaluation")
     return "\n".join(lines)
 
 
@@ -294,7 +265,7 @@ def sampling_part(payload: Section, rel: dict[str, str]) -> str:
         else:
             lines.append(f"| {r['backend']} {r['version']} | {r['num_workers']} | {fmt(r['seed_edges_per_s'], 0)} "
                          f"| {fmt(r['seconds_per_batch'])} | {fmt(r['startup_s'], 2)} |")
-    lines += _img(rel, "sampling", "sampling throughput per backend and num_workers", payload, "sampling")
+    lines += img(rel, "sampling", "sampling throughput per backend and num_workers", payload, "sampling")
     return "\n".join(lines)
 
 
@@ -314,7 +285,7 @@ def scaling_part(payload: Section, rel: dict[str, str]) -> str:
               "`train.num_threads`). With one thread each, 2 processes use both cores where 1 process uses one: the CPU "
               "stand-in for 1 vs 2 devices, on a machine whose 2 cores are shared with other work. Expected N-GPU "
               "scaling and its limits: see [BENCHMARKS.md](BENCHMARKS.md#scaling-to-n-gpus)."]
-    lines += _img(rel, "scaling", "global throughput with 1 and 2 processes", payload, "scaling")
+    lines += img(rel, "scaling", "global throughput with 1 and 2 processes", payload, "scaling")
     return "\n".join(lines)
 
 
@@ -362,5 +333,5 @@ def sweep_part(payload: Section, memory: Section, rel: dict[str, str]) -> str:
                      f"{fmt(p['training']['seed_edges_per_s'], 0)} | {p['training']['peak_rss_mb'] / 1024:.2f} | "
                      f"{fmt(p['evaluation']['inference_s'], 2)} | {fmt(p['evaluation']['ranking_s'], 2)} | "
                      f"{p['evaluation']['peak_rss_mb'] / 1024:.2f} |")
-    lines += _img(rel, "sweep", "time and peak memory against the number of users", payload, "sweep")
+    lines += img(rel, "sweep", "time and peak memory against the number of users", payload, "sweep")
     return "\n".join(lines)

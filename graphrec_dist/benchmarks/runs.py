@@ -12,30 +12,19 @@ import hashlib
 import json
 import shlex
 import shutil
+import socket
 from pathlib import Path
 from typing import Any, Sequence
 
 from graphrec_dist.benchmarks.common import BenchError, python_cmd, run_child
 from graphrec_dist.io_utils import write_json_atomic
+from graphrec_dist.run_dir import TEST_METRICS, read_history, read_json
 
 
 def _key(config_path: str | None, overrides: Sequence[str], launcher: str) -> str:
     text = Path(config_path).read_text() if config_path else ""
     blob = json.dumps([text, list(overrides), launcher])
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Rows of a JSON-lines file (missing file: no rows; a torn last line is skipped)."""
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
 
 
 def display_command(args: Sequence[str]) -> str:
@@ -58,7 +47,7 @@ def train_run(root: str | Path, name: str, config_path: str | None, overrides: S
     stamp = run_dir / "bench_key.json"
     old = json.loads(stamp.read_text()) if stamp.is_file() else {}
     if (old.get("key") == key and (reuse or old.get("invocation") == invocation)
-            and (run_dir / "test_metrics.json").is_file()):
+            and (run_dir / TEST_METRICS).is_file()):
         record = old["record"]
         record["reused"] = old.get("invocation") != invocation
         return _with_outputs(record, run_dir)
@@ -85,9 +74,8 @@ def train_run(root: str | Path, name: str, config_path: str | None, overrides: S
 
 
 def _with_outputs(record: dict[str, Any], run_dir: Path) -> dict[str, Any]:
-    test_path = run_dir / "test_metrics.json"
-    record["test_metrics"] = json.loads(test_path.read_text()) if test_path.is_file() else {}
-    record["epochs"] = read_jsonl(run_dir / "metrics.jsonl")
+    record["test_metrics"] = read_json(run_dir, TEST_METRICS)
+    record["epochs"] = read_history(run_dir)
     return record
 
 
@@ -113,8 +101,6 @@ def _last_json_object(text: str) -> dict[str, Any]:
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

@@ -9,10 +9,12 @@ All of them hand the evaluator a :class:`Scorer`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal, Optional, Protocol
+from typing import ClassVar, Literal, Optional, Protocol, Sequence
 
 import torch
+from torch_geometric.data import HeteroData
 
+from graphrec_dist.data.bundle import RATES, REV_RATES, Bundle, edge_types_without
 from graphrec_dist.errors import ConfigError
 
 ModelKind = Literal["sampled", "triplet", "closed_form"]
@@ -45,6 +47,16 @@ class BPROutput:
     reg: torch.Tensor  # float scalar: sum of squared input embeddings used by the batch / n
     user: Optional[torch.Tensor] = None  # float [n, d] the batch users' scoring vectors
     items: Optional[torch.Tensor] = None  # float [num_items, d] every item's scoring vector
+
+
+def training_graph(bundle: Bundle, user_book_only: bool = False, exclude: Sequence[str] = ()) -> HeteroData:
+    """The message-passing graph: all of Graph3 less the side relations named in ``exclude``
+    (``model.exclude_relations``), or only user->book and its reverse."""
+    if user_book_only:
+        return bundle.graph.edge_type_subgraph([RATES, REV_RATES])
+    if not exclude:
+        return bundle.graph
+    return bundle.graph.edge_type_subgraph(edge_types_without(bundle.graph.edge_types, exclude))
 
 
 class Scorer(Protocol):

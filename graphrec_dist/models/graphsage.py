@@ -21,17 +21,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn import SAGEConv, to_hetero
-from torch_sparse import SparseTensor
 from torch_geometric.nn.conv import MessagePassing
-from torch_sparse import matmul as sparse_matmul
+
+# torch-sparse is the optional `sparse` extra (pyproject): PyG's stand-ins let the package import
+# without it, and say "requires 'torch-sparse'" when graphsage first builds an adjacency.
+from torch_geometric.typing import SparseTensor, torch_sparse
 
 from graphrec_dist.block_sampler import BlockSampler
 from graphrec_dist.data.bundle import BOOK, RATES, REV_RATES, USER, Bundle
-from graphrec_dist.distributed import DistContext
-from graphrec_dist.models.base import BPROutput, EmbeddingScorer, Recommender, TripletBatch
+from graphrec_dist.distributed import DistContext, all_gather_rows, shard
+from graphrec_dist.models.base import BPROutput, EmbeddingScorer, Recommender, TripletBatch, training_graph
 from graphrec_dist.models.mf import ego_reg, triplet_scores
 from graphrec_dist.models.sparse import AdjPair, SpMM, bipartite_pair, drop_rows, normalised_weight, restrict_rows
-from graphrec_dist.sampling import training_graph
 
 EdgeType = tuple[str, str, str]
 
@@ -72,7 +73,7 @@ class WeightedSAGEConv(SAGEConv):
 
     def message_and_aggregate(self, adj_t: SparseTensor, x) -> Tensor:  # type: ignore[override]
         # SAGEConv drops the adjacency values here; keep them (they are the renormalised weights).
-        return sparse_matmul(adj_t, x[0], reduce=self.aggr)
+        return torch_sparse.matmul(adj_t, x[0], reduce=self.aggr)
 
 
 class _ConvLayer(nn.Module):
@@ -193,24 +194,6 @@ class HeteroSAGE(nn.Module):
         return x
 
 
-def _block(n: int, ctx: DistContext) -> slice:
-    """This rank's contiguous block of ``n`` rows (blocks of ceil(n / world_size))."""
-    per = -(-n // ctx.world_size)
-    return slice(min(n, ctx.rank * per), min(n, (ctx.rank + 1) * per))
-
-
-def gather_rows(block: Tensor, n: int, ctx: DistContext) -> Tensor:
-    """All-gather every rank's ``_block`` of rows back into the full [n, d] tensor."""
-    if not ctx.is_distributed:
-        return block
-    per = -(-n // ctx.world_size)
-    padded = block.new_zeros((per,) + tuple(block.shape[1:]))
-    padded[:block.size(0)] = block
-    parts = [torch.empty_like(padded) for _ in range(ctx.world_size)]
-    torch.distributed.all_gather(parts, padded.contiguous())
-    return torch.cat(parts)[:n]
-
-
 def adjacency(edge_index: Tensor, weight: Optional[Tensor], num_src: int, num_dst: int,
               rows: Optional[slice] = None) -> SparseTensor:
     """``adj_t`` (dst x src) with weights renormalised over each destination's in-edges here;
@@ -231,7 +214,7 @@ def graph_adjacency(graph, use_weight: bool, device: torch.device, ctx: Optional
         num_src, num_dst = int(graph[et[0]].num_nodes), int(graph[et[2]].num_nodes)
         w = graph[et].get("edge_weight") if use_weight else None
         adj[et] = adjacency(graph[et].edge_index.to(device), None if w is None else w.to(device), num_src, num_dst,
-                            None if ctx is None else _block(num_dst, ctx))
+                            None if ctx is None else shard(num_dst, ctx.rank, ctx.world_size))
     return adj
 
 
@@ -432,7 +415,7 @@ class GraphSAGERecommender(Recommender):
         for i in range(len(self.encoder.layers)):
             layer_inputs.append(x)
             h = self.encoder.layer(i, x, adj, {})
-            x = {nt: gather_rows(hv[_block(hv.size(0), ctx)], hv.size(0), ctx) for nt, hv in h.items()}
+            x = {nt: all_gather_rows(hv[shard(len(hv), ctx.rank, ctx.world_size)], len(hv), ctx) for nt, hv in h.items()}
         self.train(was_training)
         self._layer_inputs = layer_inputs  # fold-in of new users reads them (history_scorer)
         return x
