@@ -38,9 +38,36 @@ class ExactIndex:
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(scores, ids), each ``[n, k]`` best first."""
-        scores = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32)) @ self._items.T
-        top = torch.topk(scores, min(k, len(self.items)), dim=1)
-        return top.values.numpy(), top.indices.numpy()
+        queries = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))
+        k = min(k, len(self.items))
+        chunk = max(1, (1 << 26) // len(self.items))  # at most 64M scores (256 MB) at a time
+        values, ids = [], []
+        for start in range(0, len(queries), chunk):
+            top = torch.topk(queries[start:start + chunk] @ self._items.T, k, dim=1)
+            values.append(top.values)
+            ids.append(top.indices)
+        if not values:
+            return np.zeros((0, k), dtype=np.float32), np.zeros((0, k), dtype=np.int64)
+        return torch.cat(values).numpy(), torch.cat(ids).numpy()
+
+    def search_unseen(self, queries: np.ndarray, seen: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``top_k_unseen`` by masking the seen items' scores before ``topk`` (what the evaluator does)."""
+        queries = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))
+        k = min(k, len(self.items))
+        chunk = max(1, (1 << 26) // len(self.items))
+        ids, values = [], []
+        for start in range(0, len(queries), chunk):
+            scores = queries[start:start + chunk] @ self._items.T
+            rows = np.repeat(np.arange(len(scores)), [len(s) for s in seen[start:start + chunk]])
+            if len(rows):
+                cols = np.concatenate(seen[start:start + chunk]).astype(np.int64)
+                scores[torch.from_numpy(rows), torch.from_numpy(cols)] = float("-inf")
+            top = torch.topk(scores, k, dim=1)
+            ids.append(top.indices)
+            values.append(top.values)
+        out_ids, out_scores = torch.cat(ids).numpy(), torch.cat(values).numpy()
+        out_ids[np.isneginf(out_scores)] = -1  # fewer than k unseen items
+        return out_ids, out_scores
 
 
 class FaissIndex:
@@ -48,7 +75,7 @@ class FaissIndex:
 
     name = "faiss"
 
-    def __init__(self, items: np.ndarray, nprobe: int = 32, nlist: Optional[int] = None, threads: int = 0,
+    def __init__(self, items: np.ndarray, nprobe: int = 64, nlist: Optional[int] = None, threads: int = 0,
                  seed: int = 0, **_params):
         faiss = _require("faiss", "faiss-cpu")
         self.items = items = np.ascontiguousarray(items, dtype=np.float32)  # kept for the exact fallback
@@ -60,8 +87,8 @@ class FaissIndex:
         quantizer = faiss.IndexFlatIP(dim)
         self.index = faiss.IndexIVFFlat(quantizer, dim, self.nlist, faiss.METRIC_INNER_PRODUCT)
         sample = items
-        if n > 256 * self.nlist:  # k-means needs a sample, not every item
-            sample = items[np.random.default_rng(seed).choice(n, 256 * self.nlist, replace=False)]
+        if n > 64 * self.nlist:  # k-means needs a sample (faiss asks for >= 39 per cell), not every item
+            sample = items[np.random.default_rng(seed).choice(n, 64 * self.nlist, replace=False)]
         self.index.cp.seed = seed
         self.index.train(sample)
         self.index.add(items)
@@ -77,7 +104,7 @@ class UsearchIndex:
 
     name = "usearch"
 
-    def __init__(self, items: np.ndarray, expansion: int = 64, connectivity: int = 16, threads: int = 0,
+    def __init__(self, items: np.ndarray, expansion: int = 128, connectivity: int = 16, threads: int = 0,
                  **_params):
         _require("usearch", "usearch")
         from usearch.index import Index
@@ -118,6 +145,8 @@ def top_k_unseen(index, queries: np.ndarray, seen: list[np.ndarray], k: int) -> 
 
     A query with fewer than ``k`` unseen items has ``-1`` ids and ``-inf`` scores at the end.
     """
+    if isinstance(index, ExactIndex):
+        return index.search_unseen(queries, seen, k)
     n, num_items = len(queries), len(index.items)
     k = min(k, num_items)
     out_ids = np.full((n, k), -1, dtype=np.int64)
@@ -140,12 +169,8 @@ def top_k_unseen(index, queries: np.ndarray, seen: list[np.ndarray], k: int) -> 
                 continue
             out_ids[q, :len(got_ids)], out_scores[q, :len(got_ids)] = got_ids, got_scores
     if short:
-        exact = index if isinstance(index, ExactIndex) else ExactIndex(index.items)
-        for q in short:
-            all_scores, all_ids = exact.search(queries[q:q + 1], num_items)
-            keep = ~np.isin(all_ids[0], seen[q])
-            got_ids, got_scores = all_ids[0][keep][:k], all_scores[0][keep][:k]
-            out_ids[q, :len(got_ids)], out_scores[q, :len(got_ids)] = got_ids, got_scores
+        out_ids[short], out_scores[short] = ExactIndex(index.items).search_unseen(queries[short],
+                                                                                 [seen[q] for q in short], k)
     return out_ids, out_scores
 
 

@@ -481,8 +481,15 @@ def test_serving_report_quotes_export_time_and_latency_per_client_count(tmp_path
            "export": {"export_s": 41.5, "k": 100, "topk_rows": 5342400, "child_wall_s": 50.2, "child_peak_rss_mb": 2048.0},
            "serve": {"load_s": 12.0, "runs": [
                {"clients": 1, "requests": 900, "errors": 0, "requests_per_s": 300.0, "p50_ms": 3.1, "p99_ms": 8.0},
-               {"clients": 8, "requests": 900, "errors": 0, "requests_per_s": 290.0, "p50_ms": 25.0, "p99_ms": 40.0}]}}
+               {"clients": 8, "requests": 900, "errors": 0, "requests_per_s": 290.0, "p50_ms": 25.0, "p99_ms": 40.0}]},
+           "index": {"synthetic": {"items": 1000000, "queries": 1000, "dim": 64, "indexes": [
+               {"index": "exact", "param": None, "value": None, "build_s": 0.0, "batch_queries_per_s": 120.0,
+                "p50_ms": 30.0, "p99_ms": 45.0, "recall@10": 1.0, "recall@100": 1.0},
+               {"index": "faiss", "param": "nprobe", "value": 64, "build_s": 140.5, "batch_queries_per_s": 2500.0,
+                "p50_ms": 0.5, "p99_ms": 1.2, "recall@10": 0.991, "recall@100": 0.93}]}}}
     common.write_section(tmp_path / "out", _payload("serving", res))
     text = report.generate(tmp_path / "out", tmp_path / "docs").read_text()
     assert "top 100 per user (5,342,400 rows) plus embeddings: **41.5 s**" in text and "peak RSS 2.00 GiB" in text
     assert "| 8 | 290 | 25.00 | 40.00 | 0 |" in text and "| 1 | 300 | 3.10 | 8.00 | 0 |" in text
+    assert "**1,000,000 items × 64 dims, 1,000 queries** (synthetic" in text
+    assert "| faiss | nprobe=64 | 140.5 | 2,500 | 0.50 | 1.20 | 0.991 | 0.930 |" in text

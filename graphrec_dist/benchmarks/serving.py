@@ -1,6 +1,14 @@
-"""Export and serving: ``graphrec-dist export`` wall time and peak memory, and ``graphrec-dist
-serve`` requests/s and p50/p99 latency of ``GET /recommend`` on loopback with 1 and 8 concurrent
-clients, at the plan's scale (full Goodbooks by default).
+"""Export and serving: ``graphrec-dist export`` wall time and peak memory, ``graphrec-dist serve``
+requests/s and p50/p99 latency of ``GET /recommend`` on loopback with 1 and 8 concurrent clients,
+at the plan's scale (full Goodbooks by default), and the top-k indexes' recall and speed.
+
+The indexes are measured on two tables of 64-dimensional vectors. (1) The plan's users × books,
+embedded by a truncated SVD of the training interactions (PureSVD: a factor model whose vectors
+have the structure learned ones have; one takes seconds, where training one at this scale takes
+an hour here); each user's training books are left out, as in export and serve. (2) A synthetic
+1,000,000-item table: items and queries drawn around 1,000 shared centres, item norms log-normal
+(popular items have longer vectors in trained models). Recall@k is the share of the exact top k
+that the index returns.
 
 The model is graphsage with the demo preset, freshly initialised and saved as a run: neither cost
 depends on the weights. Export runs as its own child (peak RSS from ``wait4``); the service runs as
@@ -10,10 +18,9 @@ one HTTP connection open and asking for a random user's top 10.
 from __future__ import annotations
 
 import http.client
-import json
+import multiprocessing
 import statistics
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +29,12 @@ from graphrec_dist.benchmarks.common import BenchError, call_in_child, python_cm
 from graphrec_dist.benchmarks.datasets import ensure_bundle
 from graphrec_dist.benchmarks.plan import BenchPlan, bundle_dir, data_overrides
 from graphrec_dist.benchmarks.quality import MAIN_PRESET
+
+INDEX_DIM = 64
+SYNTH_ITEMS = 1_000_000
+INDEX_QUERIES = {"bundle": 5000, "synthetic": 1000}  # batch-searched queries per table
+LATENCY_QUERIES = 300  # searched one at a time, one thread: what one serve request costs
+INDEX_SETTINGS = {"faiss": ("nprobe", [16, 64, 256]), "usearch": ("expansion", [64, 128, 512])}
 
 
 def make_run_child(run_dir: str, config_path: str, overrides: list[str]) -> dict[str, Any]:
@@ -49,38 +62,46 @@ def export_child(run_dir: str, out: str, k: int) -> dict[str, Any]:
     return {"export_s": round(time.perf_counter() - start, 2), "topk_rows": manifest["topk_rows"], "k": k}
 
 
-def _client(port: int, users: list[str], seconds: float, latencies: list[float], errors: list[str]) -> None:
+def _client(port: int, users: list[str], start_at: float, seconds: float, out) -> None:
+    """One client process: one keep-alive connection, requests back to back until the time is up."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    end, i = time.perf_counter() + seconds, 0
+    latencies, errors, i = [], 0, 0
+    time.sleep(max(0.0, start_at - time.time()))
+    end = time.perf_counter() + seconds
     while time.perf_counter() < end:
         t0 = time.perf_counter()
         conn.request("GET", f"/recommend?user={users[i % len(users)]}&k=10")
         resp = conn.getresponse()
         resp.read()
         latencies.append(time.perf_counter() - t0)
-        if resp.status != 200:
-            errors.append(str(resp.status))
+        errors += resp.status != 200
         i += 1
     conn.close()
+    out.put((latencies, errors))
 
 
 def load_test(port: int, users: list[str], clients: int, seconds: float) -> dict[str, Any]:
-    """``clients`` threads asking for ``seconds``; requests/s and latency percentiles (ms)."""
-    per_client = [[] for _ in range(clients)]
-    errors: list[str] = []
-    threads = [threading.Thread(target=_client, args=(port, users[c::clients], seconds, per_client[c], errors))
-               for c in range(clients)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=seconds + 60)
-    wall = time.perf_counter() - start
-    lat = sorted(x for xs in per_client for x in xs)
+    """``clients`` processes asking for ``seconds``; requests/s and latency percentiles (ms).
+
+    Processes, not threads: a client thread waiting for the GIL would count that wait as the
+    server's latency.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    start_at = time.time() + 3.0  # every client starts at once, after the interpreters are up
+    procs = [ctx.Process(target=_client, args=(port, users[c::clients], start_at, seconds, out))
+             for c in range(clients)]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=seconds + 120) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+    lat = sorted(x for xs, _ in results for x in xs)
+    errors = sum(e for _, e in results)
     if not lat:
         raise BenchError("serve answered no request")
     pick = lambda q: 1000 * lat[min(len(lat) - 1, int(q * len(lat)))]  # noqa: E731
-    return {"clients": clients, "requests": len(lat), "errors": len(errors), "requests_per_s": round(len(lat) / wall, 1),
+    return {"clients": clients, "requests": len(lat), "errors": errors, "requests_per_s": round(len(lat) / seconds, 1),
             "p50_ms": round(pick(0.50), 2), "p99_ms": round(pick(0.99), 2), "mean_ms": round(1000 * statistics.fmean(lat), 2)}
 
 
@@ -109,6 +130,116 @@ def serve_and_measure(run_dir: Path, bundle: str, work: Path, client_counts: lis
         log.close()
 
 
+def svd_table(bundle_path: str, dim: int = INDEX_DIM) -> tuple:
+    """PureSVD of the training interactions: (user vectors U·S, item vectors V, users' seen books)."""
+    import numpy as np
+    import scipy.sparse as sp
+    from scipy.sparse.linalg import svds
+
+    from graphrec_dist.data.store import load_bundle
+
+    bundle = load_bundle(bundle_path)
+    indptr, indices = bundle.train_csr()
+    ratings = sp.csr_matrix((np.ones(len(indices), dtype=np.float32), indices, indptr),
+                            shape=(bundle.num_users, bundle.num_books))
+    u, s, vt = svds(ratings, k=dim, random_state=0)
+    seen = [indices[indptr[i]:indptr[i + 1]] for i in range(bundle.num_users)]
+    return (u * s).astype(np.float32), vt.T.astype(np.float32).copy(), seen
+
+
+def synthetic_table(n_items: int, n_queries: int, dim: int = INDEX_DIM, seed: int = 0) -> tuple:
+    """Items and queries around 1,000 shared centres, item norms log-normal; nothing seen."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(1000, dim)).astype(np.float32)
+    items = centres[rng.integers(0, 1000, n_items)] + 0.5 * rng.normal(size=(n_items, dim)).astype(np.float32)
+    items *= rng.lognormal(0.0, 0.3, size=(n_items, 1)).astype(np.float32)
+    queries = centres[rng.integers(0, 1000, n_queries)] + 0.5 * rng.normal(size=(n_queries, dim)).astype(np.float32)
+    return queries, items, [np.zeros(0, dtype=np.int64)] * n_queries
+
+
+def measure_indexes(queries, items, seen, ks: tuple[int, ...] = (10, 100), threads: int = 2) -> dict[str, Any]:
+    """Build every index over ``items``; batch throughput, one-query latency and recall@k against exact."""
+    import numpy as np
+
+    from graphrec_dist.index import build_index, top_k_unseen
+
+    kmax = max(ks)
+    out: dict[str, Any] = {"items": len(items), "queries": len(queries), "dim": items.shape[1], "indexes": []}
+    truth = None
+    for kind in ("exact", "faiss", "usearch"):
+        start = time.perf_counter()
+        index = build_index(kind, items, threads=threads)
+        build_s = time.perf_counter() - start
+        name, values = INDEX_SETTINGS.get(kind, (None, [None]))
+        for value in values:
+            if name == "nprobe":
+                index.index.nprobe = min(value, index.nlist)
+            elif name == "expansion":
+                index.expansion = value
+            start = time.perf_counter()
+            ids, _ = top_k_unseen(index, queries, seen, kmax)
+            batch_s = time.perf_counter() - start
+            if truth is None:
+                truth = ids
+            lat = _one_query_latency(index, queries, seen)
+            row = {"index": kind, "param": name, "value": value, "build_s": round(build_s, 2),
+                   "batch_queries_per_s": round(len(queries) / batch_s, 1), "p50_ms": lat[0], "p99_ms": lat[1]}
+            for k in ks:
+                hits = [len(np.intersect1d(a[:k], t[:k])) / k for a, t in zip(ids, truth)]
+                row[f"recall@{k}"] = round(float(np.mean(hits)), 4)
+            out["indexes"].append(row)
+    return out
+
+
+def _one_query_latency(index, queries, seen) -> tuple[float, float]:
+    """p50, p99 ms of one top-10 query at a time with one thread (what a serve request does)."""
+    import numpy as np
+    import torch
+
+    from graphrec_dist.index import top_k_unseen
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    _set_index_threads(index, 1)
+    try:
+        times = []
+        for q in range(min(LATENCY_QUERIES, len(queries))):
+            start = time.perf_counter()
+            top_k_unseen(index, queries[q:q + 1], [seen[q]], 10)
+            times.append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(threads)
+        _set_index_threads(index, threads)
+    return round(1000 * float(np.percentile(times, 50)), 3), round(1000 * float(np.percentile(times, 99)), 3)
+
+
+def _set_index_threads(index, threads: int) -> None:
+    if index.name == "faiss":
+        import faiss
+
+        faiss.omp_set_num_threads(threads)
+    elif index.name == "usearch":
+        index.threads = threads
+
+
+def index_child(bundle: str, synthetic_items: int) -> dict[str, Any]:
+    """Both tables' index measurements (a child process: the 1M-item table's memory stays there)."""
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(2)
+    rng = np.random.default_rng(0)
+    user_vecs, item_vecs, seen = svd_table(bundle)
+    pick = rng.choice(len(user_vecs), min(INDEX_QUERIES["bundle"], len(user_vecs)), replace=False)
+    tables = {"bundle": measure_indexes(user_vecs[pick], item_vecs, [seen[u] for u in pick])}
+    del user_vecs, item_vecs, seen
+    queries, items, none_seen = synthetic_table(synthetic_items, INDEX_QUERIES["synthetic"])
+    tables["synthetic"] = measure_indexes(queries, items, none_seen)
+    return tables
+
+
 def run_section(plan: BenchPlan) -> dict[str, Any]:
     users = plan.serving_users
     ensure_bundle(plan, users)
@@ -122,6 +253,9 @@ def run_section(plan: BenchPlan) -> dict[str, Any]:
                               "k": 100}, plan.out_dir, timeout_s=3600, tag="serving-export")
     served = serve_and_measure(run_dir, bundle_dir(plan, users), plan.out_dir, list(plan.serving_clients),
                                plan.serving_seconds)
+    indexes = call_in_child("graphrec_dist.benchmarks.serving:index_child",
+                            {"bundle": bundle_dir(plan, users), "synthetic_items": SYNTH_ITEMS},
+                            plan.out_dir, timeout_s=3600, tag="serving-index")
     return {"users": made["users"], "items": made["items"], "preset": MAIN_PRESET, "export": exported,
-            "serve": served, "export_command": f"graphrec-dist export --run {run_dir} --out <folder> --k 100",
+            "serve": served, "index": indexes, "export_command": f"graphrec-dist export --run {run_dir} --out <folder> --k 100",
             "serve_command": f"graphrec-dist serve --run {run_dir} --port 0"}
