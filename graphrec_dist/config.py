@@ -7,8 +7,6 @@ wrong type or an invalid value raises :class:`ConfigError` naming the key and wh
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import types
 import typing
 from dataclasses import dataclass, field
@@ -109,6 +107,9 @@ class ModelConfig:
     # new: the id embedding becomes a learned "unknown" vector and an item's ratings are hidden.
     # Nodes without training interactions always get the unknown vector (docs/EVALUATION.md).
     id_dropout: float = 0.0
+    # graphsage: a book->book relation from training co-interactions, each item's top ``co_items``
+    # items by the cosine of their user sets (weighted edges; 0 = no such relation).
+    co_items: int = 0
 
     def __post_init__(self) -> None:
         _require(self.emb_dim > 0, "model.emb_dim", "a positive integer")
@@ -122,6 +123,7 @@ class ModelConfig:
         _require(0.0 <= self.emb_dropout < 1.0, "model.emb_dropout", "a number in [0, 1)")
         _require(0.0 <= self.history_dropout < 1.0, "model.history_dropout", "a number in [0, 1)")
         _require(0.0 <= self.id_dropout < 1.0, "model.id_dropout", "a number in [0, 1)")
+        _require(self.co_items >= 0, "model.co_items", "an integer >= 0 (0 = no co-interaction relation)")
         _require(self.lightgcn_layers >= 0, "model.lightgcn_layers", "an integer >= 0 (0 = matrix factorisation)")
 
 
@@ -196,7 +198,6 @@ class EvalConfig:
     sampled_seed: int = 0
     exclude_other_holdout: bool = False  # mask the validation item when testing, and vice versa
     user_chunk: int = 1024  # users scored per matrix multiply
-    infer_batch: int = 4096  # nodes per batch in layer-wise inference
     export_per_user: bool = False  # write (user, held-out item, rank) per user
 
     def __post_init__(self) -> None:
@@ -314,8 +315,14 @@ def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+# Keys that older runs wrote into their config.yaml and checkpoints: read and ignored, so those load.
+RETIRED = {"eval": {"infer_batch"}}
+
+
 def from_dict(tree: dict[str, Any]) -> Config:
     """Build and validate a :class:`Config` from a nested mapping."""
+    tree = {name: {k: v for k, v in body.items() if k not in RETIRED[name]} if name in RETIRED and isinstance(body, dict)
+            else body for name, body in tree.items()}
     return _build(Config, tree, prefix="")
 
 
@@ -376,9 +383,3 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"config key '{key}': expected a string, got {value!r}")
         return str(value)
     raise ConfigError(f"config key '{key}': unsupported type {tp}")  # pragma: no cover
-
-
-def config_hash(section: Any) -> str:
-    """A stable short hash of a config section (used to key caches such as the data bundle)."""
-    blob = json.dumps(dataclasses.asdict(section), sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -13,10 +13,12 @@ weighted mean; with sum/max it rescales messages without changing their total we
 """
 from __future__ import annotations
 
+import copy
 import time
 import warnings
 from typing import ClassVar, Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -29,12 +31,15 @@ from torch_geometric.typing import SparseTensor, torch_sparse
 
 from graphrec_dist.block_sampler import BlockSampler
 from graphrec_dist.data.bundle import BOOK, RATES, REV_RATES, USER, Bundle
+from graphrec_dist.data.graph3 import co_interaction_edges
 from graphrec_dist.distributed import DistContext, all_gather_rows, shard
 from graphrec_dist.models.base import BPROutput, EmbeddingScorer, Recommender, TripletBatch, training_graph
 from graphrec_dist.models.mf import ego_reg, triplet_scores
 from graphrec_dist.models.sparse import AdjPair, SpMM, bipartite_pair, drop_rows, normalised_weight, restrict_rows
 
 EdgeType = tuple[str, str, str]
+# model.co_items: book -> book edges from training co-interactions (built by the model, not stored).
+CO_ITEMS = (BOOK, "co_rated", BOOK)
 
 
 class WeightedSAGEConv(SAGEConv):
@@ -251,6 +256,8 @@ class GraphSAGERecommender(Recommender):
         self.id_dropout = cfg.model.id_dropout
         # A learned per-book score offset: cosine scores alone cannot say that a book is popular.
         self.item_bias = nn.Parameter(torch.zeros(bundle.num_books)) if cfg.model.item_bias else None
+        self.co_items = cfg.model.co_items
+        self._co_edges: Optional[tuple[Tensor, Tensor, Tensor]] = None  # (train pairs, edge_index, weight)
         graph = self.message_graph(bundle)
         num_nodes = {nt: int(graph[nt].num_nodes) for nt in graph.node_types}
         self.encoder = HeteroSAGE(num_nodes, list(graph.edge_types), cfg)
@@ -265,8 +272,18 @@ class GraphSAGERecommender(Recommender):
                         for nt, col, n in ((USER, 0, bundle.num_users), (BOOK, 1, bundle.num_books))}
 
     def message_graph(self, bundle: Bundle):
-        """The graph this model passes messages over (and the loader samples from)."""
-        return training_graph(bundle, self.user_book_only, self.exclude_relations)
+        """The graph this model passes messages over (and the loader samples from): with
+        ``model.co_items``, plus the co-interaction relation of ``bundle``'s training pairs."""
+        graph = training_graph(bundle, self.user_book_only, self.exclude_relations)
+        if self.co_items == 0:
+            return graph
+        if self._co_edges is None or self._co_edges[0] is not bundle.train:
+            train = bundle.train.numpy()
+            src, dst, w = co_interaction_edges(train[:, 0], train[:, 1], bundle.num_books, self.co_items)
+            self._co_edges = (bundle.train, torch.from_numpy(np.stack([src, dst])), torch.from_numpy(w))
+        graph = copy.copy(graph)  # a new edge type must not land in the bundle's own graph
+        graph[CO_ITEMS].edge_index, graph[CO_ITEMS].edge_weight = self._co_edges[1], self._co_edges[2]
+        return graph
 
     def full_adjacency(self, device: torch.device) -> dict:
         """The whole message graph per edge type, built once per device: CSR pairs for sum/mean
@@ -376,8 +393,8 @@ class GraphSAGERecommender(Recommender):
         new = self.new_nodes(device)
         x = self.encoder.all_embeddings(new)
         adj = self.full_adjacency(device)
-        if BOOK in new:  # a new book has no ratings: hide those of the books treated as new
-            adj = {et: drop_rows(pair, new[BOOK]) if et == RATES and isinstance(pair, AdjPair) else pair
+        if BOOK in new:  # a new book has no ratings (nor co-interactions): hide those of the books treated as new
+            adj = {et: drop_rows(pair, new[BOOK]) if et in (RATES, CO_ITEMS) and isinstance(pair, AdjPair) else pair
                    for et, pair in adj.items()}
         last = dict(adj)
         users = torch.unique(batch.users)
