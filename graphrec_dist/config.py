@@ -152,6 +152,10 @@ class TrainConfig:
     # softmax over every item: 0 ranks each positive against the whole catalogue; N > 0 against N
     # items drawn uniformly per step and shared by the batch (for catalogues too big to score).
     softmax_negatives: int = 0
+    # softmax over every item: compute it once per distinct user of a batch, not once per (user,
+    # positive) row. The same loss with fewer scores (a large batch holds several positives of
+    # most users), rounded differently.
+    softmax_per_user: bool = False
     # Drop each batch's (user, positive) edges from its message passing: sampled mode, from the
     # subgraph; full_graph mode, from the batch users' history in the last layer.
     exclude_seed_edges: bool = False

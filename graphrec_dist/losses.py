@@ -29,13 +29,22 @@ def sampled_softmax_loss(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, torch.zeros(len(pos), dtype=torch.long, device=pos.device))
 
 
-def full_softmax_loss(user: torch.Tensor, items: torch.Tensor, pos_items: torch.Tensor) -> torch.Tensor:
+def full_softmax_loss(user: torch.Tensor, items: torch.Tensor, pos_items: torch.Tensor,
+                      user_ids: torch.Tensor | None = None) -> torch.Tensor:
     """Mean cross-entropy of each (user, positive item) against every item.
 
     ``user``: [n, d], ``items``: [num_items, d] scoring vectors (scores = ``user @ items.T``);
-    ``pos_items``: int64 [n] the positive item of each row.
+    ``pos_items``: int64 [n] the positive item of each row. ``user_ids`` (int64 [n], rows with the
+    same id must have the same vector): the softmax is computed once per distinct user, which is
+    the same loss with fewer scores when a batch holds several positives of a user.
     """
-    return F.cross_entropy(user @ items.T, pos_items)
+    if user_ids is None:
+        return F.cross_entropy(user @ items.T, pos_items)
+    distinct, row = torch.unique(user_ids, return_inverse=True)
+    first = torch.full((len(distinct),), len(user_ids), dtype=torch.long, device=user_ids.device)
+    first.scatter_reduce_(0, row, torch.arange(len(user_ids), device=user_ids.device), reduce="amin")
+    log_p = F.log_softmax(user[first] @ items.T, dim=1)
+    return -log_p[row, pos_items].mean()
 
 
 def shared_softmax_loss(pos: torch.Tensor, user: torch.Tensor, items: torch.Tensor, pos_items: torch.Tensor,
@@ -54,10 +63,10 @@ def shared_softmax_loss(pos: torch.Tensor, user: torch.Tensor, items: torch.Tens
 
 def ranking_loss(name: str, pos: torch.Tensor, neg: torch.Tensor, user: torch.Tensor | None = None,
                  items: torch.Tensor | None = None, pos_items: torch.Tensor | None = None,
-                 num_shared: int = 0) -> torch.Tensor:
+                 num_shared: int = 0, user_ids: torch.Tensor | None = None) -> torch.Tensor:
     """``train.loss``: "bpr", or "softmax" over every item (or ``num_shared`` shared uniform ones)
     when the model scores them all in the step (``user``/``items`` given), and over the sampled
-    negatives otherwise."""
+    negatives otherwise. ``user_ids``: see :func:`full_softmax_loss`."""
     if name == "bpr":
         return bpr_loss(pos, neg)
     if name != "softmax":
@@ -65,5 +74,5 @@ def ranking_loss(name: str, pos: torch.Tensor, neg: torch.Tensor, user: torch.Te
     if user is not None and items is not None and pos_items is not None:
         if num_shared > 0:
             return shared_softmax_loss(pos, user.float(), items.float(), pos_items, num_shared)
-        return full_softmax_loss(user.float(), items.float(), pos_items)
+        return full_softmax_loss(user.float(), items.float(), pos_items, user_ids)
     return sampled_softmax_loss(pos, neg)

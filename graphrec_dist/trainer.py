@@ -100,8 +100,9 @@ def batch_loss(cfg: Config, outputs: tuple, batch) -> torch.Tensor:
     embedding penalty (in float32 whatever the autocast dtype)."""
     pos, neg, reg, user, items = outputs
     pos_items = batch.pos if isinstance(batch, TripletBatch) else None
+    user_ids = batch.users if cfg.train.softmax_per_user and pos_items is not None else None
     loss = ranking_loss(cfg.train.loss, pos.float(), neg.float(), user, items, pos_items,
-                        cfg.train.softmax_negatives)
+                        cfg.train.softmax_negatives, user_ids)
     return loss + cfg.train.l2 * reg.float()
 
 

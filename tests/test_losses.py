@@ -83,3 +83,20 @@ def test_shared_softmax_masks_the_positive_when_it_is_drawn_and_uses_the_drawn_i
     torch.manual_seed(0)
     routed = ranking_loss("softmax", pos, torch.zeros(2, 1), user, items, pos_items, num_shared=50)
     assert routed.item() == pytest.approx(loss.item())
+
+
+def test_full_softmax_once_per_distinct_user_is_the_same_loss_and_gradient() -> None:
+    # train.softmax_per_user: rows of the same user share one softmax; loss and gradients equal the
+    # per-row softmax up to rounding.
+    gen = torch.Generator().manual_seed(0)
+    emb, items = torch.randn(5, 4, generator=gen), torch.randn(9, 4, generator=gen)
+    ids = torch.tensor([3, 0, 3, 1, 3, 0, 4])
+    pos = torch.tensor([1, 2, 5, 0, 8, 8, 3])
+    grads = []
+    for user_ids in (None, ids):
+        e, it = emb.clone().requires_grad_(), items.clone().requires_grad_()
+        loss = full_softmax_loss(e[ids], it, pos, user_ids)
+        loss.backward()
+        grads.append((loss.detach(), e.grad, it.grad))
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, atol=1e-6)
