@@ -5,6 +5,8 @@ import logging
 import sys
 from typing import Iterable, TypeVar
 
+from tqdm.auto import tqdm
+
 T = TypeVar("T")
 
 LOGGER_NAME = "graphrec_dist"
@@ -31,6 +33,4 @@ def progress(items: Iterable[T], enabled: bool, **kwargs) -> Iterable[T]:
     """Wrap ``items`` in a tqdm bar when ``enabled`` (rank 0 with run.progress), else return them."""
     if not enabled:
         return items
-    from tqdm.auto import tqdm
-
     return tqdm(items, dynamic_ncols=True, leave=False, file=sys.stderr, **kwargs)

@@ -19,6 +19,7 @@ import torch
 
 from graphrec_dist.distributed import DistContext
 from graphrec_dist.errors import UserError
+from graphrec_dist.run_dir import load_run
 
 COLUMN = 56  # characters per side in the text layout
 
@@ -135,8 +136,6 @@ def format_text(result: dict[str, Any]) -> str:
 
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     """Load the run, score one user against every item, print the top-k and the history."""
-    from graphrec_dist.checkpoint import load_run
-
     args = build_parser().parse_args(argv)
     if args.k < 1:
         raise UserError(f"--k {args.k}: expected a positive integer")

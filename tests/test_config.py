@@ -103,3 +103,9 @@ def test_graphsage_needs_one_fanout_per_layer() -> None:
     # full-graph training samples nothing, so its fanout is not checked
     assert load_config(None, ["model.num_layers=3", "train.num_neighbors=[10,5]"]).train.mode == "full_graph"
     assert load_config(None, ["model.name=mf", "model.num_layers=3"]).model.name == "mf"  # no sampler: no check
+
+
+def test_a_saved_config_with_a_retired_key_still_loads() -> None:
+    saved = load_config(None, []).to_dict()
+    saved["eval"]["infer_batch"] = 4096  # written by runs made before the key was retired
+    assert from_dict(saved) == load_config(None, [])

@@ -19,6 +19,7 @@ from typing import Any
 from graphrec_dist.benchmarks.common import BenchError, section_payload, write_section
 from graphrec_dist.benchmarks.plan import BenchPlan, full_plan, reduced_plan
 from graphrec_dist.benchmarks.quality import MAIN_PRESET
+from graphrec_dist.benchmarks.report import generate
 from graphrec_dist.config import parse_override
 from graphrec_dist.errors import UserError
 from graphrec_dist.logging_utils import get_logger, setup_logging
@@ -157,8 +158,6 @@ def main(argv: list[str] | None = None) -> BenchResult:
             continue
         log.info("section %s done in %.0f s -> %s", name, time.perf_counter() - t0, result.written[name])
     if not args.no_report:
-        from graphrec_dist.benchmarks.report import generate
-
         result.report = generate(plan.out_dir, Path(args.docs))
         log.info("report written: %s", result.report)
     if result.failed:

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import torch
+
 from graphrec_dist.errors import UserError
 from graphrec_dist.io_utils import write_json_atomic
 
@@ -98,8 +100,6 @@ def git_commit(repo: str | Path = ".") -> str:
 
 def machine_info() -> dict[str, Any]:
     """What the figures were measured on: CPU, cores, RAM, load, library versions, backends."""
-    import torch
-
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux

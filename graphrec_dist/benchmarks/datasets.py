@@ -10,15 +10,14 @@ from typing import Any
 
 from graphrec_dist.benchmarks.common import call_in_child
 from graphrec_dist.benchmarks.plan import BenchPlan, bundle_dir
+from graphrec_dist.data.bench import bench_build
+from graphrec_dist.data.store import load_bundle
 from graphrec_dist.io_utils import write_json_atomic
 
 
 def build_child(users: int, work_dir: str) -> dict[str, Any]:
     """The data team's :func:`graphrec_dist.data.bench.bench_build` (generate, build, load: each in
     its own process), plus the size of what was built."""
-    from graphrec_dist.data.bench import bench_build
-    from graphrec_dist.data.store import load_bundle
-
     steps = bench_build(users=users, work_dir=work_dir, seed=0)
     bundle = load_bundle(Path(work_dir) / f"bundle-{users}")
     return {

@@ -8,22 +8,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from matplotlib.figure import Figure
+from matplotlib.ticker import FormatStrFormatter, NullFormatter, ScalarFormatter
+
 from graphrec_dist.io_utils import atomic_path
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+def _subplots(*grid: int, figsize: tuple[float, float]):
+    """A figure of its own (no pyplot: no global state, no display backend) and its axes."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*grid)
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig: Figure, path: Path) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    _plt().close(fig)
     return path
 
 
@@ -33,8 +32,7 @@ def quality_bars(res: dict[str, Any], path: Path) -> Path | None:
     names = [m for m in models if models[m]["test"].get("ndcg@10") is not None]
     if not names:
         return None
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = _subplots(figsize=(8, 4))
     width = 0.38
     xs = range(len(names))
     for i, metric in enumerate(("hit@10", "ndcg@10")):
@@ -54,8 +52,7 @@ def quality_bars(res: dict[str, Any], path: Path) -> Path | None:
 def training_curves(res: dict[str, Any], path: Path) -> Path | None:
     """Validation NDCG@10 per epoch of every model (closed-form models: one point)."""
     models = res.get("models", {})
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = _subplots(figsize=(8, 4.5))
     drawn = 0
     for name, m in models.items():
         pts = [(c["epoch"], c["val_ndcg@10"]) for c in m.get("curve", []) if c.get("val_ndcg@10") is not None]
@@ -66,7 +63,6 @@ def training_curves(res: dict[str, Any], path: Path) -> Path | None:
             ax.plot(*zip(*pts), marker="o", markersize=4, label=name, color=f"C{drawn}")
             drawn += 1
     if not drawn:
-        plt.close(fig)
         return None
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation NDCG@10")
@@ -80,8 +76,7 @@ def time_to_quality(res: dict[str, Any], path: Path) -> Path | None:
     """Validation NDCG@10 against cumulative training seconds, every model on one plot (a
     closed-form model is one point at its fit time)."""
     models = res.get("models", {})
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = _subplots(figsize=(8, 4.5))
     drawn, xs = 0, []
     for name, m in models.items():
         elapsed, pts = 0.0, []
@@ -94,7 +89,6 @@ def time_to_quality(res: dict[str, Any], path: Path) -> Path | None:
             drawn += 1
             xs += [x for x, _ in pts if x > 0]
     if not drawn:
-        plt.close(fig)
         return None
     if xs and max(xs) > 20 * min(xs):  # seconds-long fits next to hour-long training
         ax.set_xscale("log")
@@ -111,8 +105,7 @@ def race(res: dict[str, Any], path: Path) -> Path | None:
     comp = res.get("compare")
     if not comp:
         return None
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = _subplots(figsize=(8, 4.5))
     ours = [(p["train_s"], p["val_ndcg@10"]) for p in comp["trainer"]["curve"] if p.get("val_ndcg@10") is not None]
     ref = [(p["train_s"], p["val_ndcg@10"]) for p in comp["reference"]["curve"] if p.get("val_ndcg@10") is not None]
     raw = [(p["train_s"], p["val_ndcg@10_raw_table"]) for p in comp["reference"]["curve"]
@@ -138,8 +131,7 @@ def phase_split(res: dict[str, Any], phases: dict[str, float], path: Path) -> Pa
     """One horizontal stacked bar: seconds per step in each training phase."""
     if not phases:
         return None
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(8, 2.2))
+    fig, ax = _subplots(figsize=(8, 2.2))
     left = 0.0
     for name, sec in phases.items():
         ax.barh([0], [sec], left=left, label=f"{name} {sec * 1000:.0f} ms")
@@ -156,8 +148,7 @@ def sampling_bars(res: dict[str, Any], path: Path) -> Path | None:
     rows = [r for r in res.get("rows", []) if r.get("installed") and r.get("seed_edges_per_s")]
     if not rows:
         return None
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+    fig, ax = _subplots(figsize=(7, 3.5))
     labels = [f"{r['backend']}\nworkers={r['num_workers']}" for r in rows]
     bars = ax.bar(labels, [r["seed_edges_per_s"] for r in rows], color="tab:green")
     ax.bar_label(bars, fmt="%.0f", fontsize=8)
@@ -170,8 +161,7 @@ def scaling_bars(res: dict[str, Any], path: Path) -> Path | None:
     rows = [r for r in res.get("rows", []) if r.get("seed_edges_per_s")]
     if not rows:
         return None
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = _subplots(figsize=(5, 3.5))
     bars = ax.bar([f"{r['processes']} process" + ("es" if r["processes"] > 1 else "") for r in rows],
                   [r["seed_edges_per_s"] for r in rows], color="tab:purple")
     ax.bar_label(bars, labels=[f"{r['seed_edges_per_s']:.0f} (x{r.get('speedup') or 0:.2f})" for r in rows], fontsize=8)
@@ -185,8 +175,7 @@ def sweep_lines(res: dict[str, Any], path: Path) -> Path | None:
     pts = res.get("points", [])
     if not pts:
         return None
-    plt = _plt()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax1, ax2) = _subplots(1, 2, figsize=(11, 4))
     fig.subplots_adjust(wspace=0.3)
     users = [p["users"] for p in pts]
     series = {
@@ -200,8 +189,6 @@ def sweep_lines(res: dict[str, Any], path: Path) -> Path | None:
         ax1.plot(users, vals, marker="o", label=name)
     for stage in ("data_build", "training", "evaluation"):
         ax2.plot(users, [p[stage]["peak_rss_mb"] / 1024 for p in pts], marker="o", label=stage.replace("_", " "))
-    from matplotlib.ticker import FormatStrFormatter, NullFormatter, ScalarFormatter
-
     for ax, ylabel in ((ax1, "seconds"), (ax2, "peak RSS (GiB)")):
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -225,8 +212,7 @@ def evaluation_bars(res: dict[str, Any], ratio_parts: tuple[Any, Any, Any], path
     if not ev or not bare:
         return None
     args = res.get("versus_bare", {}).get("args", {})
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 3.2))
+    fig, ax = _subplots(figsize=(6, 3.2))
     bars = ax.barh(["bare matmul + top-k", "evaluator"], [bare, ev], color=["tab:gray", "tab:blue"])
     ax.bar_label(bars, fmt="%.2f s", fontsize=8)
     ax.set_xlabel("seconds (median)")

@@ -24,8 +24,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch_geometric.data import HeteroData
+from torch_geometric.loader import NeighborLoader
+from torch_geometric.nn import SAGEConv, to_hetero
 
+from graphrec_dist.config import load_config
 from graphrec_dist.data.bundle import BOOK, RATES, REV_RATES, USER
+from graphrec_dist.data.prepare import prepare_bundle
+from graphrec_dist.distributed import DistContext
+from graphrec_dist.evaluate import evaluate_scorer
+from graphrec_dist.models.base import EmbeddingScorer
 
 
 class ReferenceSAGE(torch.nn.Module):
@@ -33,8 +40,6 @@ class ReferenceSAGE(torch.nn.Module):
 
     def __init__(self, num_users: int, num_books: int, emb_dim: int, hidden_dim: int, num_layers: int):
         super().__init__()
-        from torch_geometric.nn import SAGEConv, to_hetero
-
         self.emb = torch.nn.ModuleDict({USER: torch.nn.Embedding(num_users, emb_dim),
                                         BOOK: torch.nn.Embedding(num_books, emb_dim)})
         for table in self.emb.values():
@@ -131,9 +136,6 @@ def train_step(model, batch, indptr, indices, num_books: int, l2: float, optimiz
 
 
 def _validate(model, data, bundle, cfg, ctx) -> dict[str, float]:
-    from graphrec_dist.evaluate import evaluate_scorer
-    from graphrec_dist.models.base import EmbeddingScorer
-
     out = full_embeddings(model, data)
     gnn = evaluate_scorer(EmbeddingScorer(out[USER], out[BOOK]), bundle, "val", cfg.eval, ctx)
     raw = evaluate_scorer(EmbeddingScorer(model.emb[USER].weight.detach(), model.emb[BOOK].weight.detach()),
@@ -144,10 +146,6 @@ def _validate(model, data, bundle, cfg, ctx) -> dict[str, float]:
 
 def _setup(cfg, seed: int) -> dict[str, Any]:
     """Data, model, optimizer and the user-seeded loader of the notebook's loop."""
-    from torch_geometric.loader import NeighborLoader
-
-    from graphrec_dist.data.prepare import prepare_bundle
-
     torch.manual_seed(seed)
     bundle = prepare_bundle(cfg.data)
     data = user_book_graph(bundle)
@@ -171,9 +169,6 @@ def run_reference(config_path: str | None, overrides: list[str], time_budget_s: 
     end; returns the curve (step, epoch, train seconds, val NDCG@10 of the GNN output and of the
     raw table) and the mean share of positives/negatives that fell back to raw embeddings.
     """
-    from graphrec_dist.config import load_config
-    from graphrec_dist.distributed import DistContext
-
     cfg, ctx = load_config(config_path, overrides), DistContext()
     if cfg.train.num_threads > 0:  # the same intra-op threads as the trainer gets from this config
         torch.set_num_threads(cfg.train.num_threads)

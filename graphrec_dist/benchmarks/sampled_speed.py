@@ -10,13 +10,24 @@ so load on the machine hits them alike; each figure is the median over rounds of
 """
 from __future__ import annotations
 
-import statistics
 import time
 from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch_geometric.data import HeteroData
+from torch_geometric.loader import LinkNeighborLoader
+from torch_geometric.nn import SAGEConv, to_hetero
+from torch_geometric.sampler import NegativeSampling
 
 from graphrec_dist.benchmarks.common import call_in_child
 from graphrec_dist.benchmarks.datasets import ensure_bundle
 from graphrec_dist.benchmarks.plan import BenchPlan, bundle_dir, run_overrides
+from graphrec_dist.config import load_config
+from graphrec_dist.data.bundle import BOOK, RATES, USER
+from graphrec_dist.data.store import load_bundle
+from graphrec_dist.train import profile_steps
 
 # The issue's settings: 2 layers, fanout [15, 10], batch 2,048 seed edges, 1 negative, 64 dims.
 SIZES = {"layers": 2, "fanout": [15, 10], "batch_size": 2048, "neg": 1, "dim": 64}
@@ -37,15 +48,6 @@ class PlainPipeline:
     """The PyG-docs pipeline over a bundle, ready to time ``steps`` training steps."""
 
     def __init__(self, bundle, num_workers: int, seed: int = 0):
-        import torch
-        from torch import nn
-        from torch_geometric.data import HeteroData
-        from torch_geometric.loader import LinkNeighborLoader
-        from torch_geometric.nn import SAGEConv, to_hetero
-        from torch_geometric.sampler import NegativeSampling
-
-        from graphrec_dist.data.bundle import BOOK, RATES, USER
-
         torch.manual_seed(seed)
         data = HeteroData()
         for nt in bundle.graph.node_types:
@@ -87,8 +89,6 @@ class PlainPipeline:
         self.opt = torch.optim.Adam(self.model.parameters(), lr=0.001)
 
     def run(self, steps: int) -> dict[str, float]:
-        import torch.nn.functional as F
-
         times = dict.fromkeys(PHASES, 0.0)
         seeds = 0
         for _ in range(steps):
@@ -122,12 +122,6 @@ def _rate(times: dict[str, float], seeds: int) -> dict[str, float]:
 def race_child(bundle_path: str, overrides_base: list[str], steps: int, rounds: int, threads: int,
                plain_workers: list[int]) -> dict[str, Any]:
     """Interleaved rounds of the plain pipeline (at each worker count) and the trainer (blocks, pyg)."""
-    import torch
-
-    from graphrec_dist.config import load_config
-    from graphrec_dist.data.store import load_bundle
-    from graphrec_dist.train import profile_steps
-
     torch.set_num_threads(threads)
     bundle = load_bundle(bundle_path)
     plains = {w: PlainPipeline(bundle, w) for w in plain_workers}

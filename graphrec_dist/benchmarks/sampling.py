@@ -11,8 +11,14 @@ import time
 from typing import Any, Iterator
 
 import torch
+import torch_geometric.typing as pyg_typing
 
-from graphrec_dist.benchmarks.common import median, sampling_backends
+from graphrec_dist.benchmarks.common import call_in_child, median, sampling_backends
+from graphrec_dist.benchmarks.datasets import ensure_bundle
+from graphrec_dist.benchmarks.plan import SPEED_OVERRIDES, SPEED_PRESET, bundle_dir, run_overrides
+from graphrec_dist.config import load_config
+from graphrec_dist.data.store import load_bundle
+from graphrec_dist.sampling import make_link_loader, shard_edges
 
 
 @contextlib.contextmanager
@@ -22,8 +28,6 @@ def forced_backend(name: str) -> Iterator[None]:
     PyG picks pyg-lib whenever it is importable; hiding it (``WITH_PYG_LIB = False``) makes it
     fall through to torch-sparse. Worker processes are forked inside the block and inherit it.
     """
-    import torch_geometric.typing as pyg_typing
-
     saved = (pyg_typing.WITH_PYG_LIB, pyg_typing.WITH_TORCH_SPARSE)
     if name == "torch-sparse":
         pyg_typing.WITH_PYG_LIB = False
@@ -39,8 +43,6 @@ def build_triplet_loader(bundle, batch_size: int, num_neighbors: list[int], neg_
                          num_workers: int, seed: int):
     """The trainer's loader (:func:`graphrec_dist.sampling.make_link_loader`) over one epoch's
     shuffled training edges (:func:`graphrec_dist.sampling.shard_edges`, one rank)."""
-    from graphrec_dist.sampling import make_link_loader, shard_edges
-
     ids = shard_edges(int(bundle.train.shape[0]), epoch=0, seed=seed, rank=0, world_size=1)
     return make_link_loader(bundle, batch_size=batch_size, num_neighbors=num_neighbors, neg_per_pos=neg_per_pos,
                             num_workers=num_workers, seed=seed, edge_ids=ids)
@@ -72,8 +74,6 @@ def measure_sampling(bundle_dir: str, batch_size: int = 2048, num_neighbors: lis
     """Seed edges/s per (backend, num_workers), medians of ``repeats``; runs in a child process.
 
     ``num_threads`` > 0 sets torch's intra-op threads (as ``train.num_threads`` does in training)."""
-    from graphrec_dist.data.store import load_bundle
-
     if num_threads > 0:
         torch.set_num_threads(num_threads)
     torch.manual_seed(seed)
@@ -110,13 +110,6 @@ def measure_sampling(bundle_dir: str, batch_size: int = 2048, num_neighbors: lis
 
 def run_section(plan) -> dict[str, Any]:
     """Seed edges/s of the trainer's loader on Graph3 at ``plan.sampling_users`` (a child process)."""
-    from graphrec_dist.benchmarks.common import call_in_child
-    from graphrec_dist.benchmarks.datasets import ensure_bundle
-    from graphrec_dist.benchmarks.plan import bundle_dir
-
-    from graphrec_dist.benchmarks.plan import SPEED_OVERRIDES, SPEED_PRESET, run_overrides
-    from graphrec_dist.config import load_config
-
     ensure_bundle(plan, plan.sampling_users)
     train = load_config(SPEED_PRESET, run_overrides(plan, plan.sampling_users, *SPEED_OVERRIDES)).train
     args = {"bundle_dir": bundle_dir(plan, plan.sampling_users), "batch_size": train.batch_size,

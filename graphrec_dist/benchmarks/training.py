@@ -10,18 +10,16 @@ from typing import Any
 from graphrec_dist.benchmarks.common import BenchError, call_in_child
 from graphrec_dist.benchmarks.datasets import ensure_bundle
 from graphrec_dist.benchmarks.plan import SPEED_OVERRIDES, SPEED_PRESET, BenchPlan, run_overrides
-from graphrec_dist.benchmarks.quality import (common_overrides, epoch_seconds, model_run, preset_for,
-                                              val_value)
+from graphrec_dist.benchmarks.quality import common_overrides, epoch_seconds, model_run, preset_for, val_value
 from graphrec_dist.config import load_config
 from graphrec_dist.io_utils import write_json_atomic
+from graphrec_dist.train import profile_steps
 
 PHASES = ("sampling", "forward", "backward", "optimizer")
 
 
 def profile_child(config_path: str, overrides: list[str], steps: int) -> dict[str, Any]:
     """``graphrec_dist.train.profile_steps`` on the configured data, in this (child) process."""
-    from graphrec_dist.train import profile_steps
-
     cfg = load_config(config_path, overrides)
     return dict(profile_steps(cfg, steps))
 

@@ -21,7 +21,10 @@ def _peak_rss_mb() -> float:
 
 
 def _step(name: str, raw: str, bundle: str, users: int, seed: int, books_from: str | None) -> dict[str, Any]:
-    """One step in this process: synth, build (forced) or load; seconds and peak RSS."""
+    """One step in this process: synth, build (forced) or load; seconds and peak RSS.
+
+    Each step imports only what it uses, here rather than at the top: a step runs in a child of its
+    own, and its peak RSS should not hold the modules of the other steps."""
     t0 = time.perf_counter()
     info: dict[str, Any] = {}
     if name == "synth":

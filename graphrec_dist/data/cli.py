@@ -15,6 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from graphrec_dist.config import load_config
+from graphrec_dist.data.download import DEFAULT_BASE_URL, download
+from graphrec_dist.data.prepare import build_bundle, ensure_synth
+from graphrec_dist.data.store import read_meta
+from graphrec_dist.data.synth import generate
 from graphrec_dist.logging_utils import setup_logging
 
 
@@ -54,10 +59,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _build(args: argparse.Namespace) -> DataResult:
-    from graphrec_dist.config import load_config
-    from graphrec_dist.data.prepare import build_bundle, ensure_synth
-    from graphrec_dist.data.store import read_meta
-
     config, overrides = args.config, list(args.overrides)
     if config is not None and "=" in config:  # only overrides were given
         config, overrides = None, [config] + overrides
@@ -79,16 +80,12 @@ def main(argv: list[str] | None = None) -> DataResult:
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     setup_logging(0, "INFO")
     if args.action == "download":
-        from graphrec_dist.data.download import DEFAULT_BASE_URL, download
-
         files = download(args.out, args.base_url or DEFAULT_BASE_URL, only=args.only, retries=args.retries,
                          progress=not args.no_progress)
         for name, path in files.items():
             print(f"{name}: {path}")
         return DataResult("download", Path(args.out), info={"files": sorted(files)})
     if args.action == "synth":
-        from graphrec_dist.data.synth import generate
-
         path = generate(args.out, users=args.users, seed=args.seed, books_from=args.books_from)
         print(f"generated: {path}")
         return DataResult("synth", path)

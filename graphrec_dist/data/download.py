@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from tqdm.auto import tqdm
+
 from graphrec_dist.errors import DataError
 from graphrec_dist.logging_utils import get_logger
 
@@ -33,7 +35,7 @@ class RemoteFile:
     sha256: Optional[str] = None
 
 
-# Blob ids from the dataset's repository (see /work/shared/data/goodbooks-10k/SOURCES.txt);
+# Git blob ids of the files in the dataset's repository (github.com/zygmuntz/goodbooks-10k);
 # to_read.csv's is not known here, so only its transfer length is checked.
 GOODBOOKS_FILES = (
     RemoteFile("ratings.csv", git_sha1="0d245a10acfe3c89b2e4004cdbc805b99771ac5d"),
@@ -75,8 +77,6 @@ def _transfer(url: str, part: Path, timeout: float, progress: bool) -> None:
         total = have + int(length) if length is not None else None
         bar = None
         if progress:
-            from tqdm.auto import tqdm
-
             bar = tqdm(total=total, initial=have, unit="B", unit_scale=True, desc=part.name[1:-5], leave=False)
         try:
             with open(part, "ab" if have else "wb") as fh:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from graphrec_dist.config import DataConfig
+from graphrec_dist.data import synth
 from graphrec_dist.data.build import build_arrays, input_files
 from graphrec_dist.data.bundle import Bundle
 from graphrec_dist.data.sources import file_sha256, find_file
@@ -101,8 +102,6 @@ def ensure_synth(cfg: DataConfig) -> None:
     Stale means the generator stamp (users, seed, books_from, version) differs from the config; a
     raw_dir with a ratings file but no stamp holds someone's own files and is left alone.
     """
-    from graphrec_dist.data import synth
-
     raw = Path(cfg.raw_dir)
     wanted = synth.stamp_for(cfg.synth_users, cfg.synth_seed, cfg.books_from)
     with _locked(raw):

@@ -15,8 +15,10 @@ from typing import Any, Callable
 
 import numpy as np
 import scipy.sparse as sp
+from sklearn.decomposition import TruncatedSVD
 
 from graphrec_dist.data.bundle import BOOK, Bundle
+from graphrec_dist.data.store import load_bundle
 
 
 def _rank_metrics(scores: np.ndarray, train: sp.csr_matrix, users: np.ndarray, items: np.ndarray,
@@ -56,8 +58,6 @@ def _side_matrix(bundle: Bundle) -> sp.csr_matrix:
 def signal_check(bundle: Bundle, k: int = 20, max_users: int = 5000, svd_dim: int = 64,
                  seed: int = 0) -> dict[str, Any]:
     """Recall@k and NDCG@k of popularity, PureSVD and content scorers on (a sample of) the test split."""
-    from sklearn.decomposition import TruncatedSVD
-
     train = bundle.train.numpy()
     r = sp.csr_matrix((np.ones(len(train)), (train[:, 0], train[:, 1])), shape=(bundle.num_users, bundle.num_books))
     test = bundle.test.numpy()
@@ -87,8 +87,6 @@ def signal_check(bundle: Bundle, k: int = 20, max_users: int = 5000, svd_dim: in
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    from graphrec_dist.data.store import load_bundle
-
     parser = argparse.ArgumentParser(prog="python -m graphrec_dist.data.signal_check", description=__doc__.split("\n")[0])
     parser.add_argument("bundle")
     parser.add_argument("--k", type=int, default=20)

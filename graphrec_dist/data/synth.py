@@ -32,6 +32,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from graphrec_dist.data.sources import find_file, read_table
+from graphrec_dist.data.synth_books import generate_books
 from graphrec_dist.errors import ConfigError
 from graphrec_dist.io_utils import atomic_dir
 
@@ -65,8 +66,6 @@ def read_stamp(raw_dir: str | Path) -> dict[str, Any] | None:
 
 def generate(out: str | Path, users: int = 2000, seed: int = 0, books_from: str | None = None) -> Path:
     """Write the five Goodbooks CSV files (and a stamp) into ``out``, atomically as a directory."""
-    from graphrec_dist.data.synth_books import generate_books
-
     if users < 1:
         raise ConfigError(f"synth: --users must be a positive integer, got {users}")
     out = Path(out)
@@ -94,6 +93,7 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 def tag_factors(books: pd.DataFrame, tags: pd.DataFrame, dim: int, rng: np.random.Generator) -> np.ndarray:
     """Unit vectors of books in tag space: truncated SVD of TF-IDF weighted log tag counts."""
+    # Imported here, not at the top: sklearn adds ~5 s (measured) to every start of `train`.
     from sklearn.decomposition import TruncatedSVD
 
     row = pd.Series(np.arange(len(books)), index=books["goodreads_book_id"].to_numpy())
