@@ -33,7 +33,7 @@ SECTIONS: dict[str, str] = {
     "sampled_speed": "graphrec_dist.benchmarks.sampled_speed:run_section",
     "serving": "graphrec_dist.benchmarks.serving:run_section",
     "training": "graphrec_dist.benchmarks.training:run_section",
-    "evaluation": "graphrec_dist.benchmarks.ranking:run_section",
+    "evaluation": "graphrec_dist.benchmarks.evaluation:run_section",
     "sampling": "graphrec_dist.benchmarks.sampling:run_section",
     "scaling": "graphrec_dist.benchmarks.scaling:run_section",
     "memory": "graphrec_dist.benchmarks.memory:run_memory",

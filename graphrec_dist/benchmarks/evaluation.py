@@ -1,11 +1,13 @@
-"""Benchmark of the full-ranking evaluator against a bare chunked matrix multiply + top-k.
+"""The ``evaluation`` section: the full-ranking evaluator against a bare chunked matrix multiply +
+top-k (:func:`bench_evaluation`), and embedding inference + ranking time of a trained graphsage run.
 
-Both run over the same random embeddings and the same chunk size, interleaved repeat by repeat so
+Evaluator and baseline run over the same random embeddings and the same chunk size, interleaved repeat by repeat so
 that a noisy shared machine slows both alike. The evaluator does more than the baseline (masks
 training items, finds the exact tie-aware rank of the held-out item, per-user metrics, the
 reduction), so the figure of merit is the ratio of their medians. Peak memory above the starting
 resident set is sampled during each call and set against the bound implied by the chunk size.
-Embedding inference is not part of this: the GNN's layer-wise inference is measured by its owner.
+Embedding inference is timed separately, on the quality section's graphsage run
+(:func:`graphrec_dist.benchmarks.memory.eval_child`).
 """
 from __future__ import annotations
 
@@ -24,7 +26,9 @@ import pandas as pd
 import torch
 from torch_geometric.data import HeteroData
 
-from graphrec_dist.benchmarks.common import median, repeat_timed
+from graphrec_dist.benchmarks.common import call_in_child, median, repeat_timed
+from graphrec_dist.benchmarks.plan import BenchPlan
+from graphrec_dist.benchmarks.quality import model_run
 from graphrec_dist.config import EvalConfig
 from graphrec_dist.data.bundle import Bundle
 from graphrec_dist.distributed import DistContext
@@ -32,6 +36,7 @@ from graphrec_dist.evaluate import evaluate_scorer
 from graphrec_dist.models.base import EmbeddingScorer
 
 MB = 1024.0 ** 2
+TARGET_RATIO = 1.5
 
 
 def synthetic_bundle(num_users: int, num_books: int, per_user: int = 80, seed: int = 0) -> Bundle:
@@ -170,6 +175,20 @@ def bench_evaluation(num_users: int = 53424, num_books: int = 10000, dim: int = 
         "memory": memory, "dense_users_x_books_mb": num_users * num_books * 4 / MB,
         "load_avg_1m": [load_before, os.getloadavg()[0]], "hit@10": metrics["hit@10"],
     }
+
+
+def run_section(plan: BenchPlan) -> dict[str, Any]:
+    args = {"num_users": plan.eval_users, "num_books": plan.eval_books, "dim": 64, "repeats": plan.repeats,
+            "chunk_sweep": list(plan.eval_chunk_sweep)}
+    versus = call_in_child("graphrec_dist.benchmarks.evaluation:bench_evaluation", args, plan.out_dir,
+                           timeout_s=3 * 3600, tag=f"bench-evaluation-{plan.eval_users}")
+    versus["args"] = args
+    versus["target_ratio"] = TARGET_RATIO
+    run = model_run(plan, "graphsage", plan.quality_users)
+    infer = call_in_child("graphrec_dist.benchmarks.memory:eval_child", {"run_dir": run["run_dir"], "repeats": plan.repeats},
+                          plan.out_dir, timeout_s=3 * 3600, tag=f"inference-{plan.quality_users}")
+    infer["run"] = run["command"]
+    return {"versus_bare": versus, "graphsage_inference": infer}
 
 
 def main(argv: list[str] | None = None) -> dict:
