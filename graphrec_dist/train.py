@@ -3,7 +3,7 @@
 ``run_training(cfg, ctx, hooks)`` is launcher-agnostic: ``main`` (one process or torchrun) and the
 Ray launcher (``graphrec_dist.launch_ray``) both call it with a ready :class:`DistContext`. Rank 0
 alone writes files and logs; every rank runs the same number of steps (see ``sampling``). The
-gradient loop itself is :class:`graphrec_dist.trainer.Trainer`; closed-form models fit here.
+loop itself is :mod:`graphrec_dist.trainer`; the files of the run folder are :mod:`graphrec_dist.run_dir`'s.
 
 Usage: ``graphrec-dist train CONFIG [key=value ...]`` or
 ``torchrun --nproc_per_node=N -m graphrec_dist.train CONFIG [key=value ...]``.
