@@ -163,7 +163,8 @@ def _masked_csr(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, kept: 
                 size: torch.Size) -> torch.Tensor:
     """The CSR tensor (crow, col, val) with only the entries where ``kept`` is True."""
     before = torch.cat([crow.new_zeros(1), torch.cumsum(kept, 0, dtype=crow.dtype)])
+    idx = kept.nonzero().squeeze(1)  # once for both gathers: a boolean index runs nonzero each time
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
         warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
-        return torch.sparse_csr_tensor(before[crow], col[kept], val[kept], size=tuple(size))
+        return torch.sparse_csr_tensor(before[crow], col[idx], val[idx], size=tuple(size))
