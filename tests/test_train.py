@@ -12,9 +12,11 @@ from graphrec_dist.config import load_config
 from graphrec_dist.data.store import load_bundle
 from graphrec_dist.distributed import DistContext
 from graphrec_dist.errors import ConfigError
+from graphrec_dist.run_dir import load_checkpoint
 from graphrec_dist.train import TrainHooks, main, profile_steps, run_training
 
 OUTPUTS = ["config.yaml", "metrics.jsonl", "best.pt", "last.pt", "test_metrics.json", "training_curves.png"]
+CHECKPOINT_KEYS = {"model", "config", "trainer", "world_size", "optimizer", "scheduler", "rng", "loss_sums"}
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +80,7 @@ def test_closed_form_model_goes_straight_to_evaluation(data_overrides, tmp_path:
     result = run_training(cfg, DistContext())
     assert result.global_step == 0 and result.best_epoch == 0
     assert [p for p in OUTPUTS if not (tmp_path / "pop" / p).is_file()] == []
+    assert set(load_checkpoint(tmp_path / "pop" / "last.pt")) == CHECKPOINT_KEYS  # the trainer's format
 
 
 def test_triplet_model_trains_and_hooks_see_every_epoch(data_overrides, tmp_path: Path) -> None:
@@ -87,6 +90,7 @@ def test_triplet_model_trains_and_hooks_see_every_epoch(data_overrides, tmp_path
     result = run_training(cfg, DistContext(), TrainHooks(on_epoch_end=lambda row, path: seen.append((row, path))))
     assert result.global_step == 10  # max_steps stops inside the second epoch
     assert [r["epoch"] for r, _ in seen] == [0, 1] and seen[-1][1] == tmp_path / "mf" / "last.pt"
+    assert set(load_checkpoint(tmp_path / "mf" / "last.pt")) == CHECKPOINT_KEYS
 
 
 def test_bad_config_key_exits_2_with_the_key_named(data_overrides, capsys) -> None:
