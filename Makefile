@@ -37,6 +37,7 @@ demo: install
 	$(VENV)/bin/graphrec-dist train $(DEMO_CONFIG)
 
 test: install
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q -ra
 
 test-fast: install

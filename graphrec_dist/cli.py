@@ -20,7 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "recommend": ("graphrec_dist.recommend", "print a user's top-k items next to their history"),
     "export": ("graphrec_dist.export", "write embeddings and every user's top-k (Parquet) of a trained run"),
     "serve": ("graphrec_dist.serve", "answer recommendations over HTTP (JSON) from a trained run"),
-    "bench": ("graphrec_dist.benchmarks.cli", "measure speed, memory and quality; write JSON, plots and docs/RESULTS.md"),
+    "bench": ("graphrec_dist.benchmarks.cli",
+              "measure speed, memory and quality; write JSON, plots and docs/RESULTS.md"),
 }
 
 

@@ -325,8 +325,8 @@ RETIRED = {"eval": {"infer_batch"}}
 
 def from_dict(tree: dict[str, Any]) -> Config:
     """Build and validate a :class:`Config` from a nested mapping."""
-    tree = {name: {k: v for k, v in body.items() if k not in RETIRED[name]} if name in RETIRED and isinstance(body, dict)
-            else body for name, body in tree.items()}
+    tree = {name: {k: v for k, v in body.items() if k not in RETIRED[name]}
+            if name in RETIRED and isinstance(body, dict) else body for name, body in tree.items()}
     return _build(Config, tree, prefix="")
 
 

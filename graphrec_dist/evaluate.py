@@ -53,7 +53,7 @@ class Holdout:
     items: np.ndarray  # int64 [n] held-out book of each row
 
     @classmethod
-    def from_pairs(cls, pairs: torch.Tensor) -> "Holdout":
+    def from_pairs(cls, pairs: torch.Tensor) -> Holdout:
         """From a split's int64 [n, 2] (user, book) rows, in any order."""
         arr = pairs.cpu().numpy().astype(np.int64).reshape(-1, 2)
         arr = arr[np.lexsort((arr[:, 1], arr[:, 0]))]
@@ -69,7 +69,7 @@ class Masks:
     csrs: list[tuple[np.ndarray, np.ndarray]]
 
     @classmethod
-    def for_split(cls, bundle: Bundle, split: str, cfg: EvalConfig) -> "Masks":
+    def for_split(cls, bundle: Bundle, split: str, cfg: EvalConfig) -> Masks:
         """The user's known items (training items; a new user's given history), plus the other
         held-out split's items with ``cfg.exclude_other_holdout``. For the cold-item splits, in
         positions among the cold items (training never holds one, so only the other split can)."""

@@ -3,9 +3,9 @@
 The driver (``launch``) joins or starts Ray and runs a ``TorchTrainer``; Ray starts the workers and
 their torch.distributed group (gloo on CPU, nccl on GPU). Each worker (``train_worker``) takes its
 rank, world size and device from Ray's context, calls the ``run_training`` it was given
-(:func:`graphrec_dist.train.run_training`), and, through :class:`~graphrec_dist.trainer.TrainHooks`, reports every epoch's metrics with a
-checkpoint (``last.pt`` + ``best.pt``) to ``ray.train.report`` (also every mid-epoch checkpoint of
-``train.checkpoint_every``) and resumes from
+(:func:`graphrec_dist.train.run_training`), and, through :class:`~graphrec_dist.trainer.TrainHooks`,
+reports every epoch's metrics with a checkpoint (``last.pt`` + ``best.pt``) to ``ray.train.report``
+(also every mid-epoch checkpoint of ``train.checkpoint_every``) and resumes from
 ``ray.train.get_checkpoint()`` after a restart. Ray is an optional dependency (the ``ray`` extra),
 so it is imported only when a function here runs.
 
@@ -19,8 +19,9 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
 

@@ -17,8 +17,9 @@ from __future__ import annotations
 import json
 import random
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -180,5 +181,6 @@ def load_run(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> t
 def mismatch_summary(exc: Exception) -> str:
     """The first size mismatch of a load_state_dict error (its full text lists every tensor)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    detail = next((line for line in lines if "size mismatch" in line or "Missing key" in line), lines[0] if lines else "")
+    detail = next((line for line in lines if "size mismatch" in line or "Missing key" in line),
+                  lines[0] if lines else "")
     return detail[:200]

@@ -9,7 +9,8 @@ seeded by ``(seed, rank, epoch)`` so ranks draw different subgraphs.
 from __future__ import annotations
 
 import math
-from typing import Iterator, Optional
+from collections.abc import Iterator
+from typing import Optional
 
 import numpy as np
 import torch

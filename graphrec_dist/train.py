@@ -14,8 +14,9 @@ import argparse
 import contextlib
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import torch
 
@@ -30,7 +31,7 @@ from graphrec_dist.io_utils import write_text_atomic
 from graphrec_dist.logging_utils import setup_logging
 from graphrec_dist.models.base import Recommender
 from graphrec_dist.plots import plot_training_curves
-from graphrec_dist.trainer import TrainHooks, Trainer, TrainResult, fit_closed_form, metric_key
+from graphrec_dist.trainer import Trainer, TrainHooks, TrainResult, fit_closed_form, metric_key
 
 __all__ = ["TrainHooks", "TrainResult", "main", "profile_steps", "run_training"]
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import copy
 import os
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Optional
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -214,8 +215,8 @@ class Trainer:
             blob = checkpoint_state(self.cfg, self.model, self.state, self.ctx.world_size,
                                     optimizer=self.optimizer.state_dict(), rng=states, loss_sums=sums,
                                     scheduler=self.scheduler.state_dict() if self.scheduler else None)
-            path = run_dir.save_checkpoint(self.out_dir / name, blob,
-                                           before_rename=(lambda tmp: hang_until_killed(self.out_dir, self.ctx.rank)) if hang else None)
+            stall = (lambda tmp: hang_until_killed(self.out_dir, self.ctx.rank)) if hang else None
+            path = run_dir.save_checkpoint(self.out_dir / name, blob, before_rename=stall)
         barrier(self.ctx)
         return path
 

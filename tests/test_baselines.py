@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+import bounded
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch_geometric.data import HeteroData
 
-import bounded
 from graphrec_dist.config import EvalConfig, load_config
 from graphrec_dist.data.bundle import BOOK, RATES, REV_RATES, USER, Bundle
 from graphrec_dist.data.store import load_bundle
@@ -27,8 +27,6 @@ from graphrec_dist.models.base import TripletBatch
 from graphrec_dist.models.ease import Ease, interaction_matrix
 from graphrec_dist.models.popularity import Popularity
 from graphrec_dist.sampling import steps_per_epoch
-from graphrec_dist.train import TrainResult
-from graphrec_dist.train import main as train_main
 
 CTX = DistContext()
 EVAL = EvalConfig()
@@ -64,7 +62,8 @@ def _random_bundle(num_users: int = 40, num_books: int = 30, per_user: int = 6, 
 
 
 def _cfg(name: str, **model):
-    return load_config(overrides=[f"model.name={name}", "model.emb_dim=8"] + [f"model.{k}={v}" for k, v in model.items()])
+    return load_config(overrides=[f"model.name={name}", "model.emb_dim=8"]
+                       + [f"model.{k}={v}" for k, v in model.items()])
 
 
 def test_popularity_counts_and_ranking_by_hand() -> None:
@@ -274,7 +273,8 @@ def synth_data(tmp_path_factory) -> list[str]:
 def _train(name: str, data: list[str], out: Path, *extra: str):
     from graphrec_dist.train import main
 
-    return main([f"configs/baselines/{name}.yaml", *data, f"run.out_dir={out}", *BASELINE_RUNS[name], f"run.out_dir={out}"])
+    return main([f"configs/baselines/{name}.yaml", *data, f"run.out_dir={out}", *BASELINE_RUNS[name],
+                 f"run.out_dir={out}"])
 
 
 @pytest.fixture(scope="module")

@@ -152,8 +152,8 @@ def test_reference_full_inference_equals_sampling_every_neighbour(tiny):
 # ----- the report, from hand-made section JSON -----
 
 def _payload(name: str, results: dict, mode: str = "reduced") -> dict:
-    return common.section_payload(name, mode, f"graphrec-dist bench --sections {name}", {**results, "section_wall_s": 1.0,
-                                                                                          "plan": {}})
+    return common.section_payload(name, mode, f"graphrec-dist bench --sections {name}",
+                                  {**results, "section_wall_s": 1.0, "plan": {}})
 
 
 def _quality_results() -> dict:
@@ -168,7 +168,8 @@ def _quality_results() -> dict:
 
     return {"num_users": 2000, "num_books": 3991, "train_edges": 180000,
             "models": {"popularity": model(0.02, 1, [0.02]), "ease": model(0.09, 1, [0.09]),
-                       "graphsage_ui": model(0.05, 3, [0.03, 0.04, 0.05]), "graphsage": model(0.07, 3, [0.05, 0.06, 0.07])},
+                       "graphsage_ui": model(0.05, 3, [0.03, 0.04, 0.05]),
+                       "graphsage": model(0.07, 3, [0.05, 0.06, 0.07])},
             "ranking": ["ease", "graphsage", "graphsage_ui", "popularity"],
             "graphsage_sampled": {"candidates": [1000], "command": "graphrec-dist evaluate --run x",
                                   "metrics": {"hit@10/C=1000": 0.4, "ndcg@10/C=1000": 0.2}},
@@ -187,13 +188,16 @@ def _sections() -> dict:
         "training": {"profile": {"users": 53424, "steps": 20, "seed_edges_per_s": 3000.0, "command": "profile",
                                  "sampling_s": 4.0, "forward_s": 2.0, "backward_s": 3.0, "optimizer_s": 1.0},
                      "compare": {"users": 2000, "trainer": {"command": "graphrec-dist train configs/demo.yaml",
-                                                            "curve": [{"epoch": 1, "step": 50, "train_s": 4.0, "val_ndcg@10": 0.05}]},
-                                 "reference": {"steps": 10, "steps_per_epoch": 1, "train_s": 5.0, "seed_users_per_s": 4000.0,
+                                                            "curve": [{"epoch": 1, "step": 50, "train_s": 4.0,
+                                                                       "val_ndcg@10": 0.05}]},
+                                 "reference": {"steps": 10, "steps_per_epoch": 1, "train_s": 5.0,
+                                               "seed_users_per_s": 4000.0,
                                                "fallback_share_pos": 0.01, "fallback_share_neg": 0.03, "curve": curve},
                                  "race": race(curve, [{"step": 50, "train_s": 4.0, "val_ndcg@10": 0.05}])}},
         "evaluation": {"versus_bare": {"evaluator_s": 1.2, "bare_topk_s": 1.0, "ratio": 1.2, "target_ratio": 1.5,
                                        "args": {"num_users": 53424, "num_books": 10000, "dim": 64}},
-                       "graphsage_inference": {"inference_s": 0.3, "ranking_s": 0.1, "num_users": 2000, "num_books": 3991}},
+                       "graphsage_inference": {"inference_s": 0.3, "ranking_s": 0.1, "num_users": 2000,
+                                               "num_books": 3991}},
         "sampling": {"num_users": 53424, "train_edges": 4860481, "batch_size": 2048, "num_neighbors": [15, 10],
                      "neg_per_pos": 1, "repeats": 3,
                      "rows": [{"backend": "pyg-lib", "installed": False},
@@ -202,8 +206,10 @@ def _sections() -> dict:
                               {"backend": "torch-sparse", "installed": True, "version": "0.6.18", "num_workers": 2,
                                "batches": 10, "startup_s": 0.9, "seconds_per_batch": 0.3, "seed_edges_per_s": 6800.0}]},
         "scaling": {"users": 2000, "steps": 30, "rows": [
-            {"processes": 1, "command": "torchrun a", "seed_edges_per_s": 3000.0, "speedup": 1.0, "peak_rss_mb": 800.0},
-            {"processes": 2, "command": "torchrun b", "seed_edges_per_s": 3300.0, "speedup": 1.1, "peak_rss_mb": 700.0}]},
+            {"processes": 1, "command": "torchrun a", "seed_edges_per_s": 3000.0, "speedup": 1.0,
+             "peak_rss_mb": 800.0},
+            {"processes": 2, "command": "torchrun b", "seed_edges_per_s": 3300.0, "speedup": 1.1,
+             "peak_rss_mb": 700.0}]},
         "memory": {**point, "users": 53424, "training_under_target": True},
         "sweep": {"points": [point, {**point, "users": 1603, "percent": 3.0}]},
     }
@@ -220,8 +226,8 @@ def test_report_draws_every_figure_and_names_the_commands(tmp_path):
     assert "graphsage is NOT the best model" in text and "ease leads" in text
     assert "1.20×" in text  # the evaluator ratio
     pngs = sorted(p.name for p in (docs / "img").glob("*.png"))
-    assert pngs == ["evaluation.png", "quality_bars.png", "sampling.png", "scaling.png", "sweep.png", "time_to_quality.png",
-                    "training_curves.png", "training_phases.png", "training_race.png"]
+    assert pngs == ["evaluation.png", "quality_bars.png", "sampling.png", "scaling.png", "sweep.png",
+                    "time_to_quality.png", "training_curves.png", "training_phases.png", "training_race.png"]
     for p in (docs / "img").glob("*.png"):
         assert p.read_bytes()[:8] == PNG_MAGIC and p.stat().st_size > 5000
         assert f"img/{p.name}" in text
@@ -297,7 +303,8 @@ def _tiny_plan(out_dir: Path) -> BenchPlan:
 
 
 TINY_SET = ["--set", "train.epochs=2", "--set", "train.batch_size=256", "--set", "train.num_neighbors=[5,5]",
-            "--set", "model.num_layers=2", "--set", "model.emb_dim=8", "--set", "model.hidden_dim=8", "--set", "train.edges_per_epoch=1024"]
+            "--set", "model.num_layers=2", "--set", "model.emb_dim=8", "--set", "model.hidden_dim=8",
+            "--set", "train.edges_per_epoch=1024"]
 
 
 @pytest.mark.slow
@@ -341,7 +348,8 @@ def test_bench_command_end_to_end_at_a_tiny_size(tmp_path, monkeypatch):
 def test_section_time_names_reused_runs_and_their_own_cost():
     from graphrec_dist.benchmarks.report_text import _section_time
 
-    res = {"section_wall_s": 4.0, "models": {"a": {"reused": True, "wall_s": 100.0}, "b": {"reused": False, "wall_s": 5.0}},
+    res = {"section_wall_s": 4.0,
+           "models": {"a": {"reused": True, "wall_s": 100.0}, "b": {"reused": False, "wall_s": 5.0}},
            "ablation": {"results": {"tag": {"reused": True, "wall_s": 50.0}}}}
     assert _section_time(res) == "4 s (2 runs reused from an earlier invocation, which took 150 s)"
     assert _section_time({"section_wall_s": 7.0}) == "7 s"
@@ -427,7 +435,8 @@ def test_inductive_section_runs_each_model_per_dataset_and_seed_and_reports_the_
         metrics = {"cold_val": {"ndcg@10": cold[model] - (0.05 if plain else 0)},
                    "cold_test": {"ndcg@10": cold[model] - (0.05 if plain else 0)}}
         if model != "content_knn":
-            metrics.update(cold_user_val={"ndcg@10": 0.2}, cold_user_test={"ndcg@10": 0.18 if model == "ease" else 0.15})
+            metrics.update(cold_user_val={"ndcg@10": 0.2},
+                           cold_user_test={"ndcg@10": 0.18 if model == "ease" else 0.15})
         (run_dir / "inductive_metrics.json").write_text(json.dumps({"model": model, **metrics}))
         warm = 0.16 if plain else 0.158
         return {"epochs": [{"epoch": 0, "val_ndcg@10": warm}], "command": name, "run_dir": str(run_dir),
@@ -435,7 +444,8 @@ def test_inductive_section_runs_each_model_per_dataset_and_seed_and_reports_the_
 
     monkeypatch.setattr(inductive, "train_run", fake_train_run)
     monkeypatch.setattr(inductive, "time_history_recommend", lambda plan, users: {
-        "median_s": 0.2, "max_s": 0.3, "repeats": 5, "num_users": users, "num_books": 100, "preset": "configs/demo.yaml"})
+        "median_s": 0.2, "max_s": 0.3, "repeats": 5, "num_users": users, "num_books": 100,
+        "preset": "configs/demo.yaml"})
     plan = BenchPlan(mode="reduced", out_dir=tmp_path / "bench_out", real_data_dir=str(tmp_path / "missing"),
                      real_seeds=[0, 1])
     res = inductive.run_section(plan)
@@ -465,12 +475,14 @@ def test_sampled_speed_report_names_the_ratio_and_the_per_step_phases(tmp_path):
                "trainer_blocks": row(5000.0, 1.0), "trainer_pyg": row(2200.0, 6.0)}
     res = {"summary": summary, "runs": {k: [v] * 3 for k, v in summary.items()}, "best_plain": "plain_workers1",
            "ratio_blocks_vs_best_plain": 2.0, "ratio_pyg_vs_best_plain": 0.88, "num_users": 100, "train_edges": 1000,
-           "threads": 2, "steps": 10, "sizes": {"layers": 2, "fanout": [15, 10], "batch_size": 2048, "neg": 1, "dim": 64}}
+           "threads": 2, "steps": 10,
+           "sizes": {"layers": 2, "fanout": [15, 10], "batch_size": 2048, "neg": 1, "dim": 64}}
     common.write_section(tmp_path / "out", _payload("sampled_speed", res))
     text = report.generate(tmp_path / "out", tmp_path / "docs").read_text()
     assert "runs at **2.00×** the best plain pipeline" in text and "ran at 0.88×" in text
     # 10 steps: 1.0 s of sampling in total is 100 ms a step; rows sorted fastest first.
-    assert "| graphrec_dist trainer, block sampler (`train.sampler=blocks`, default) | 5,000 | 2.00× | 100 | 100 | 200 | 50 |" in text
+    assert ("| graphrec_dist trainer, block sampler (`train.sampler=blocks`, default) | 5,000 | 2.00× | 100 | 100 "
+            "| 200 | 50 |") in text
     table = text[text.index("| pipeline |"):]
     assert table.index("block sampler") < table.index("`num_workers=1`") < table.index("`num_workers=0`")
 
@@ -478,7 +490,8 @@ def test_sampled_speed_report_names_the_ratio_and_the_per_step_phases(tmp_path):
 def test_serving_report_quotes_export_time_and_latency_per_client_count(tmp_path):
     res = {"users": 53424, "items": 10000, "preset": "configs/demo.yaml", "export_command": "graphrec-dist export x",
            "serve_command": "graphrec-dist serve x",
-           "export": {"export_s": 41.5, "k": 100, "topk_rows": 5342400, "child_wall_s": 50.2, "child_peak_rss_mb": 2048.0},
+           "export": {"export_s": 41.5, "k": 100, "topk_rows": 5342400, "child_wall_s": 50.2,
+                      "child_peak_rss_mb": 2048.0},
            "serve": {"load_s": 12.0, "runs": [
                {"clients": 1, "requests": 900, "errors": 0, "requests_per_s": 300.0, "p50_ms": 3.1, "p99_ms": 8.0},
                {"clients": 8, "requests": 900, "errors": 0, "requests_per_s": 290.0, "p50_ms": 25.0, "p99_ms": 40.0}]},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_sampling import toy_bundle
 
 from graphrec_dist.block_sampler import BlockSampler
 from graphrec_dist.config import load_config
@@ -12,7 +13,6 @@ from graphrec_dist.distributed import DistContext
 from graphrec_dist.models import build_model
 from graphrec_dist.models.graphsage import layer_edge_types
 from graphrec_dist.sampling import TripletLoader
-from test_sampling import toy_bundle
 
 
 @pytest.mark.parametrize("aggr", ["mean", "sum"])
@@ -77,7 +77,8 @@ def test_sampling_is_deterministic_per_seed_and_excludes_the_batch_positives() -
     a = sampler.sample(seeds, torch.Generator().manual_seed(5))
     b = sampler.sample(seeds, torch.Generator().manual_seed(5))
     c = sampler.sample(seeds, torch.Generator().manual_seed(6))
-    same = all(torch.equal(x[et].adj_t.col_indices(), y[et].adj_t.col_indices()) for x, y in zip(a.adj, b.adj) for et in x)
+    same = all(torch.equal(x[et].adj_t.col_indices(), y[et].adj_t.col_indices())
+               for x, y in zip(a.adj, b.adj) for et in x)
     assert same and all(torch.equal(a.n_id[t], b.n_id[t]) for t in a.n_id)
     assert not all(torch.equal(a.n_id[t], c.n_id[t]) for t in a.n_id)  # another seed, other draws
     bundle, sampler = _sampler([-1, -1])

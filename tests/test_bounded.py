@@ -6,9 +6,8 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 import bounded
+import pytest
 
 
 def _running(pid: int) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_sampling import toy_bundle
 
 from graphrec_dist.config import load_config
 from graphrec_dist.data.bundle import BOOK, Bundle
@@ -14,7 +15,6 @@ from graphrec_dist.losses import full_softmax_loss
 from graphrec_dist.models import build_model
 from graphrec_dist.models.base import TripletBatch
 from graphrec_dist.models.graphsage import CO_ITEMS
-from test_sampling import toy_bundle
 
 
 def test_co_interaction_edges_by_hand() -> None:

@@ -122,13 +122,13 @@ def test_failed_rebuild_keeps_old_bundle(tmp_path, capsys) -> None:
 
 def _toy_run(tmp_path: Path) -> Path:
     """A run directory (best.pt of an untrained mf) whose config names a saved toy bundle."""
-    import torch
+
+    from test_sampling import toy_bundle
 
     from graphrec_dist import run_dir
     from graphrec_dist.config import load_config
     from graphrec_dist.data.store import save_bundle
     from graphrec_dist.models import build_model
-    from test_sampling import toy_bundle
 
     bundle_dir = save_bundle(toy_bundle(), tmp_path / "bundle")
     cfg = load_config(None, [f"data.bundle_dir={bundle_dir}", "model.name=mf", "model.emb_dim=8"])

@@ -6,6 +6,7 @@ import hashlib
 import os
 from pathlib import Path
 
+import bounded
 import pytest
 
 from graphrec_dist.cli import main as cli_main
@@ -13,7 +14,6 @@ from graphrec_dist.config import DataConfig
 from graphrec_dist.data.bundle import RATES
 from graphrec_dist.data.prepare import build_bundle, prepare_bundle
 from graphrec_dist.data.store import SCHEMA_VERSION, load_bundle
-import bounded
 
 
 def _tree_digest(root: Path) -> dict[str, str]:

@@ -18,8 +18,8 @@ import yaml
 
 from graphrec_dist.cli import main as cli_main
 from graphrec_dist.config import DataConfig, SplitConfig
-from graphrec_dist.data.prepare import build_bundle, input_checksums
 from graphrec_dist.data.build import input_files
+from graphrec_dist.data.prepare import build_bundle, input_checksums
 from graphrec_dist.data.spec import load_spec
 from graphrec_dist.data.store import load_bundle, load_vocab
 from graphrec_dist.errors import ConfigError, DataError

@@ -10,8 +10,7 @@ import pytest
 import torch
 from torch_geometric.data import HeteroData
 
-from graphrec_dist import run_dir
-from graphrec_dist import evaluate
+from graphrec_dist import evaluate, run_dir
 from graphrec_dist.config import EvalConfig, load_config
 from graphrec_dist.data.bundle import Bundle
 from graphrec_dist.distributed import DistContext

@@ -17,10 +17,9 @@ import sys
 import time
 from pathlib import Path
 
+import bounded
 import pytest
 import torch
-
-import bounded
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "debug.yaml"

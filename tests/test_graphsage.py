@@ -1,18 +1,23 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from test_sampling import toy_bundle
 
 from graphrec_dist.config import load_config
 from graphrec_dist.data.bundle import BOOK, RATES, REV_RATES, USER
 from graphrec_dist.distributed import DistContext
 from graphrec_dist.losses import bpr_loss, full_softmax_loss
-from graphrec_dist.models.base import EmbeddingScorer, TripletBatch
-from graphrec_dist.models.sparse import bipartite_pair, restrict_rows
 from graphrec_dist.models import build_model
-from graphrec_dist.models.graphsage import (WeightedSAGEConv, adjacency, graph_adjacency,
-                                            layer_edge_types, normalised_weight)
+from graphrec_dist.models.base import EmbeddingScorer, TripletBatch
+from graphrec_dist.models.graphsage import (
+    WeightedSAGEConv,
+    adjacency,
+    graph_adjacency,
+    layer_edge_types,
+    normalised_weight,
+)
+from graphrec_dist.models.sparse import bipartite_pair, restrict_rows
 from graphrec_dist.sampling import make_link_loader
-from test_sampling import toy_bundle
 
 HAS_TAG = ("book", "has_tag", "tag")
 REV_HAS_TAG = ("tag", "rev_has_tag", "book")
@@ -50,7 +55,8 @@ def test_last_layer_keeps_only_edge_types_into_users_and_books() -> None:
     assert set(last) == {RATES, REV_RATES, REV_HAS_TAG}
 
 
-@pytest.mark.parametrize("overrides", [(), ("model.norm=layer", "model.skip=false"), ("model.num_layers=3", "train.num_neighbors=[4,3,2]"),
+@pytest.mark.parametrize("overrides", [(), ("model.norm=layer", "model.skip=false"),
+                                       ("model.num_layers=3", "train.num_neighbors=[4,3,2]"),
                                        ("model.user_id_embedding=false",)])
 def test_sampled_output_with_full_fanout_equals_full_inference(overrides) -> None:
     model, bundle = _model("graphsage", *overrides)

@@ -5,23 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
+from test_sampling import toy_bundle
 
-from graphrec_dist.run_dir import BEST, save_checkpoint
 from graphrec_dist.cli import main as cli_main
-from graphrec_dist.config import DataConfig, EvalConfig, SplitConfig, load_config
+from graphrec_dist.config import EvalConfig, SplitConfig, load_config
 from graphrec_dist.data import interactions as inter
-from graphrec_dist.data.prepare import build_bundle
 from graphrec_dist.data.store import load_bundle, save_bundle
 from graphrec_dist.distributed import DistContext
 from graphrec_dist.errors import ConfigError
-from graphrec_dist.evaluate import split_scorer
 from graphrec_dist.models import build_model
 from graphrec_dist.models.content_knn import content_similarity
 from graphrec_dist.recommend import main as recommend_main
-from test_sampling import toy_bundle
+from graphrec_dist.run_dir import BEST, save_checkpoint
 
 CTX = DistContext()
 

@@ -8,20 +8,20 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import sys
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+import bounded
 import pytest
 
 from graphrec_dist import run_dir
 from graphrec_dist.config import load_config
-import bounded
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray is not installed")
 
@@ -167,7 +167,8 @@ def test_ray_two_workers_match_torchrun(local_ray, torchrun_reference, data_dirs
     _assert_same_run(trained.history, trained.test_metrics, torchrun_reference)
     assert result.metrics["resumed_at_step"] is None
     # Rank 0 wrote the usual run artifacts, and Ray kept the final checkpoint in its storage.
-    assert json.loads((tmp_path / "run" / "test_metrics.json").read_text())["ndcg@10"] == trained.test_metrics["ndcg@10"]
+    saved = json.loads((tmp_path / "run" / "test_metrics.json").read_text())
+    assert saved["ndcg@10"] == trained.test_metrics["ndcg@10"]
     assert Path(result.path).is_relative_to(tmp_path / "run" / "ray")
 
 

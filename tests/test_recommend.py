@@ -3,14 +3,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_sampling import toy_bundle
 
-from graphrec_dist.run_dir import BEST, save_checkpoint
 from graphrec_dist.cli import main as cli_main
 from graphrec_dist.config import load_config
 from graphrec_dist.data.store import save_bundle
 from graphrec_dist.models import build_model
 from graphrec_dist.recommend import format_text, main
-from test_sampling import toy_bundle
+from graphrec_dist.run_dir import BEST, save_checkpoint
 
 
 @pytest.fixture(scope="module")

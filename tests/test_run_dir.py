@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_sampling import toy_bundle
 
 from graphrec_dist import run_dir
 from graphrec_dist.cli import main as cli_main
@@ -12,7 +13,6 @@ from graphrec_dist.data.store import save_bundle
 from graphrec_dist.distributed import DistContext
 from graphrec_dist.errors import DataError, UserError
 from graphrec_dist.models import build_model
-from test_sampling import toy_bundle
 
 
 def test_save_and_load_round_trip(tmp_path: Path) -> None:

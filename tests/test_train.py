@@ -5,7 +5,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import torch
 
 from graphrec_dist.cli import main as cli_main
 from graphrec_dist.config import load_config

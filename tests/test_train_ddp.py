@@ -4,6 +4,7 @@ import os
 import sys
 from pathlib import Path
 
+import bounded
 import pytest
 
 from graphrec_dist.config import load_config
@@ -11,7 +12,6 @@ from graphrec_dist.data.store import load_bundle
 from graphrec_dist.distributed import DistContext
 from graphrec_dist.evaluate import evaluate_scorer
 from graphrec_dist.models import build_model
-import bounded
 
 # Each rank records a digest of its live parameters after every epoch and of the final model.
 WORKER = '''

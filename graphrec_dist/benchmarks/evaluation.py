@@ -19,7 +19,8 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -163,7 +164,7 @@ def bench_evaluation(num_users: int = 53424, num_books: int = 10000, dim: int = 
     memory = {"exact_rss_accounting": exact, "bare_topk_peak_mb": timed_with_peak(run_bare)[1]}
     for chunk in (user_chunk, *chunk_sweep):
         exact_rss_accounting()
-        seconds, peak = timed_with_peak(lambda: run_eval(chunk))
+        seconds, peak = timed_with_peak(lambda chunk=chunk: run_eval(chunk))
         memory[f"evaluator_chunk_{chunk}"] = {"peak_mb": peak, "chunk_bound_mb": chunk * num_books * 5 / MB,
                                               "wall_s": seconds}
     return {
@@ -185,8 +186,9 @@ def run_section(plan: BenchPlan) -> dict[str, Any]:
     versus["args"] = args
     versus["target_ratio"] = TARGET_RATIO
     run = model_run(plan, "graphsage", plan.quality_users)
-    infer = call_in_child("graphrec_dist.benchmarks.memory:eval_child", {"run_dir": run["run_dir"], "repeats": plan.repeats},
-                          plan.out_dir, timeout_s=3 * 3600, tag=f"inference-{plan.quality_users}")
+    infer = call_in_child("graphrec_dist.benchmarks.memory:eval_child",
+                          {"run_dir": run["run_dir"], "repeats": plan.repeats}, plan.out_dir,
+                          timeout_s=3 * 3600, tag=f"inference-{plan.quality_users}")
     infer["run"] = run["command"]
     return {"versus_bare": versus, "graphsage_inference": infer}
 

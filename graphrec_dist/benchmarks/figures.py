@@ -182,8 +182,8 @@ def sweep_lines(res: dict[str, Any], path: Path) -> Path | None:
         "data build (s)": [p["data_build"]["synth_s"] + p["data_build"]["build_s"] for p in pts],
         "embedding inference (s)": [p["evaluation"]["inference_s"] for p in pts],
         "full ranking, test (s)": [p["evaluation"]["ranking_s"] for p in pts],
-        "1k training seed edges (s)": [1000.0 / p["training"]["seed_edges_per_s"] if p["training"].get("seed_edges_per_s")
-                                       else float("nan") for p in pts],
+        "1k training seed edges (s)": [1000.0 / p["training"]["seed_edges_per_s"]
+                                       if p["training"].get("seed_edges_per_s") else float("nan") for p in pts],
     }
     for name, vals in series.items():
         ax1.plot(users, vals, marker="o", label=name)

@@ -205,5 +205,6 @@ def run_reference(config_path: str | None, overrides: list[str], time_budget_s: 
         "seed_users_per_s": round(step * cfg.train.batch_size / train_s, 1) if train_s > 0 else None,
         "fallback_share_pos": round(sum(f[0] for f in fallbacks) / max(len(fallbacks), 1), 4),
         "fallback_share_neg": round(sum(f[1] for f in fallbacks) / max(len(fallbacks), 1), 4),
-        "curve": curve, "config_path": config_path, "overrides": list(overrides), "torch_threads": torch.get_num_threads(),
+        "curve": curve, "config_path": config_path, "overrides": list(overrides),
+        "torch_threads": torch.get_num_threads(),
     }

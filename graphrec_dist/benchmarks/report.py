@@ -11,16 +11,28 @@ from typing import Any
 from graphrec_dist.benchmarks import figures
 from graphrec_dist.benchmarks.common import read_section
 from graphrec_dist.benchmarks.report_inductive import inductive_part
+from graphrec_dist.benchmarks.report_quality import quality_part
 from graphrec_dist.benchmarks.report_realdata import realdata_part
 from graphrec_dist.benchmarks.report_sampled_speed import sampled_speed_part
 from graphrec_dist.benchmarks.report_serving import serving_part
-from graphrec_dist.benchmarks.report_quality import quality_part
-from graphrec_dist.benchmarks.report_text import (eval_ratio, evaluation_part, headline, machine_table, memory_part,
-                                                  phases_per_step, sampling_part, scale_table, scaling_part,
-                                                  sweep_part, sweep_points, training_part)
+from graphrec_dist.benchmarks.report_text import (
+    eval_ratio,
+    evaluation_part,
+    headline,
+    machine_table,
+    memory_part,
+    phases_per_step,
+    sampling_part,
+    scale_table,
+    scaling_part,
+    sweep_part,
+    sweep_points,
+    training_part,
+)
 from graphrec_dist.io_utils import write_text_atomic
 
-SECTION_NAMES = ("quality", "realdata", "inductive", "sampled_speed", "serving", "training", "evaluation", "sampling", "scaling", "memory", "sweep")
+SECTION_NAMES = ("quality", "realdata", "inductive", "sampled_speed", "serving", "training", "evaluation", "sampling",
+                 "scaling", "memory", "sweep")
 
 
 def draw(sections: dict[str, dict[str, Any] | None], img_dir: Path) -> dict[str, Path]:

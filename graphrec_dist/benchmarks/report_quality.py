@@ -22,7 +22,8 @@ def quality_table(models: dict[str, dict[str, Any]], ranking: list[str]) -> list
             continue
         cells = [f"**{fmt(m['test'].get(c))}**" if name == leader and c == "ndcg@10" else fmt(m["test"].get(c))
                  for c in QUALITY_COLUMNS]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {fmt(m.get('best_val_epoch'))} | {fmt(m.get('train_s'), 1)} "
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {fmt(m.get('best_val_epoch'))} | "
+                                                 f"{fmt(m.get('train_s'), 1)} "
                      f"| `{m.get('short_command', m['command'])}` |")
     return lines
 
@@ -35,15 +36,17 @@ def sampled_table(res: dict[str, Any]) -> list[str]:
     metrics = s.get("metrics", {})
     lines = ["", "### graphsage under the notebooks' sampled protocol", "",
              "Rank of the held-out book among C sampled non-interacted books (the notebooks' protocol) next to "
-             "full ranking over every book:", "", "| protocol | Hit@10 | NDCG@10 | Hit@50 | NDCG@50 |", "|---|---|---|---|---|",
+             "full ranking over every book:", "", "| protocol | Hit@10 | NDCG@10 | Hit@50 | NDCG@50 |",
+             "|---|---|---|---|---|",
              f"| full ranking | {fmt(full.get('hit@10'))} | {fmt(full.get('ndcg@10'))} | {fmt(full.get('hit@50'))} "
              f"| {fmt(full.get('ndcg@50'))} |"]
     for c in s.get("candidates", []):
-        get = lambda k: metrics.get(f"{k}/C={c}")  # noqa: E731 - a local shorthand
+        get = lambda k, c=c: metrics.get(f"{k}/C={c}")  # noqa: E731 - a local shorthand
         lines.append(f"| sampled, C={c} | {fmt(get('hit@10'))} | {fmt(get('ndcg@10'))} | {fmt(get('hit@50'))} "
                      f"| {fmt(get('ndcg@50'))} |")
     lines += ["", f"Command: `{s['command']}`. The sampled numbers are far higher because the held-out book only has "
-              "to beat C random books, not the whole catalogue; only full ranking is comparable across papers and runs."]
+              "to beat C random books, not the whole catalogue; only full ranking is comparable across papers and "
+              "runs."]
     return lines
 
 
@@ -57,7 +60,7 @@ def verdict(res: dict[str, Any]) -> list[str]:
     if lead == "graphsage":
         second = ranking[1] if len(ranking) > 1 else None
         margin = (g["test"]["ndcg@10"] / models[second]["test"]["ndcg@10"] - 1) * 100 if second else None
-        return ["", f"**Verdict:** graphsage on Graph3 is the best model in this table by test NDCG@10"
+        return ["", "**Verdict:** graphsage on Graph3 is the best model in this table by test NDCG@10"
                 + (f" ({fmt(margin, 1)}% above {second})." if second else ".")]
     lead_v, g_v = models[lead]["test"]["ndcg@10"], g["test"]["ndcg@10"]
     out = ["", f"**Verdict: graphsage is NOT the best model in this table.** {lead} leads on test NDCG@10 "
@@ -115,7 +118,8 @@ def evidence(res: dict[str, Any]) -> list[str]:
         lines.append(f"graphsage's best validation epoch is its last ({g['best_val_epoch']}): it was still improving "
                      "when its epoch budget ran out, so the table compares it before convergence.")
     elif curve:
-        lines.append(f"graphsage's best validation epoch was {g.get('best_val_epoch')} of the {curve[-1]['epoch']} it ran: "
+        lines.append(f"graphsage's best validation epoch was {g.get('best_val_epoch')} of the {curve[-1]['epoch']} it "
+                     f"ran: "
                      "later epochs did not improve validation NDCG@10 at this configuration.")
     same_graph = same_graph_comparison(models)  # includes graphsage vs graphsage_ui when lightgcn ran
     if same_graph:
@@ -173,7 +177,8 @@ def ablation_table(ab: dict[str, Any]) -> list[str]:
         if "error" in r:
             lines.append(f"| {rel} | failed: {r['error']} | | | | | |")
             continue
-        lines.append(f"| {rel} | {fmt(r.get('hit@10'))} | {fmt(r.get('ndcg@10'))} | {_signed(r.get('delta_ndcg@10'))} | "
+        lines.append(f"| {rel} | {fmt(r.get('hit@10'))} | {fmt(r.get('ndcg@10'))} | {_signed(r.get('delta_ndcg@10'))} "
+                     f"| "
                      f"{r.get('best_val_epoch')} | {fmt(r.get('train_s'), 1)} | `{r.get('command')}` |")
     return lines
 

@@ -13,7 +13,8 @@ def _pm(stat: dict[str, Any] | None) -> str:
 
 
 def realdata_table(res: dict[str, Any]) -> list[str]:
-    lines = ["| model | val NDCG@10 | test NDCG@10 | test Hit@10 | test NDCG@20 | test MRR | seconds per run | command |",
+    lines = ["| model | val NDCG@10 | test NDCG@10 | test Hit@10 | test NDCG@20 | test MRR | seconds per run | command "
+             "|",
              "|---|---|---|---|---|---|---|---|"]
     models, ranking = res["models"], res.get("ranking", [])
     for name in ranking + [m for m in models if m not in ranking]:
@@ -68,6 +69,7 @@ def realdata_part(payload: Section) -> str:
     lines += realdata_verdict(res)
     if res.get("common_overrides"):
         lines += ["", "`…` = the overrides of split seed " f"{seeds[0] if seeds else ''}: `"
-                  + " ".join(res["common_overrides"]) + "` (other seeds change `data.split.seed` and the bundle folder)."]
+                  + " ".join(res["common_overrides"]) + "` (other seeds change `data.split.seed` and the bundle "
+                                 "folder)."]
     lines += ["", f"Reproduce: {reproduce(payload, 'realdata')}."]
     return "\n".join(lines)

@@ -1,9 +1,9 @@
 """The sampled-training race of docs/RESULTS.md: trainer vs the plain PyG pipeline, one process."""
 from __future__ import annotations
 
-from typing import Any
-
 from graphrec_dist.benchmarks.report_text import Section, fmt, not_run, reproduce
+
+PHASES = ("sampling_s", "forward_s", "backward_s", "optimizer_s")
 
 LABELS = {"trainer_blocks": "graphrec_dist trainer, block sampler (`train.sampler=blocks`, default)",
           "trainer_pyg": "graphrec_dist trainer, PyG loader (`train.sampler=pyg`, the path before)"}
@@ -33,10 +33,13 @@ def sampled_speed_part(payload: Section) -> str:
     base, steps = summary[best]["seed_edges_per_s"], res.get("steps") or 1
     for name in sorted(summary, key=lambda n: -summary[n]["seed_edges_per_s"]):
         row = summary[name]
-        phases = " | ".join(fmt(1000 * row[k] / steps, 0) for k in ("sampling_s", "forward_s", "backward_s", "optimizer_s"))
+        phases = " | ".join(fmt(1000 * row[k] / steps, 0) for k in PHASES)
         lines.append(f"| {_label(name)} | {fmt(row['seed_edges_per_s'], 0)} | {row['seed_edges_per_s'] / base:.2f}× | "
                      f"{phases} |")
-    lines += ["", f"**Ratio:** the trainer with block sampling runs at **{res['ratio_blocks_vs_best_plain']:.2f}×** the "
-                  f"best plain pipeline (target ≥ 2.0×); on PyG's loader it ran at {res['ratio_pyg_vs_best_plain']:.2f}×.",
-              "", f"Trainer call: `{res.get('trainer_command', '')}`.", "", f"Reproduce: {reproduce(payload, 'sampled_speed')}."]
+    lines += ["", f"**Ratio:** the trainer with block sampling runs at **{res['ratio_blocks_vs_best_plain']:.2f}×** "
+              f"the "
+                  f"best plain pipeline (target ≥ 2.0×); on PyG's loader it ran at "
+                  f"{res['ratio_pyg_vs_best_plain']:.2f}×.",
+              "", f"Trainer call: `{res.get('trainer_command', '')}`.", "", f"Reproduce: "
+                                            f"{reproduce(payload, 'sampled_speed')}."]
     return "\n".join(lines)

@@ -49,7 +49,8 @@ def machine_table(present: dict[str, dict[str, Any]]) -> str:
     if not present:
         return "## Machine\n\nNo section has been run yet."
     m = next(iter(present.values()))["machine"]
-    rows = [("CPU", m.get("cpu_model")), ("cores (usable / logical)", f"{m.get('usable_cores')} / {m.get('logical_cores')}"),
+    rows = [("CPU", m.get("cpu_model")), ("cores (usable / logical)", f"{m.get('usable_cores')} / "
+                                                  f"{m.get('logical_cores')}"),
             ("RAM", f"{m.get('ram_gb')} GB"), ("torch threads", m.get("torch_threads")),
             ("GPU", m.get("gpus") if m.get("cuda") else "none"), ("python", m.get("python")),
             ("torch", m.get("torch")), ("torch_geometric", m.get("torch_geometric")),
@@ -79,7 +80,8 @@ def _section_scale(name: str, res: dict[str, Any]) -> str:
     if name == "training":
         return f"profile {scale_of(plan.get('profile_users'))}; race {scale_of(plan.get('compare_users'))}"
     if name == "evaluation":
-        return f"evaluator vs bare: {scale_of(plan.get('eval_users'))}; inference: {scale_of(plan.get('quality_users'))}"
+        return (f"evaluator vs bare: {scale_of(plan.get('eval_users'))}; "
+                f"inference: {scale_of(plan.get('quality_users'))}")
     if name == "sampling":
         return scale_of(res.get("num_users"))
     if name in ("scaling", "memory"):
@@ -98,7 +100,8 @@ def scale_table(sections: dict[str, Section]) -> str:
             lines.append(f"| {name} | not run | – | – | – | – | – | `graphrec-dist bench --sections {name}` |")
             continue
         res = payload["results"]
-        lines.append(f"| {name} | {payload['mode']} | {_section_scale(name, res)} | {payload['machine'].get('git_commit')} "
+        lines.append(f"| {name} | {payload['mode']} | {_section_scale(name, res)} | "
+                     f"{payload['machine'].get('git_commit')} "
                      f"| {payload['finished_at']} | {fmt(payload['machine'].get('load_avg_1m'), 2)} "
                      f"| {_section_time(res)} | {reproduce(payload, name)} |")
     return "\n".join(lines)
@@ -148,7 +151,8 @@ def headline(sections: dict[str, Section]) -> str:
                      f"{fmt((r.get('reference') or {}).get('train_s'), 1)} s; best within budget: trainer "
                      f"{fmt(r['best_trainer'])}, reference {fmt(r['best_reference'])}).")
         sps = t["profile"].get("seed_edges_per_s")
-        lines.append(f"- Training throughput (graphsage, {fmt(t['profile'].get('users'))} users): {fmt(sps, 0)} seed edges/s, "
+        lines.append(f"- Training throughput (graphsage, {fmt(t['profile'].get('users'))} users): {fmt(sps, 0)} seed "
+                     f"edges/s, "
                      f"{hours(t['profile'].get('est_epoch_s'))} per epoch.")
     ev, bare, ratio = eval_ratio(res.get("evaluation"))
     if ratio is not None:
@@ -168,7 +172,8 @@ def headline(sections: dict[str, Section]) -> str:
         lines.append(f"- DDP 2 vs 1 gloo processes on CPU: {fmt(sc['rows'][1].get('speedup'), 2)}× throughput.")
     m = res.get("memory")
     if m:
-        lines.append(f"- Peak RSS at {fmt(m['users'])} users: data build {fmt(m['data_build']['peak_rss_mb'] / 1024, 2)} GiB, "
+        lines.append(f"- Peak RSS at {fmt(m['users'])} users: data build "
+                     f"{fmt(m['data_build']['peak_rss_mb'] / 1024, 2)} GiB, "
                      f"training {fmt(m['training']['peak_rss_mb'] / 1024, 2)} GiB (target < 6 GB: "
                      f"{'met' if m.get('training_under_target') else 'NOT met'}), evaluation "
                      f"{fmt(m['evaluation']['peak_rss_mb'] / 1024, 2)} GiB.")
@@ -196,7 +201,8 @@ def training_part(payload: Section, rel: dict[str, str]) -> str:
     else:
         lines += [f"graphsage on Graph3, {fmt(prof.get('users'))} users, {fmt(prof.get('steps'))} profiled "
                   f"steps (`{prof.get('command')}`): **{fmt(prof.get('seed_edges_per_s'), 0)} seed edges/s**; "
-                  f"an epoch over all {fmt(prof.get('train_edges'))} training edges ({fmt(prof.get('steps_per_epoch'))} steps "
+                  f"an epoch over all {fmt(prof.get('train_edges'))} training edges "
+                  f"({fmt(prof.get('steps_per_epoch'))} steps "
                   f"of {fmt(prof.get('batch_size'))}) would take {hours(prof.get('est_epoch_s'))}.", ""]
     if phases:
         total = sum(phases.values())
@@ -204,7 +210,8 @@ def training_part(payload: Section, rel: dict[str, str]) -> str:
         lines += [f"| {k} | {v * 1000:.1f} | {100 * v / total:.0f}% |" for k, v in phases.items()]
     lines += img(rel, "phases", "seconds per graphsage training step by phase", payload, "training")
     ref, race = comp["reference"], comp["race"]
-    lines += ["", f"### Trainer vs the reference notebook loop ({fmt(comp['users'])} users, same data, same evaluator)", "",
+    lines += ["", f"### Trainer vs the reference notebook loop ({fmt(comp['users'])} users, same data, same "
+              "evaluator)", "",
               f"Reference loop: {fmt(ref['steps'])} steps ({fmt(ref['steps_per_epoch'])} per epoch) in "
               f"{fmt(ref['train_s'], 1)} s, {fmt(ref.get('seed_users_per_s'), 0)} seed users/s; "
               f"{fmt(100 * ref['fallback_share_pos'], 1)}% of positives and {fmt(100 * ref['fallback_share_neg'], 1)}% "
@@ -256,7 +263,8 @@ def sampling_part(payload: Section, rel: dict[str, str]) -> str:
     lines = ["## Sampling throughput", "",
              f"Triplet LinkNeighborLoader on Graph3 ({fmt(res['num_users'])} users, {fmt(res['train_edges'])} training "
              f"edges), batch {res['batch_size']} seed edges, fanout {res['num_neighbors']}, {res['neg_per_pos']} "
-             f"negative{'s' if res['neg_per_pos'] != 1 else ''} per positive; median of {res['repeats']} repeats of {fmt(timed)} batches "
+             f"negative{'s' if res['neg_per_pos'] != 1 else ''} per positive; median of {res['repeats']} repeats of "
+             f"{fmt(timed)} batches "
              "after the first.", "",
              "| backend | num_workers | seed edges/s | s per batch | startup s |", "|---|---|---|---|---|"]
     for r in res["rows"]:
@@ -274,15 +282,18 @@ def scaling_part(payload: Section, rel: dict[str, str]) -> str:
         return not_run("Scaling", "scaling")
     res = payload["results"]
     lines = ["## Scaling (DDP, gloo, CPU)", "",
-             f"graphsage, {scale_of(res['users'])}: the second of two epochs of {fmt(res['steps'])} global batches each. "
+             f"graphsage, {scale_of(res['users'])}: the second of two epochs of {fmt(res['steps'])} global batches "
+             f"each. "
              "Command: `torchrun --nproc_per_node=N -m graphrec_dist.train configs/demo.yaml "
              + " ".join(res.get("overrides", [])) + "`.", "",
              "| processes | global seed edges/s | speedup | peak RSS (MiB, largest process) |", "|---|---|---|---|"]
-    lines += [f"| {r['processes']} | {fmt(r['seed_edges_per_s'], 0)} | {fmt(r.get('speedup'), 2)} | {fmt(r['peak_rss_mb'], 0)} |"
+    lines += [f"| {r['processes']} | {fmt(r['seed_edges_per_s'], 0)} | {fmt(r.get('speedup'), 2)} | "
+              f"{fmt(r['peak_rss_mb'], 0)} |"
               for r in res["rows"]]
     threads = [str(r.get("threads_per_process", "?")) for r in res["rows"]]
     lines += ["", f"Intra-op threads per process: {' / '.join(threads)} (1 vs 2 processes; from the preset's "
-              "`train.num_threads`). With one thread each, 2 processes use both cores where 1 process uses one: the CPU "
+              "`train.num_threads`). With one thread each, 2 processes use both cores where 1 process uses one: the "
+              "CPU "
               "stand-in for 1 vs 2 devices, on a machine whose 2 cores are shared with other work. Expected N-GPU "
               "scaling and its limits: see [BENCHMARKS.md](BENCHMARKS.md#scaling-to-n-gpus)."]
     lines += img(rel, "scaling", "global throughput with 1 and 2 processes", payload, "scaling")
@@ -294,15 +305,15 @@ def memory_part(payload: Section) -> str:
         return not_run("Memory", "memory")
     m = payload["results"]
     lines = [f"## Memory at {scale_of(m['users'])}", "",
-             f"Data build: `{m['data_build'].get('command', 'bench_build')}` (generate, build and load, each in its own "
-             "process; the largest of the three). Training: `profile_steps` in its own process. Evaluation: load the bundle, "
-             "build graphsage, layer-wise inference for every node and full ranking of the test split, in its own process "
-             "(a fresh model: the cost does not depend on the weights).", "",
+             f"Data build: `{m['data_build'].get('command', 'bench_build')}` (generate, build and load, each in its "
+             "own process; the largest of the three). Training: `profile_steps` in its own process. Evaluation: "
+             "load the bundle, build graphsage, layer-wise inference for every node and full ranking of the test "
+             "split, in its own process (a fresh model: the cost does not depend on the weights).", "",
              "| stage | peak RSS (GiB) | seconds |", "|---|---|---|",
              f"| data build (generate + Graph3) | {m['data_build']['peak_rss_mb'] / 1024:.2f} | "
              f"{fmt(m['data_build']['synth_s'] + m['data_build']['build_s'], 1)} |",
-             f"| training ({m['training']['steps']} steps, no evaluation) | {m['training']['peak_rss_mb'] / 1024:.2f} | "
-             f"{fmt(m['training']['wall_s'], 1)} |",
+             f"| training ({m['training']['steps']} steps, no evaluation) | "
+             f"{m['training']['peak_rss_mb'] / 1024:.2f} | {fmt(m['training']['wall_s'], 1)} |",
              f"| evaluation (load, inference, full ranking) | {m['evaluation']['peak_rss_mb'] / 1024:.2f} | "
              f"{fmt(m['evaluation']['wall_s'], 1)} |", "",
              f"Training target < 6 GB on CPU: **{'met' if m.get('training_under_target') else 'NOT met'}**. "
@@ -324,12 +335,15 @@ def sweep_part(payload: Section, memory: Section, rel: dict[str, str]) -> str:
     pts = sweep_points(payload, memory)
     lines = ["## Scale sweep", "",
              "Training: `profile_steps` seed edges/s (training alone); evaluation: a graphsage's embedding "
-             "inference for every node, full ranking of the test split. Rows marked * come from the memory section.", "",
-             "| % users | users | train edges | build s | build GiB | train seed edges/s | train GiB | inference s | ranking s | eval GiB |",
+             "inference for every node, full ranking of the test split. Rows marked * come from the memory section.",
+             "", "| % users | users | train edges | build s | build GiB | train seed edges/s | train GiB | inference s "
+             "| ranking s | eval GiB |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for p in pts:
-        lines.append(f"| {p['percent']:g}{'*' if p.get('from_memory_section') else ''} | {fmt(p['users'])} | {fmt(p['train_edges'])} | "
-                     f"{fmt(p['data_build']['synth_s'] + p['data_build']['build_s'], 1)} | {p['data_build']['peak_rss_mb'] / 1024:.2f} | "
+        star = "*" if p.get("from_memory_section") else ""
+        lines.append(f"| {p['percent']:g}{star} | {fmt(p['users'])} | {fmt(p['train_edges'])} | "
+                     f"{fmt(p['data_build']['synth_s'] + p['data_build']['build_s'], 1)} | "
+                     f"{p['data_build']['peak_rss_mb'] / 1024:.2f} | "
                      f"{fmt(p['training']['seed_edges_per_s'], 0)} | {p['training']['peak_rss_mb'] / 1024:.2f} | "
                      f"{fmt(p['evaluation']['inference_s'], 2)} | {fmt(p['evaluation']['ranking_s'], 2)} | "
                      f"{p['evaluation']['peak_rss_mb'] / 1024:.2f} |")

@@ -13,8 +13,9 @@ import json
 import shlex
 import shutil
 import socket
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from graphrec_dist.benchmarks.common import BenchError, python_cmd, run_child
 from graphrec_dist.io_utils import write_json_atomic

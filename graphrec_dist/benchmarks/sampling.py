@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch_geometric.typing as pyg_typing
@@ -89,7 +90,7 @@ def measure_sampling(bundle_dir: str, batch_size: int = 2048, num_neighbors: lis
             runs = []
             with forced_backend(backend):
                 for r in range(repeats):
-                    runs.append(time_loader(lambda: build_triplet_loader(
+                    runs.append(time_loader(lambda nw=nw, r=r: build_triplet_loader(
                         bundle, batch_size, fanout, neg_per_pos, nw, seed + r), batches))
             steady = median([x["steady_s"] for x in runs])
             done = runs[0]["batches"]

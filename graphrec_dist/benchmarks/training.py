@@ -38,7 +38,8 @@ def profile(plan: BenchPlan, users: int, steps: int) -> dict[str, Any]:
                         {"config_path": SPEED_PRESET, "overrides": overrides, "steps": steps},
                         plan.out_dir, timeout_s=3 * 3600, tag=f"profile-{key}")
     res.update(users=users, invocation=plan.invocation,
-               command=f"graphrec_dist.train.profile_steps(load_config({SPEED_PRESET!r}, {overrides!r}), steps={steps})")
+               command=f"graphrec_dist.train.profile_steps(load_config({SPEED_PRESET!r}, {overrides!r}), "
+                       f"steps={steps})")
     cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
     cache[key] = res
     write_json_atomic(cache_path, cache)
@@ -79,7 +80,8 @@ def race(ref: list[dict[str, Any]], ours: list[dict[str, Any]]) -> dict[str, Any
         "target_val_ndcg@10": round(target, 5), "best_reference": best_ref, "best_trainer": best_ours,
         "reference": r and {"train_s": r["train_s"], "step": r["step"]},
         "trainer": o and {"train_s": o["train_s"], "step": o["step"]},
-        "time_ratio_reference_over_trainer": round(r["train_s"] / o["train_s"], 3) if r and o and o["train_s"] > 0 else None,
+        "time_ratio_reference_over_trainer":
+            round(r["train_s"] / o["train_s"], 3) if r and o and o["train_s"] > 0 else None,
     }
 
 

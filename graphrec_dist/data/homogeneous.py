@@ -4,8 +4,8 @@ Used by the LightGCN-on-Graph3 baseline; ``edge_types=[RATES]`` gives the plain 
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import numpy as np
 import scipy.sparse as sp

@@ -12,8 +12,9 @@ import fcntl
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from graphrec_dist.config import DataConfig
 from graphrec_dist.data import synth

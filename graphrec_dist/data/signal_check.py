@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -87,7 +88,8 @@ def signal_check(bundle: Bundle, k: int = 20, max_users: int = 5000, svd_dim: in
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m graphrec_dist.data.signal_check", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m graphrec_dist.data.signal_check",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("bundle")
     parser.add_argument("--k", type=int, default=20)
     parser.add_argument("--max-users", type=int, default=5000)

@@ -8,8 +8,9 @@ All of them hand the evaluator a :class:`Scorer`.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Literal, Optional, Protocol, Sequence
+from typing import ClassVar, Literal, Optional, Protocol
 
 import torch
 from torch_geometric.data import HeteroData
@@ -29,7 +30,7 @@ class TripletBatch:
     neg: torch.Tensor  # int64 [n, k]
     seed: int = 0  # seeds the model's own randomness for this batch (block sampling)
 
-    def to(self, device: torch.device) -> "TripletBatch":
+    def to(self, device: torch.device) -> TripletBatch:
         return TripletBatch(self.users.to(device), self.pos.to(device), self.neg.to(device), self.seed)
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import numpy as np
 import torch
 
 from graphrec_dist.data.bundle import BOOK, SIMILAR, USER, Bundle

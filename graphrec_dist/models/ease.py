@@ -12,7 +12,8 @@ by B, so it costs ``nnz(chunk)·num_books`` rather than ``len(chunk)·num_books�
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar, Mapping
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp

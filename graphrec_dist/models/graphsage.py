@@ -432,7 +432,8 @@ class GraphSAGERecommender(Recommender):
         for i in range(len(self.encoder.layers)):
             layer_inputs.append(x)
             h = self.encoder.layer(i, x, adj, {})
-            x = {nt: all_gather_rows(hv[shard(len(hv), ctx.rank, ctx.world_size)], len(hv), ctx) for nt, hv in h.items()}
+            x = {nt: all_gather_rows(hv[shard(len(hv), ctx.rank, ctx.world_size)], len(hv), ctx)
+                 for nt, hv in h.items()}
         self.train(was_training)
         self._layer_inputs = layer_inputs  # fold-in of new users reads them (history_scorer)
         return x

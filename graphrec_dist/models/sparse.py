@@ -12,8 +12,7 @@ import warnings
 from typing import NamedTuple, Optional
 
 import torch
-from torch_geometric.utils import scatter
-from torch_geometric.utils import to_torch_csr_tensor as _to_csr
+from torch_geometric.utils import scatter, to_torch_csr_tensor as _to_csr
 
 
 def to_torch_csr_tensor(edge_index: torch.Tensor, values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
