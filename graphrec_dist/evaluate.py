@@ -27,7 +27,7 @@ import torch
 
 from graphrec_dist import metrics
 from graphrec_dist.config import EvalConfig
-from graphrec_dist.data.bundle import Bundle
+from graphrec_dist.data.bundle import Bundle, pairs_csr
 from graphrec_dist.distributed import DistContext, all_reduce_sum, barrier, cleanup, init_distributed, shard
 from graphrec_dist.errors import ConfigError, DataError
 from graphrec_dist.io_utils import atomic_path
@@ -75,14 +75,14 @@ class Masks:
         positions among the cold items (training never holds one, so only the other split can)."""
         candidates = bundle.cold_items.numpy() if split in COLD_ITEM_SPLITS else None
         if split in NEW_USER_SPLITS:
-            csrs = [_csr(bundle.split("cold_user_history"), bundle.num_users)]
+            csrs = [pairs_csr(bundle.split("cold_user_history"), bundle.num_users)]
         else:
             csrs = [] if candidates is not None else [bundle.train_csr()]
         if cfg.exclude_other_holdout:
             other = bundle.split(OTHER_SPLIT[split]).numpy()
             if candidates is not None:
                 other = np.stack([other[:, 0], np.searchsorted(candidates, other[:, 1])], axis=1)
-            csrs.append(_csr(torch.from_numpy(other), bundle.num_users))
+            csrs.append(pairs_csr(torch.from_numpy(other), bundle.num_users))
         return cls(csrs)
 
     def pairs(self, row_users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -116,17 +116,9 @@ def split_scorer(model, bundle: Bundle, split: str, ctx: DistContext, cfg: EvalC
     """The scorer a split is evaluated with: new users are scored from their given history
     (``model.history_scorer``; nothing is trained), everyone else by ``model.scorer``."""
     if split in NEW_USER_SPLITS:
-        history = _csr(bundle.split("cold_user_history"), bundle.num_users)
+        history = pairs_csr(bundle.split("cold_user_history"), bundle.num_users)
         return model.history_scorer(bundle, history, ctx, cfg)
     return model.scorer(bundle, ctx, cfg)
-
-
-def _csr(pairs: torch.Tensor, num_users: int) -> tuple[np.ndarray, np.ndarray]:
-    arr = pairs.cpu().numpy().astype(np.int64).reshape(-1, 2)
-    arr = arr[np.lexsort((arr[:, 1], arr[:, 0]))]
-    indptr = np.zeros(num_users + 1, dtype=np.int64)
-    np.cumsum(np.bincount(arr[:, 0], minlength=num_users), out=indptr[1:])
-    return indptr, arr[:, 1].copy()
 
 
 def _ragged(indptr: np.ndarray, indices: np.ndarray, owners: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -156,9 +156,7 @@ def _fit(trainer):
 # -- worker side ---------------------------------------------------------------------------------
 def worker_context(device: str = "auto") -> DistContext:
     """This worker's :class:`DistContext` from Ray's context; Ray owns (and ends) the process group."""
-    import ray.train
-    import ray.train.torch
-
+    ray = _import_ray()
     rc = ray.train.get_context()
     dev = torch.device("cpu") if device == "cpu" else ray.train.torch.get_device()
     if device == "cuda" and dev.type != "cuda":
@@ -172,9 +170,7 @@ def restore_checkpoint(cfg: Config) -> tuple[Optional[Path], Optional[Path]]:
     After a restart, Ray's latest checkpoint, copied to a local folder on every worker; on the
     first attempt, whatever ``train.resume`` names (as under torchrun).
     """
-    import ray.train
-
-    reported = ray.train.get_checkpoint()
+    reported = _import_ray().train.get_checkpoint()
     if reported is None:
         return run_dir.resume_path(cfg.run.out_dir, cfg.train.resume), None
     local = Path(tempfile.mkdtemp(prefix="graphrec-ray-resume-"))
@@ -194,8 +190,7 @@ def report(metrics: dict[str, Any], checkpoint_file: Optional[Path]) -> None:
     The folder also holds ``ray_step.json`` (the global step), so a restarted run can say where it
     resumed without loading the checkpoint.
     """
-    import ray.train
-
+    ray = _import_ray()
     if checkpoint_file is None:
         ray.train.report(metrics)
         return

@@ -60,6 +60,15 @@ def reverse_type(edge_type: tuple[str, str, str]) -> tuple[str, str, str]:
     return (dst, f"rev_{rel}", src)
 
 
+def pairs_csr(pairs: torch.Tensor, num_users: int) -> tuple[np.ndarray, np.ndarray]:
+    """(indptr [U+1], indices) of (user, book) rows in any order, books sorted within a user."""
+    arr = pairs.cpu().numpy().astype(np.int64).reshape(-1, 2)
+    arr = arr[np.lexsort((arr[:, 1], arr[:, 0]))]
+    indptr = np.zeros(num_users + 1, dtype=np.int64)
+    np.cumsum(np.bincount(arr[:, 0], minlength=num_users), out=indptr[1:])
+    return indptr, arr[:, 1].copy()
+
+
 def edge_key(edge_type: tuple[str, str, str]) -> str:
     """The ``src__rel__dst`` spelling used in meta.json."""
     return "__".join(edge_type)
@@ -119,11 +128,5 @@ class Bundle:
     def train_csr(self) -> tuple[np.ndarray, np.ndarray]:
         """(indptr [U+1], indices) of each user's training books, books sorted within a user."""
         if self._csr is None:
-            u = self.train[:, 0].numpy()
-            b = self.train[:, 1].numpy()
-            order = np.lexsort((b, u))
-            counts = np.bincount(u, minlength=self.num_users)
-            indptr = np.zeros(self.num_users + 1, dtype=np.int64)
-            np.cumsum(counts, out=indptr[1:])
-            self._csr = (indptr, b[order].astype(np.int64))
+            self._csr = pairs_csr(self.train, self.num_users)
         return self._csr
