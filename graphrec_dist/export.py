@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="top-k search: exact (a matrix multiply per chunk of users; default), faiss (IVF) "
                              "or usearch (HNSW): approximate, models with embeddings only (docs/SERVING.md)")
     parser.add_argument("--nprobe", type=int, default=64, help="faiss: k-means cells scanned per user")
-    parser.add_argument("--expansion", type=int, default=128, help="usearch: candidates kept while searching")
+    parser.add_argument("--expansion", type=int, default=512, help="usearch: candidates kept while searching")
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides of the run's config")
     return parser
 

@@ -100,11 +100,23 @@ class FaissIndex:
 
 
 class UsearchIndex:
-    """usearch HNSW with inner product: ``connectivity`` links per node, ``expansion`` at search."""
+    """usearch HNSW: ``connectivity`` links per node, ``expansion`` candidates kept at search.
+
+    HNSW is built for a metric, and inner product is not one: items with long vectors become hubs
+    that insertions keep visiting. Here, single thread, 50,000 synthetic items built in 47 s with
+    usearch's "ip" and 23 s lifted; 1,000,000 did not finish in 20 minutes with "ip". So items are
+    lifted to ``[x, sqrt(M² - |x|²)]`` with ``M`` the longest norm, and queries to ``[q, 0]``: then
+    ``|q' - x'|² = |q|² + M² - 2·q·x``, and the nearest item in L2 is the best by inner product.
+    The price is recall per ``expansion`` (at 50,000 items, recall@100 0.74 lifted vs 0.90 "ip" at
+    512), so the default expansion is larger.
+
+    usearch is imported only here, after torch: imported before torch, it made torch.jit's
+    compilation of torch_sparse's classes (a PyG import) spin for minutes.
+    """
 
     name = "usearch"
 
-    def __init__(self, items: np.ndarray, expansion: int = 128, connectivity: int = 16, threads: int = 0,
+    def __init__(self, items: np.ndarray, expansion: int = 512, connectivity: int = 16, threads: int = 0,
                  **_params):
         _require("usearch", "usearch")
         from usearch.index import Index
@@ -112,24 +124,30 @@ class UsearchIndex:
         self.items = items = np.ascontiguousarray(items, dtype=np.float32)  # kept for the exact fallback
         self.threads = threads
         self.expansion = expansion
-        self.index = Index(ndim=items.shape[1], metric="ip", dtype="f32", connectivity=connectivity,
+        norms2 = np.einsum("nd,nd->n", items, items)
+        lift = np.sqrt(np.maximum(norms2.max() - norms2, 0.0)).astype(np.float32)
+        self.index = Index(ndim=items.shape[1] + 1, metric="l2sq", dtype="f32", connectivity=connectivity,
                            expansion_add=128, expansion_search=expansion)
-        self.index.add(np.arange(len(items), dtype=np.uint64), items, threads=threads)
+        self.index.add(np.arange(len(items), dtype=np.uint64), np.hstack([items, lift[:, None]]), threads=threads)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
+        lifted = np.hstack([queries, np.zeros((len(queries), 1), dtype=np.float32)])
         self.index.expansion_search = max(self.expansion, k)  # a walk keeps at least k candidates
-        found = self.index.search(queries, k, threads=self.threads)
+        found = self.index.search(lifted, k, threads=self.threads)
+        keys = np.full((len(queries), k), -1, dtype=np.int64)
         if not hasattr(found, "counts"):  # usearch answers a one-row batch as a single query's Matches
-            keys = np.full((1, k), -1, dtype=np.int64)
-            dist = np.full((1, k), np.inf, dtype=np.float32)
-            keys[0, :len(found.keys)], dist[0, :len(found.keys)] = found.keys, found.distances
-            return (1.0 - dist).astype(np.float32), keys
-        keys = np.asarray(found.keys).reshape(len(queries), -1).astype(np.int64)
-        dist = np.asarray(found.distances).reshape(len(queries), -1)
-        missing = np.arange(keys.shape[1])[None, :] >= np.asarray(found.counts).reshape(-1, 1)
-        keys[missing] = -1
-        return (1.0 - dist).astype(np.float32), keys  # usearch's "ip" distance is 1 - dot
+            keys[0, :len(found.keys)] = found.keys
+        else:
+            got = np.asarray(found.keys).reshape(len(queries), -1).astype(np.int64)
+            missing = np.arange(got.shape[1])[None, :] >= np.asarray(found.counts).reshape(-1, 1)
+            got[missing] = -1
+            keys[:, :got.shape[1]] = got
+        # The scores are the true inner products of what was found (recomputed: k·d per query).
+        scores = np.einsum("qd,qkd->qk", queries, self.items[np.maximum(keys, 0)])
+        scores[keys < 0] = -np.inf
+        order = np.argsort(-scores, axis=1, kind="stable")  # L2 order equals score order up to rounding
+        return np.take_along_axis(scores, order, 1), np.take_along_axis(keys, order, 1)
 
 
 def build_index(kind: str, items: np.ndarray, **params):

@@ -198,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--index", choices=list(INDEXES), default="exact",
                         help="top-k search over the item vectors: exact (default), faiss (IVF) or usearch (HNSW)")
     parser.add_argument("--nprobe", type=int, default=64, help="faiss: k-means cells scanned per request")
-    parser.add_argument("--expansion", type=int, default=128, help="usearch: candidates kept while searching")
+    parser.add_argument("--expansion", type=int, default=512, help="usearch: candidates kept while searching")
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides of the run's config")
     return parser
 

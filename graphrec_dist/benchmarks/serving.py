@@ -34,7 +34,7 @@ INDEX_DIM = 64
 SYNTH_ITEMS = 1_000_000
 INDEX_QUERIES = {"bundle": 5000, "synthetic": 1000}  # batch-searched queries per table
 LATENCY_QUERIES = 300  # searched one at a time, one thread: what one serve request costs
-INDEX_SETTINGS = {"faiss": ("nprobe", [16, 64, 256]), "usearch": ("expansion", [64, 128, 512])}
+INDEX_SETTINGS = {"faiss": ("nprobe", [16, 64, 256]), "usearch": ("expansion", [128, 512, 2048])}
 
 
 def make_run_child(run_dir: str, config_path: str, overrides: list[str]) -> dict[str, Any]:
