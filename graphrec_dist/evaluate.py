@@ -117,8 +117,8 @@ def split_scorer(model, bundle: Bundle, split: str, ctx: DistContext, cfg: EvalC
     (``model.history_scorer``; nothing is trained), everyone else by ``model.scorer``."""
     if split in NEW_USER_SPLITS:
         history = pairs_csr(bundle.split("cold_user_history"), bundle.num_users)
-        return model.history_scorer(bundle, history, ctx, cfg)
-    return model.scorer(bundle, ctx, cfg)
+        return model.history_scorer(bundle, history, ctx)
+    return model.scorer(bundle, ctx)
 
 
 def _ragged(indptr: np.ndarray, indices: np.ndarray, owners: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

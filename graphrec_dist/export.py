@@ -27,11 +27,12 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from graphrec_dist.distributed import DistContext, barrier, cleanup, init_distributed
+from graphrec_dist.distributed import DistContext, all_gather_object, barrier, cleanup, init_distributed, shard
 from graphrec_dist.errors import UserError
 from graphrec_dist.evaluate import _ragged
 from graphrec_dist.index import INDEXES, build_index, top_k_unseen
 from graphrec_dist.models.base import EmbeddingScorer
+from graphrec_dist.run_dir import load_run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,11 +47,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--expansion", type=int, default=512, help="usearch: candidates kept while searching")
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides of the run's config")
     return parser
-
-
-def user_block(n: int, ctx: DistContext) -> tuple[int, int]:
-    """This rank's contiguous block of ``n`` users."""
-    return n * ctx.rank // ctx.world_size, n * (ctx.rank + 1) // ctx.world_size
 
 
 def topk_rows(scorer, bundle, users: np.ndarray, k: int, index=None) -> dict[str, np.ndarray]:
@@ -102,8 +98,6 @@ def export(run: str, out: str, k: int, overrides: list[str], ctx: Optional[DistC
 
     ``index`` picks the top-k search (``index.py``); ``index_params`` go to its constructor.
     """
-    from graphrec_dist.checkpoint import load_run
-
     if k < 1:
         raise UserError(f"--k {k}: expected a positive integer")
     ctx = ctx or DistContext()
@@ -116,15 +110,17 @@ def export(run: str, out: str, k: int, overrides: list[str], ctx: Optional[DistC
     barrier(ctx)
     try:
         model.eval()
-        scorer = model.scorer(bundle, ctx, cfg.eval)
+        scorer = model.scorer(bundle, ctx)
         search = item_index(scorer, index, index_params or {})
-        lo, hi = user_block(bundle.num_users, ctx)
+        block = shard(bundle.num_users, ctx.rank, ctx.world_size)
+        lo, hi = block.start, block.stop
         rows = write_part(tmp / "topk" / f"part-{ctx.rank:05d}.parquet", scorer, bundle, lo, hi, k,
                           cfg.eval.user_chunk, search)
-        counts = _gather(rows, ctx) if ctx.is_distributed else [rows]
+        counts = all_gather_object(rows, ctx)
         manifest = None
         if ctx.is_main:
-            manifest = _write_rest(tmp, scorer, bundle, cfg, run, k, counts, ctx, {"kind": index, **(index_params or {})})
+            index_info = {"kind": index, **(index_params or {})}
+            manifest = _write_rest(tmp, scorer, bundle, cfg, run, k, counts, ctx, index_info)
             if target.exists():
                 shutil.rmtree(target)
             os.replace(tmp, target)
@@ -142,12 +138,6 @@ def item_index(scorer, kind: str, params: dict[str, Any]):
     if not isinstance(scorer, EmbeddingScorer):
         raise UserError(f"--index {kind}: this model has no item embeddings to index; use --index exact")
     return build_index(kind, scorer.item_emb.float().cpu().numpy(), **params)
-
-
-def _gather(value: int, ctx: DistContext) -> list[int]:
-    out: list[Any] = [None] * ctx.world_size
-    torch.distributed.all_gather_object(out, value)
-    return out
 
 
 def _write_rest(tmp: Path, scorer, bundle, cfg, run: str, k: int, counts, ctx: DistContext,

@@ -66,11 +66,11 @@ def history_indices(bundle, text: str) -> list[int]:
     return list(dict.fromkeys(ids[p] for p in parts))
 
 
-def recommend_history(model, bundle, books: list[int], k: int, eval_cfg,
+def recommend_history(model, bundle, books: list[int], k: int,
                       ctx: Optional[DistContext] = None) -> list[dict[str, Any]]:
     """Top-``k`` items for a new user who liked ``books`` (item indices), those excluded."""
     history = (np.array([0, len(books)], dtype=np.int64), np.array(sorted(books), dtype=np.int64))
-    scorer = model.history_scorer(bundle, history, ctx or DistContext(), eval_cfg)
+    scorer = model.history_scorer(bundle, history, ctx or DistContext())
     return _top(bundle, scorer.scores(torch.tensor([0]))[0], books, k)
 
 
@@ -94,11 +94,11 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-def recommend(model, bundle, u: int, k: int, eval_cfg, ctx: Optional[DistContext] = None) -> list[dict[str, Any]]:
+def recommend(model, bundle, u: int, k: int, ctx: Optional[DistContext] = None) -> list[dict[str, Any]]:
     """Top-``k`` items for user index ``u`` from the model's scorer, training books excluded."""
     indptr, indices = bundle.train_csr()
     seen = torch.from_numpy(indices[indptr[u]:indptr[u + 1]])
-    return _top(bundle, model.scorer(bundle, ctx or DistContext(), eval_cfg).scores(torch.tensor([u]))[0], seen, k)
+    return _top(bundle, model.scorer(bundle, ctx or DistContext()).scores(torch.tensor([u]))[0], seen, k)
 
 
 def history(bundle, u: int, limit: int) -> list[dict[str, Any]]:
@@ -145,14 +145,14 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     if args.history is not None:
         books = history_indices(bundle, args.history)
         result = {"user_id": None, "user_index": None, **common, "history_size": len(books),
-                  "recommendations": recommend_history(model, bundle, books, args.k, cfg.eval),
+                  "recommendations": recommend_history(model, bundle, books, args.k),
                   "history": shown(bundle, books, args.show_history)}
     else:
         u = user_index(bundle, args.user, args.index)
         indptr, _ = bundle.train_csr()
         result = {"user_id": _plain(bundle.users["user_id"].iloc[u]), "user_index": u, **common,
                   "history_size": int(indptr[u + 1] - indptr[u]),
-                  "recommendations": recommend(model, bundle, u, args.k, cfg.eval),
+                  "recommendations": recommend(model, bundle, u, args.k),
                   "history": history(bundle, u, args.show_history)}
     print(json.dumps(result, indent=2) if args.format == "json" else format_text(result))
     sys.stdout.flush()

@@ -30,9 +30,11 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from graphrec_dist.distributed import DistContext
 from graphrec_dist.errors import UserError
 from graphrec_dist.index import INDEXES, build_index, top_k_unseen
 from graphrec_dist.models.base import EmbeddingScorer
+from graphrec_dist.run_dir import load_run
 
 log = logging.getLogger("graphrec_dist.serve")
 MAX_K = 1000
@@ -60,14 +62,11 @@ class Service:
 
     @classmethod
     def load(cls, run: str, overrides: list[str] = (), index: str = "exact",
-             index_params: Optional[dict[str, Any]] = None) -> "Service":
-        from graphrec_dist.checkpoint import load_run
-        from graphrec_dist.distributed import DistContext
-
+             index_params: Optional[dict[str, Any]] = None) -> Service:
         cfg, model, bundle = load_run(run, list(overrides))
         model.eval()
         bundle.train_csr()  # built once here, not by the first request
-        scorer = model.scorer(bundle, DistContext(), cfg.eval)
+        scorer = model.scorer(bundle, DistContext())
         if hasattr(model, "freeze_inference"):
             model.freeze_inference(bundle)  # new users are folded in against the start-up inference
         users = {str(v): i for i, v in enumerate(bundle.users["user_id"].tolist())}
@@ -111,11 +110,9 @@ class Service:
         if unknown:
             raise HTTPError(404, f"unknown item id(s) {', '.join(unknown[:5])}")
         books = sorted(set(self.item_index[v] for v in ids))
-        from graphrec_dist.distributed import DistContext
-
         history = (np.array([0, len(books)], dtype=np.int64), np.array(books, dtype=np.int64))
         try:
-            scorer = self.model.history_scorer(self.bundle, history, DistContext(), self.cfg.eval)
+            scorer = self.model.history_scorer(self.bundle, history, DistContext())
         except UserError as exc:  # a model that cannot score new users
             raise HTTPError(400, str(exc)) from None
         return {"history": ids, "k": k, "items": self._top(scorer, 0, np.array(books), k)}

@@ -73,7 +73,7 @@ def test_popularity_counts_and_ranking_by_hand() -> None:
     assert isinstance(model, Popularity) and model.kind == "closed_form"
     model.fit(bundle, CTX)
     assert model.counts.tolist() == [3.0, 1.0, 2.0, 0.0]
-    scorer = model.scorer(bundle, CTX, EVAL)
+    scorer = model.scorer(bundle, CTX)
     scores = scorer.scores(torch.tensor([0, 2]))
     assert scorer.num_items == 4 and scores.shape == (2, 4)
     assert torch.equal(scores[0], scores[1])
@@ -86,7 +86,7 @@ def test_popularity_ties_get_distinct_scores_in_count_order() -> None:
     bundle = _bundle([(0, 1), (0, 2), (0, 3), (1, 3)], num_users=2, num_books=5)
     model = build_model(_cfg("popularity"), bundle)
     model.fit(bundle, CTX)
-    scores = model.scorer(bundle, CTX, EVAL).scores(torch.tensor([0]))[0]
+    scores = model.scorer(bundle, CTX).scores(torch.tensor([0]))[0]
     assert sorted(scores.tolist()) == [1.0, 2.0, 3.0, 4.0, 5.0]
     assert scores[3] == 5.0  # the only book read twice
     assert min(scores[1], scores[2]) > max(scores[0], scores[4])  # count 1 above count 0
@@ -113,7 +113,7 @@ def test_ease_matches_the_formula_computed_directly() -> None:
     assert np.allclose(model.weights.numpy(), expected_b, atol=1e-5)
     assert np.all(np.diag(model.weights.numpy()) == 0.0)
     users = torch.tensor([3, 0, 2])
-    scores = model.scorer(bundle, CTX, EVAL).scores(users)
+    scores = model.scorer(bundle, CTX).scores(users)
     assert scores.dtype == torch.float32
     assert np.allclose(scores.numpy(), x[[3, 0, 2]] @ expected_b, atol=1e-5)
 
@@ -128,7 +128,7 @@ def test_ease_gram_in_blocks_and_checkpoint_round_trip(monkeypatch: pytest.Monke
     fresh = build_model(_cfg("ease", ease_lambda=5.0), bundle)
     fresh.load_state_dict(model.state_dict())
     users = torch.arange(30)
-    assert torch.equal(fresh.scorer(bundle, CTX, EVAL).scores(users), model.scorer(bundle, CTX, EVAL).scores(users))
+    assert torch.equal(fresh.scorer(bundle, CTX).scores(users), model.scorer(bundle, CTX).scores(users))
 
 
 def _bpr(out) -> torch.Tensor:
@@ -194,7 +194,7 @@ def test_lightgcn_scorer_uses_its_own_propagation(name: str) -> None:
     _train_losses(model, bundle, steps=3, lr=0.05)  # move away from the initial embeddings
     full = model.propagate().detach()
     assert torch.allclose(full, _dense_propagation(model), atol=1e-5)
-    scorer = model.scorer(bundle, CTX, EVAL)
+    scorer = model.scorer(bundle, CTX)
     users_out = full[model.user_offset:model.user_offset + bundle.num_users]
     books_out = full[model.book_offset:model.book_offset + bundle.num_books]
     assert torch.allclose(scorer.user_emb, users_out) and torch.allclose(scorer.item_emb, books_out)

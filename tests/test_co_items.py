@@ -71,7 +71,7 @@ def test_off_by_default_and_a_trainable_relation_when_on() -> None:
     (full_softmax_loss(out.user, out.items, batch.pos) + out.reg).backward()
     assert [n for n, p in model.named_parameters() if p.grad is None] == []
     assert any("co_rated" in n for n, _ in model.named_parameters())
-    scores = model.scorer(bundle, DistContext(), None).scores(torch.arange(bundle.num_users))
+    scores = model.scorer(bundle, DistContext()).scores(torch.arange(bundle.num_users))
     assert scores.shape == (bundle.num_users, bundle.num_books) and bool(torch.isfinite(scores).all())
 
 

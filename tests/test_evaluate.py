@@ -330,7 +330,7 @@ def test_world_sizes_1_2_3_give_bit_identical_metrics(tmp_path, monkeypatch):
 
 
 class _HandModel(torch.nn.Module):
-    def scorer(self, bundle, ctx, eval_cfg):
+    def scorer(self, bundle, ctx):
         return MatrixScorer(HAND_SCORES)
 
 

@@ -12,15 +12,15 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from test_sampling import toy_bundle
 
-from graphrec_dist import checkpoint as ckpt
+from graphrec_dist import run_dir as ckpt
 from graphrec_dist.cli import main as cli_main
 from graphrec_dist.config import load_config
 from graphrec_dist.data.store import save_bundle
 from graphrec_dist.export import export
 from graphrec_dist.models import build_model
 from graphrec_dist.recommend import main as recommend_main
-from test_sampling import toy_bundle
 
 
 def _run(root: Path, *overrides: str) -> Path:

@@ -73,7 +73,7 @@ def test_sampled_output_with_full_fanout_equals_full_inference(overrides) -> Non
     rows = torch.cat([batch[BOOK].dst_pos_index, batch[BOOK].dst_neg_index.flatten()])
     assert torch.allclose(h[BOOK][rows], full[BOOK][books], atol=1e-5)
     # and the scorer is the dot product of exactly these embeddings
-    scores = model.scorer(bundle, DistContext(), None).scores(users[:3])
+    scores = model.scorer(bundle, DistContext()).scores(users[:3])
     assert torch.allclose(scores, full[USER][users[:3]] @ full[BOOK].T, atol=1e-5)
 
 
@@ -129,7 +129,7 @@ def test_full_graph_training_forward_is_the_inference_forward(overrides) -> None
     batch = _triplets(bundle)
     with torch.no_grad():
         out = model.bpr_forward(batch)
-        scorer = model.scorer(bundle, DistContext(), None)
+        scorer = model.scorer(bundle, DistContext())
     assert torch.allclose(out.user, scorer.user_emb[batch.users], atol=1e-5)
     assert torch.allclose(out.items, scorer.item_emb, atol=1e-5)
     assert torch.allclose(out.pos, scorer.scores(batch.users)[torch.arange(16), batch.pos], atol=1e-5)
@@ -138,7 +138,7 @@ def test_full_graph_training_forward_is_the_inference_forward(overrides) -> None
 
 def test_cosine_scores_are_bounded_by_one_over_the_temperature() -> None:
     model, bundle = _model("graphsage", "train.mode=full_graph", "model.score=cosine", "model.temperature=0.25")
-    scores = model.scorer(bundle, DistContext(), None).scores(torch.arange(bundle.num_users))
+    scores = model.scorer(bundle, DistContext()).scores(torch.arange(bundle.num_users))
     assert float(scores.abs().max()) <= 4.0 + 1e-5
     assert float(scores.abs().max()) > 1.0  # not squashed further than the temperature says
 
@@ -176,7 +176,7 @@ def test_item_bias_is_added_to_every_score_in_training_and_ranking() -> None:
     batch = _triplets(bundle)
     with torch.no_grad():
         out = model.bpr_forward(batch)
-        scorer = model.scorer(bundle, DistContext(), None)
+        scorer = model.scorer(bundle, DistContext())
         plain = EmbeddingScorer(*[F.normalize(t, dim=-1) for t in (scorer.user_emb[:, :-1], scorer.item_emb[:, :-1])])
     cos = plain.scores(batch.users) / model.temperature
     expected = cos + torch.arange(bundle.num_books, dtype=torch.float32)

@@ -10,7 +10,7 @@ import torch
 from test_sampling import toy_bundle
 
 from graphrec_dist.cli import main as cli_main
-from graphrec_dist.config import EvalConfig, SplitConfig, load_config
+from graphrec_dist.config import SplitConfig, load_config
 from graphrec_dist.data import interactions as inter
 from graphrec_dist.data.store import load_bundle, save_bundle
 from graphrec_dist.distributed import DistContext
@@ -112,7 +112,7 @@ def test_content_knn_similarity_by_hand() -> None:
     model = build_model(load_config(None, ["model.name=content_knn"]), bundle)
     model.fit(bundle, CTX)
     history = (np.array([0, 1]), np.array([0]))
-    scores = model.history_scorer(bundle, history, CTX, EvalConfig()).scores(torch.tensor([0]))[0]
+    scores = model.history_scorer(bundle, history, CTX).scores(torch.tensor([0]))[0]
     assert torch.equal(scores > 0, (torch.arange(15) % 4 == 0) & (torch.arange(15) != 0))
 
 
@@ -125,14 +125,14 @@ def _graphsage(bundle, *overrides: str):
 def test_graphsage_history_scores_equal_the_users_own_without_id_embeddings() -> None:
     bundle = toy_bundle()
     model, cfg = _graphsage(bundle, "model.user_id_embedding=false")
-    own = model.scorer(bundle, CTX, cfg.eval).scores(torch.arange(bundle.num_users))
+    own = model.scorer(bundle, CTX).scores(torch.arange(bundle.num_users))
     history = bundle.train_csr()
-    folded = model.history_scorer(bundle, history, CTX, cfg.eval).scores(torch.arange(bundle.num_users))
+    folded = model.history_scorer(bundle, history, CTX).scores(torch.arange(bundle.num_users))
     assert torch.allclose(folded, own, atol=1e-5)
     # With per-user id embeddings a new user starts from the unknown vector instead: not the same.
     model, cfg = _graphsage(bundle, "model.id_dropout=0.2")
-    own = model.scorer(bundle, CTX, cfg.eval).scores(torch.arange(bundle.num_users))
-    folded = model.history_scorer(bundle, history, CTX, cfg.eval).scores(torch.arange(bundle.num_users))
+    own = model.scorer(bundle, CTX).scores(torch.arange(bundle.num_users))
+    folded = model.history_scorer(bundle, history, CTX).scores(torch.arange(bundle.num_users))
     assert not torch.allclose(folded, own, atol=1e-3)
 
 
@@ -196,4 +196,4 @@ def test_models_that_need_retraining_refuse_new_users_clearly() -> None:
     bundle = toy_bundle()
     model = build_model(load_config(None, ["model.name=mf", "model.emb_dim=4"]), bundle)
     with pytest.raises(ConfigError, match="without retraining"):
-        model.history_scorer(bundle, bundle.train_csr(), CTX, EvalConfig())
+        model.history_scorer(bundle, bundle.train_csr(), CTX)

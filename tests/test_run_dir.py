@@ -77,8 +77,8 @@ def test_load_run_rebuilds_the_trained_model_with_overrides(tmp_path: Path) -> N
     cfg2, model2, bundle2 = run_dir.load_run(run, ["eval.ks=[5]"])
     assert cfg2.eval.ks == [5] and cfg2.model.emb_dim == 8
     users = torch.arange(4)
-    expected = model.scorer(bundle2, DistContext(), cfg2.eval).scores(users)
-    assert torch.allclose(model2.scorer(bundle2, DistContext(), cfg2.eval).scores(users), expected)
+    expected = model.scorer(bundle2, DistContext()).scores(users)
+    assert torch.allclose(model2.scorer(bundle2, DistContext()).scores(users), expected)
     with pytest.raises(DataError, match="holds no best.pt"):
         run_dir.load_run(tmp_path / "bundle")
 

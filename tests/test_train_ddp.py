@@ -79,7 +79,7 @@ def test_two_process_gloo_training(tmp_path: Path, regime: list[str]) -> None:
     bundle = load_bundle(cfg.data.bundle_dir)
     pop = build_model(cfg, bundle)
     pop.fit(bundle, DistContext())
-    pop_ndcg = evaluate_scorer(pop.scorer(bundle, DistContext(), cfg.eval), bundle, "val", cfg.eval,
+    pop_ndcg = evaluate_scorer(pop.scorer(bundle, DistContext()), bundle, "val", cfg.eval,
                                DistContext())["ndcg@10"]
     best = max(row["val_ndcg@10"] for row in history)
     assert best > pop_ndcg, (best, pop_ndcg)

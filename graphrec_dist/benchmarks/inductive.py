@@ -84,7 +84,7 @@ def time_history_recommend(plan: BenchPlan, users: int, repeats: int = 5) -> dic
         for _ in range(repeats):
             books = torch.randperm(bundle.num_books, generator=gen)[:10].tolist()
             t0 = time.perf_counter()
-            recommend_history(model, bundle, books, 10, cfg.eval)
+            recommend_history(model, bundle, books, 10)
             times.append(time.perf_counter() - t0)
     return {"median_s": statistics.median(times), "max_s": max(times), "repeats": repeats,
             "num_users": bundle.num_users, "num_books": bundle.num_books, "preset": MAIN_PRESET}

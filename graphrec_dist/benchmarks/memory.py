@@ -37,12 +37,12 @@ def eval_child(run_dir: str | None = None, config_path: str | None = None, overr
         model = new_model(cfg, bundle)
     ctx = DistContext()
     with torch.no_grad():
-        model.scorer(bundle, ctx, cfg.eval)  # warm-up: the first sparse products pay one-off set-up costs
+        model.scorer(bundle, ctx)  # warm-up: the first sparse products pay one-off set-up costs
     infer, rank, metrics = [], [], {}
     for _ in range(repeats):
         t0 = time.perf_counter()
         with torch.no_grad():
-            scorer = model.scorer(bundle, ctx, cfg.eval)
+            scorer = model.scorer(bundle, ctx)
         t1 = time.perf_counter()
         metrics = evaluate_scorer(scorer, bundle, "test", cfg.eval, ctx)
         t2 = time.perf_counter()

@@ -12,7 +12,8 @@ def serving_part(payload: Section) -> str:
     lines = ["## Export and serving", "",
              f"{res['users']:,} users × {res['items']:,} items, `{res['preset']}`'s graphsage (freshly initialised: "
              "the costs do not depend on the weights).", "",
-             f"- Export, top {ex['k']} per user ({ex['topk_rows']:,} rows) plus embeddings: **{fmt(ex['export_s'], 1)} s** "
+             f"- Export, top {ex['k']} per user ({ex['topk_rows']:,} rows) plus embeddings: "
+             f"**{fmt(ex['export_s'], 1)} s** "
              f"inside the command ({fmt(ex['child_wall_s'], 1)} s with start-up and loading), peak RSS "
              f"{fmt(ex['child_peak_rss_mb'] / 1024, 2)} GiB (target < 60 s). Command: `{res['export_command']}`.",
              f"- Serve: loaded and answering {fmt(sv['load_s'], 1)} s after start (`{res['serve_command']}`); "
@@ -44,11 +45,13 @@ def index_part(tables: dict) -> list[str]:
             continue
         lines += [f"**{table['items']:,} items × {table['dim']} dims, {table['queries']:,} queries** "
                   f"({names.get(key, key)}):", "",
-                  "| index | setting | build s | batch queries/s | one query p50 ms | p99 ms | recall@10 | recall@100 |",
+                  "| index | setting | build s | batch queries/s | one query p50 ms | p99 ms | recall@10 "
+                  "| recall@100 |",
                   "|---|---|---|---|---|---|---|---|"]
         for row in table["indexes"]:
             setting = f"{row['param']}={row['value']}" if row["param"] else "—"
-            lines.append(f"| {row['index']} | {setting} | {fmt(row['build_s'], 1)} | {fmt(row['batch_queries_per_s'], 0)} | "
+            lines.append(f"| {row['index']} | {setting} | {fmt(row['build_s'], 1)} | "
+                         f"{fmt(row['batch_queries_per_s'], 0)} | "
                          f"{fmt(row['p50_ms'], 2)} | {fmt(row['p99_ms'], 2)} | {fmt(row['recall@10'], 3)} | "
                          f"{fmt(row['recall@100'], 3)} |")
         lines.append("")

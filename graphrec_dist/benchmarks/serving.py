@@ -25,10 +25,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+from scipy.sparse.linalg import svds
+
+from graphrec_dist import run_dir as runs
 from graphrec_dist.benchmarks.common import BenchError, call_in_child, python_cmd
 from graphrec_dist.benchmarks.datasets import ensure_bundle
 from graphrec_dist.benchmarks.plan import BenchPlan, bundle_dir, data_overrides
 from graphrec_dist.benchmarks.quality import MAIN_PRESET
+from graphrec_dist.config import load_config
+from graphrec_dist.data.store import load_bundle
+from graphrec_dist.export import export
+from graphrec_dist.index import build_index, top_k_unseen
 
 INDEX_DIM = 64
 SYNTH_ITEMS = 1_000_000
@@ -39,24 +50,14 @@ INDEX_SETTINGS = {"faiss": ("nprobe", [16, 64, 256]), "usearch": ("expansion", [
 
 def make_run_child(run_dir: str, config_path: str, overrides: list[str]) -> dict[str, Any]:
     """A run folder holding a freshly initialised model of ``config_path`` (a child process)."""
-    import torch
-
-    from graphrec_dist import checkpoint as ckpt
-    from graphrec_dist.config import load_config
-    from graphrec_dist.data.store import load_bundle
-    from graphrec_dist.models import build_model
-
     cfg = load_config(config_path, overrides)
     bundle = load_bundle(cfg.data.bundle_dir)
-    torch.manual_seed(0)
-    model = build_model(cfg, bundle)
-    ckpt.save_checkpoint(Path(run_dir) / ckpt.BEST, {"model": model.state_dict(), "config": cfg.to_dict()})
+    model = runs.new_model(cfg, bundle)
+    runs.save_checkpoint(Path(run_dir) / runs.BEST, {"model": model.state_dict(), "config": cfg.to_dict()})
     return {"users": bundle.num_users, "items": bundle.num_books}
 
 
 def export_child(run_dir: str, out: str, k: int) -> dict[str, Any]:
-    from graphrec_dist.export import export
-
     start = time.perf_counter()
     manifest = export(run_dir, out, k, [])
     return {"export_s": round(time.perf_counter() - start, 2), "topk_rows": manifest["topk_rows"], "k": k}
@@ -101,8 +102,9 @@ def load_test(port: int, users: list[str], clients: int, seconds: float) -> dict
     if not lat:
         raise BenchError("serve answered no request")
     pick = lambda q: 1000 * lat[min(len(lat) - 1, int(q * len(lat)))]  # noqa: E731
-    return {"clients": clients, "requests": len(lat), "errors": errors, "requests_per_s": round(len(lat) / seconds, 1),
-            "p50_ms": round(pick(0.50), 2), "p99_ms": round(pick(0.99), 2), "mean_ms": round(1000 * statistics.fmean(lat), 2)}
+    return {"clients": clients, "requests": len(lat), "errors": errors,
+            "requests_per_s": round(len(lat) / seconds, 1), "p50_ms": round(pick(0.50), 2),
+            "p99_ms": round(pick(0.99), 2), "mean_ms": round(1000 * statistics.fmean(lat), 2)}
 
 
 def serve_and_measure(run_dir: Path, bundle: str, work: Path, client_counts: list[int],
@@ -119,8 +121,6 @@ def serve_and_measure(run_dir: Path, bundle: str, work: Path, client_counts: lis
             raise BenchError(f"serve did not start (see {work / 'logs' / 'serve.log'})")
         load_s = time.perf_counter() - start
         port = int(line.rsplit(":", 1)[1])
-        import pandas as pd
-
         ids = pd.read_csv(Path(bundle) / "users.csv")["user_id"]
         users = [str(v) for v in ids.sample(n=min(5000, len(ids)), random_state=0)]
         return {"load_s": round(load_s, 2), "runs": [load_test(port, users, c, seconds) for c in client_counts]}
@@ -132,12 +132,6 @@ def serve_and_measure(run_dir: Path, bundle: str, work: Path, client_counts: lis
 
 def svd_table(bundle_path: str, dim: int = INDEX_DIM) -> tuple:
     """PureSVD of the training interactions: (user vectors U·S, item vectors V, users' seen books)."""
-    import numpy as np
-    import scipy.sparse as sp
-    from scipy.sparse.linalg import svds
-
-    from graphrec_dist.data.store import load_bundle
-
     bundle = load_bundle(bundle_path)
     indptr, indices = bundle.train_csr()
     ratings = sp.csr_matrix((np.ones(len(indices), dtype=np.float32), indices, indptr),
@@ -149,8 +143,6 @@ def svd_table(bundle_path: str, dim: int = INDEX_DIM) -> tuple:
 
 def synthetic_table(n_items: int, n_queries: int, dim: int = INDEX_DIM, seed: int = 0) -> tuple:
     """Items and queries around 1,000 shared centres, item norms log-normal; nothing seen."""
-    import numpy as np
-
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(1000, dim)).astype(np.float32)
     items = centres[rng.integers(0, 1000, n_items)] + 0.5 * rng.normal(size=(n_items, dim)).astype(np.float32)
@@ -161,10 +153,6 @@ def synthetic_table(n_items: int, n_queries: int, dim: int = INDEX_DIM, seed: in
 
 def measure_indexes(queries, items, seen, ks: tuple[int, ...] = (10, 100), threads: int = 2) -> dict[str, Any]:
     """Build every index over ``items``; batch throughput, one-query latency and recall@k against exact."""
-    import numpy as np
-
-    from graphrec_dist.index import build_index, top_k_unseen
-
     kmax = max(ks)
     out: dict[str, Any] = {"items": len(items), "queries": len(queries), "dim": items.shape[1], "indexes": []}
     truth = None
@@ -195,11 +183,6 @@ def measure_indexes(queries, items, seen, ks: tuple[int, ...] = (10, 100), threa
 
 def _one_query_latency(index, queries, seen) -> tuple[float, float]:
     """p50, p99 ms of one top-10 query at a time with one thread (what a serve request does)."""
-    import numpy as np
-    import torch
-
-    from graphrec_dist.index import top_k_unseen
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     _set_index_threads(index, 1)
@@ -217,7 +200,7 @@ def _one_query_latency(index, queries, seen) -> tuple[float, float]:
 
 def _set_index_threads(index, threads: int) -> None:
     if index.name == "faiss":
-        import faiss
+        import faiss  # an optional extra: only when a faiss index exists
 
         faiss.omp_set_num_threads(threads)
     elif index.name == "usearch":
@@ -226,9 +209,6 @@ def _set_index_threads(index, threads: int) -> None:
 
 def index_child(bundle: str, synthetic_items: int) -> dict[str, Any]:
     """Both tables' index measurements (a child process: the 1M-item table's memory stays there)."""
-    import numpy as np
-    import torch
-
     torch.set_num_threads(2)
     rng = np.random.default_rng(0)
     user_vecs, item_vecs, seen = svd_table(bundle)
@@ -257,5 +237,6 @@ def run_section(plan: BenchPlan) -> dict[str, Any]:
                             {"bundle": bundle_dir(plan, users), "synthetic_items": SYNTH_ITEMS},
                             plan.out_dir, timeout_s=3600, tag="serving-index")
     return {"users": made["users"], "items": made["items"], "preset": MAIN_PRESET, "export": exported,
-            "serve": served, "index": indexes, "export_command": f"graphrec-dist export --run {run_dir} --out <folder> --k 100",
+            "serve": served, "index": indexes,
+            "export_command": f"graphrec-dist export --run {run_dir} --out <folder> --k 100",
             "serve_command": f"graphrec-dist serve --run {run_dir} --port 0"}

@@ -100,7 +100,7 @@ class Recommender(torch.nn.Module):
         raise NotImplementedError(f"{type(self).__name__} has no closed-form fit")
 
     @torch.no_grad()
-    def scorer(self, bundle, ctx, eval_cfg) -> Scorer:
+    def scorer(self, bundle, ctx) -> Scorer:
         """A scorer over all users and books (GNNs run full-neighbourhood inference here)."""
         raise NotImplementedError
 
@@ -108,7 +108,7 @@ class Recommender(torch.nn.Module):
     scores_new_users: ClassVar[bool] = False
 
     @torch.no_grad()
-    def history_scorer(self, bundle, history: tuple, ctx, eval_cfg) -> Scorer:
+    def history_scorer(self, bundle, history: tuple, ctx) -> Scorer:
         """A scorer of users from ``history`` = (indptr [U+1], items) instead of their training
         interactions: nothing is trained; a user's row is whatever the history says."""
         raise ConfigError(f"{type(self).__name__} cannot score a user outside its training data without "

@@ -71,11 +71,11 @@ class ContentKNN(Recommender):
         return self.similarity
 
     @torch.no_grad()
-    def scorer(self, bundle: Bundle, ctx, eval_cfg) -> Scorer:
+    def scorer(self, bundle: Bundle, ctx) -> Scorer:
         return EaseScorer(interaction_matrix(bundle), self._weights(bundle))
 
     @torch.no_grad()
-    def history_scorer(self, bundle: Bundle, history: tuple, ctx, eval_cfg) -> Scorer:
+    def history_scorer(self, bundle: Bundle, history: tuple, ctx) -> Scorer:
         return EaseScorer(interaction_matrix(bundle, history), self._weights(bundle))
 
 

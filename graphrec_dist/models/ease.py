@@ -102,7 +102,7 @@ class Ease(Recommender):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @torch.no_grad()
-    def scorer(self, bundle: Bundle, ctx, eval_cfg) -> Scorer:
+    def scorer(self, bundle: Bundle, ctx) -> Scorer:
         if self.weights.numel() == 0:
             raise RuntimeError("EASE scorer requested before fit() or loading a checkpoint")
         return EaseScorer(interaction_matrix(bundle), self.weights)
@@ -110,7 +110,7 @@ class Ease(Recommender):
     scores_new_users: ClassVar[bool] = True
 
     @torch.no_grad()
-    def history_scorer(self, bundle: Bundle, history: tuple, ctx, eval_cfg) -> Scorer:
+    def history_scorer(self, bundle: Bundle, history: tuple, ctx) -> Scorer:
         """``X_u·B`` with the given history as ``X_u``: B does not depend on the user."""
         if self.weights.numel() == 0:
             raise RuntimeError("EASE scorer requested before fit() or loading a checkpoint")

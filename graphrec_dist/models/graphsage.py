@@ -439,7 +439,7 @@ class GraphSAGERecommender(Recommender):
         return x
 
     @torch.no_grad()
-    def scorer(self, bundle: Bundle, ctx, eval_cfg) -> EmbeddingScorer:
+    def scorer(self, bundle: Bundle, ctx) -> EmbeddingScorer:
         out = self.embed_all(bundle, ctx)
         return EmbeddingScorer(*self.scoring_vectors(out[USER], out[BOOK]))
 
@@ -452,7 +452,7 @@ class GraphSAGERecommender(Recommender):
         self._frozen = (self.embed_all(bundle, DistContext()), list(self._layer_inputs))
 
     @torch.no_grad()
-    def history_scorer(self, bundle: Bundle, history: tuple, ctx, eval_cfg) -> EmbeddingScorer:
+    def history_scorer(self, bundle: Bundle, history: tuple, ctx) -> EmbeddingScorer:
         """Users scored from ``history`` (indptr, items) as new users: nothing is trained.
 
         Fold-in: each user starts from the new-node input and passes through the same layers with

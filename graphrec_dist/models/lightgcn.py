@@ -88,7 +88,7 @@ class LightGCNRecommender(Recommender):
         return users, books
 
     @torch.no_grad()
-    def scorer(self, bundle: Bundle, ctx, eval_cfg) -> Scorer:
+    def scorer(self, bundle: Bundle, ctx) -> Scorer:
         """One full-graph propagation, then dot products of user and book rows."""
         users, books = self.split_embeddings(self.propagate())
         return EmbeddingScorer(users, books)

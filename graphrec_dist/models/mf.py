@@ -53,7 +53,7 @@ class MatrixFactorization(Recommender):
         return BPROutput(pos, neg, ego_reg(u, p, n, batch_size=len(batch.users)), u, self.book_emb.weight)
 
     @torch.no_grad()
-    def scorer(self, bundle: Bundle, ctx, eval_cfg) -> Scorer:
+    def scorer(self, bundle: Bundle, ctx) -> Scorer:
         return EmbeddingScorer(self.user_emb.weight.detach(), self.book_emb.weight.detach())
 
 

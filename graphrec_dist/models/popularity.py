@@ -63,15 +63,15 @@ class Popularity(Recommender):
         self.counts.copy_(counts.to(self.counts.device))
 
     @torch.no_grad()
-    def scorer(self, bundle: Bundle, ctx, eval_cfg) -> Scorer:
+    def scorer(self, bundle: Bundle, ctx) -> Scorer:
         return PopularityScorer(tie_broken_scores(self.counts))
 
     scores_new_users: ClassVar[bool] = True
 
     @torch.no_grad()
-    def history_scorer(self, bundle: Bundle, history: tuple, ctx, eval_cfg) -> Scorer:
+    def history_scorer(self, bundle: Bundle, history: tuple, ctx) -> Scorer:
         """The same list for everyone: a history changes nothing but what is masked."""
-        return self.scorer(bundle, ctx, eval_cfg)
+        return self.scorer(bundle, ctx)
 
 
 def build(cfg, bundle: Bundle) -> Popularity:
