@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch_geometric.data import HeteroData
 
-from graphrec_dist.config import EvalConfig, load_config
+from graphrec_dist.config import load_config
 from graphrec_dist.data.bundle import BOOK, RATES, REV_RATES, USER, Bundle
 from graphrec_dist.data.store import load_bundle
 from graphrec_dist.distributed import DistContext
@@ -27,9 +27,9 @@ from graphrec_dist.models.base import TripletBatch
 from graphrec_dist.models.ease import Ease, interaction_matrix
 from graphrec_dist.models.popularity import Popularity
 from graphrec_dist.sampling import steps_per_epoch
+from graphrec_dist.train import main as train_main
 
 CTX = DistContext()
-EVAL = EvalConfig()
 HAS_TAG = (BOOK, "has_tag", "tag")
 REV_HAS_TAG = ("tag", "rev_has_tag", BOOK)
 
@@ -270,11 +270,8 @@ def synth_data(tmp_path_factory) -> list[str]:
             "run.progress=false", "train.num_threads=1", "eval.ks=[10]"]
 
 
-def _train(name: str, data: list[str], out: Path, *extra: str):
-    from graphrec_dist.train import main
-
-    return main([f"configs/baselines/{name}.yaml", *data, f"run.out_dir={out}", *BASELINE_RUNS[name],
-                 f"run.out_dir={out}"])
+def _train(name: str, data: list[str], out: Path):
+    return train_main([f"configs/baselines/{name}.yaml", *data, *BASELINE_RUNS[name], f"run.out_dir={out}"])
 
 
 @pytest.fixture(scope="module")
