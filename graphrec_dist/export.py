@@ -30,7 +30,7 @@ import torch
 from graphrec_dist.distributed import DistContext, all_gather_object, barrier, cleanup, init_distributed, shard
 from graphrec_dist.errors import UserError
 from graphrec_dist.evaluate import _ragged
-from graphrec_dist.index import INDEXES, build_index, top_k_unseen
+from graphrec_dist.index import INDEXES, scorer_index, top_k_unseen
 from graphrec_dist.models.base import EmbeddingScorer
 from graphrec_dist.run_dir import load_run
 
@@ -111,7 +111,7 @@ def export(run: str, out: str, k: int, overrides: list[str], ctx: Optional[DistC
     try:
         model.eval()
         scorer = model.scorer(bundle, ctx)
-        search = item_index(scorer, index, index_params or {})
+        search = None if index == "exact" else scorer_index(scorer, index, index_params or {})
         block = shard(bundle.num_users, ctx.rank, ctx.world_size)
         lo, hi = block.start, block.stop
         rows = write_part(tmp / "topk" / f"part-{ctx.rank:05d}.parquet", scorer, bundle, lo, hi, k,
@@ -129,15 +129,6 @@ def export(run: str, out: str, k: int, overrides: list[str], ctx: Optional[DistC
     finally:
         if ctx.is_main and tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-def item_index(scorer, kind: str, params: dict[str, Any]):
-    """The approximate index over the scorer's item vectors; None for exact search."""
-    if kind == "exact":
-        return None
-    if not isinstance(scorer, EmbeddingScorer):
-        raise UserError(f"--index {kind}: this model has no item embeddings to index; use --index exact")
-    return build_index(kind, scorer.item_emb.float().cpu().numpy(), **params)
 
 
 def _write_rest(tmp: Path, scorer, bundle, cfg, run: str, k: int, counts, ctx: DistContext,

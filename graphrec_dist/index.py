@@ -22,7 +22,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from graphrec_dist.errors import ConfigError
+from graphrec_dist.errors import ConfigError, UserError
+from graphrec_dist.models.base import EmbeddingScorer
 
 INDEXES = ("exact", "faiss", "usearch")
 
@@ -35,20 +36,6 @@ class ExactIndex:
     def __init__(self, items: np.ndarray, **_params):
         self.items = np.ascontiguousarray(items, dtype=np.float32)
         self._items = torch.from_numpy(self.items)
-
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, ids), each ``[n, k]`` best first."""
-        queries = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))
-        k = min(k, len(self.items))
-        chunk = max(1, (1 << 26) // len(self.items))  # at most 64M scores (256 MB) at a time
-        values, ids = [], []
-        for start in range(0, len(queries), chunk):
-            top = torch.topk(queries[start:start + chunk] @ self._items.T, k, dim=1)
-            values.append(top.values)
-            ids.append(top.indices)
-        if not values:
-            return np.zeros((0, k), dtype=np.float32), np.zeros((0, k), dtype=np.int64)
-        return torch.cat(values).numpy(), torch.cat(ids).numpy()
 
     def search_unseen(self, queries: np.ndarray, seen: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
         """``top_k_unseen`` by masking the seen items' scores before ``topk`` (what the evaluator does)."""
@@ -156,6 +143,13 @@ def build_index(kind: str, items: np.ndarray, **params):
     if kind not in classes:
         raise ConfigError(f"--index {kind!r}: expected one of {', '.join(INDEXES)}")
     return classes[kind](items, **params)
+
+
+def scorer_index(scorer, kind: str, params: dict):
+    """The ``kind`` index over a scorer's item vectors; models without them get exact scoring only."""
+    if not isinstance(scorer, EmbeddingScorer):
+        raise UserError(f"--index {kind}: this model has no item embeddings to index; use --index exact")
+    return build_index(kind, scorer.item_emb.float().cpu().numpy(), **params)
 
 
 def top_k_unseen(index, queries: np.ndarray, seen: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:

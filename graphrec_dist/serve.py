@@ -32,7 +32,7 @@ import torch
 
 from graphrec_dist.distributed import DistContext
 from graphrec_dist.errors import UserError
-from graphrec_dist.index import INDEXES, build_index, top_k_unseen
+from graphrec_dist.index import INDEXES, scorer_index, top_k_unseen
 from graphrec_dist.models.base import EmbeddingScorer
 from graphrec_dist.run_dir import load_run
 
@@ -73,11 +73,10 @@ class Service:
         item_ids = tuple(bundle.books["book_id"].tolist())
         items = {str(v): i for i, v in enumerate(item_ids)}
         titles = tuple(bundle.books["title"].tolist()) if "title" in bundle.books.columns else None
+        # Models without item embeddings (EASE, popularity) score every item per request.
         search = None
-        if isinstance(scorer, EmbeddingScorer):
-            search = build_index(index, scorer.item_emb.float().cpu().numpy(), **(index_params or {}))
-        elif index != "exact":
-            raise UserError(f"--index {index}: {cfg.model.name} has no item embeddings to index; use --index exact")
+        if isinstance(scorer, EmbeddingScorer) or index != "exact":
+            search = scorer_index(scorer, index, index_params or {})
         return cls(cfg, model, bundle, scorer, users, items, search, item_ids, titles)
 
     def parse_k(self, value: Any) -> int:
