@@ -151,3 +151,33 @@ def test_drop_and_restrict_rows_equal_a_rebuild_from_coordinates() -> None:
     assert _same_csr(sub, _rebuilt(pair, keep))
     x = torch.randn(num_src, 4, generator=gen)
     assert torch.equal(SpMM.apply(x, *sub), torch.sparse.mm(_rebuilt(pair, keep).adj_t, x))
+
+
+def test_row_totals_aggregate_a_shared_source_like_the_matmul() -> None:
+    # A relation whose sources all carry one vector (users without id embeddings, first layer) is
+    # aggregated from its row totals; it must equal the matmul, dropped rows included, gradient too.
+    from graphrec_dist.models.graphsage import WeightedSAGEConv
+    from graphrec_dist.models.sparse import drop_rows, row_totals
+
+    gen = torch.Generator().manual_seed(1)
+    num_src, num_dst, n = 50, 20, 200
+    src, dst = torch.randint(num_src, (n,), generator=gen), torch.randint(num_dst - 3, (n,), generator=gen)
+    edge_index = torch.stack([src, dst])
+    new = torch.rand(num_dst, generator=gen) < 0.3
+    for aggr in ("mean", "sum"):
+        weight = torch.rand(n, generator=gen) + 0.5
+        pair = bipartite_pair(edge_index, weight, num_src, num_dst, aggr, torch.device("cpu"))
+        conv = WeightedSAGEConv(4, 3, aggr=aggr)
+        shared = torch.randn(1, 4, generator=gen, requires_grad=True)
+        dst_x = torch.randn(num_dst, 4, generator=gen)
+        outs, grads = [], []
+        for adj in (drop_rows(pair, new), row_totals(pair, drop=new)):
+            out = conv((shared.expand(num_src, -1), dst_x), adj)
+            outs.append(out)
+            grads.append(torch.autograd.grad(out.square().sum(), shared)[0])
+        assert torch.allclose(outs[0], outs[1], atol=1e-5)
+        assert torch.allclose(grads[0], grads[1], atol=1e-4)
+        no_messages = new.clone()
+        no_messages[-3:] = True  # the last three destinations have no in-edges at all
+        expected = conv.lin_l(torch.zeros(1, 4)) + conv.lin_r(dst_x[no_messages])
+        assert torch.allclose(outs[1][no_messages], expected, atol=1e-6)

@@ -35,7 +35,16 @@ from graphrec_dist.data.graph3 import co_interaction_edges
 from graphrec_dist.distributed import DistContext, all_gather_rows, shard
 from graphrec_dist.models.base import BPROutput, EmbeddingScorer, Recommender, TripletBatch, training_graph
 from graphrec_dist.models.mf import ego_reg, triplet_scores
-from graphrec_dist.models.sparse import AdjPair, SpMM, bipartite_pair, drop_rows, normalised_weight, restrict_rows
+from graphrec_dist.models.sparse import (
+    AdjPair,
+    RowTotals,
+    SpMM,
+    bipartite_pair,
+    drop_rows,
+    normalised_weight,
+    restrict_rows,
+    row_totals,
+)
 
 EdgeType = tuple[str, str, str]
 # model.co_items: book -> book edges from training co-interactions (built by the model, not stored).
@@ -48,7 +57,8 @@ class WeightedSAGEConv(SAGEConv):
     Takes ``edge_index`` + raw ``edge_weight`` (renormalised here), a SparseTensor ``adj_t`` whose
     values are already renormalised (sampled training, inference), or an :class:`AdjPair` whose
     values already include the aggregation (full-graph training: a CSR matmul with a cached
-    transpose for the backward). No per-edge message is ever materialised on the last two.
+    transpose for the backward), or the :class:`RowTotals` of a relation whose sources all carry
+    one vector. No per-edge message is ever materialised on the last three.
     """
 
     # PyG swaps a conv class's `propagate` for one generated from its own signature. Once a plain
@@ -59,7 +69,9 @@ class WeightedSAGEConv(SAGEConv):
     def forward(self, x, edge_index, edge_weight: Optional[Tensor] = None) -> Tensor:  # type: ignore[override]
         if isinstance(x, Tensor):
             x = (x, x)
-        if isinstance(edge_index, AdjPair):
+        if isinstance(edge_index, RowTotals):  # every source row is the same vector
+            out = edge_index.total.unsqueeze(1) * x[0][:1]
+        elif isinstance(edge_index, AdjPair):
             out = SpMM.apply(x[0], edge_index.adj_t, edge_index.adj)
         elif isinstance(edge_index, SparseTensor):
             # propagate_type: (x: OptPairTensor, edge_weight: OptTensor)
@@ -265,6 +277,7 @@ class GraphSAGERecommender(Recommender):
         self._graph = graph
         self._adj: Optional[dict] = None
         self._adj_device: Optional[torch.device] = None
+        self._totals: dict = {}  # per edge type, the RowTotals of its full adjacency
         self.aggr = cfg.model.aggr
         # Users and books without a training interaction: their id embedding was never trained as
         # a positive, so with model.id_dropout they always get the unknown vector.
@@ -299,7 +312,15 @@ class GraphSAGERecommender(Recommender):
                 for adj in self._adj.values():
                     adj.fill_cache_()
             self._adj_device = device
+            self._totals = {}
         return self._adj
+
+    def shared_source_totals(self, et: EdgeType, pair: AdjPair, drop: Optional[Tensor]) -> RowTotals:
+        """The cached :class:`RowTotals` of relation ``et`` (full graph), ``drop`` rows zeroed."""
+        if et not in self._totals:
+            self._totals[et] = row_totals(pair)
+        total = self._totals[et].total
+        return RowTotals(total if drop is None else total.masked_fill(drop, 0.0))
 
     def inputs(self, x: dict[str, Tensor]) -> dict[str, Tensor]:
         """Id embeddings as the first layer sees them (``model.emb_dropout`` while training)."""
@@ -392,20 +413,35 @@ class GraphSAGERecommender(Recommender):
         device = batch.users.device
         new = self.new_nodes(device)
         x = self.encoder.all_embeddings(new)
-        adj = self.full_adjacency(device)
-        if BOOK in new:  # a new book has no ratings (nor co-interactions): hide those of the books treated as new
-            adj = {et: drop_rows(pair, new[BOOK]) if et in (RATES, CO_ITEMS) and isinstance(pair, AdjPair) else pair
-                   for et, pair in adj.items()}
-        last = dict(adj)
+        full = self.full_adjacency(device)
+        num_layers = len(self.encoder.layers)
+        hidden = {et: new[BOOK] for et in (RATES, CO_ITEMS) if BOOK in new}  # a new book has no ratings
         users = torch.unique(batch.users)
-        for et, pair in adj.items():
-            if et[2] == USER and isinstance(pair, AdjPair):
-                keep = 1.0 - self.history_dropout if self.training else 1.0
-                seeds = (batch.users, batch.pos) if self.exclude_seed_edges and et == REV_RATES else None
-                last[et] = restrict_rows(pair, users, keep, seeds)
+        # A relation from a type without id embeddings (one shared vector) at the first layer is
+        # its row totals times that vector: no edge is touched (emb_dropout would vary the rows).
+        shared = self.encoder.shared if self.emb_dropout == 0 else set()
+        dropped: dict[EdgeType, AdjPair] = {}
+        per_layer = []
+        for i in range(num_layers):
+            adj = {}
+            for et, pair in full.items():
+                if not isinstance(pair, AdjPair):  # max aggregation: SparseTensors, as they are
+                    adj[et] = pair
+                elif i == 0 and et[0] in shared:
+                    adj[et] = self.shared_source_totals(et, pair, hidden.get(et))
+                else:
+                    if et in hidden and et not in dropped:
+                        dropped[et] = drop_rows(pair, hidden[et])
+                    adj[et] = dropped.get(et, pair)
+                    if i == num_layers - 1 and et[2] == USER:
+                        # Only the batch's users are scored: other users get no messages.
+                        keep = 1.0 - self.history_dropout if self.training else 1.0
+                        seeds = (batch.users, batch.pos) if self.exclude_seed_edges and et == REV_RATES else None
+                        adj[et] = restrict_rows(adj[et], users, keep, seeds)
+            per_layer.append(adj)
         h = self.inputs(x)
-        for i in range(len(self.encoder.layers)):
-            h = self.encoder.layer(i, h, last if i == len(self.encoder.layers) - 1 else adj, {})
+        for i in range(num_layers):
+            h = self.encoder.layer(i, h, per_layer[i], {})
         hu, hb = self.scoring_vectors(h[USER][batch.users], h[BOOK])
         pos_score, neg_score = triplet_scores(hu, hb[batch.pos], hb[batch.neg])
         reg = ego_reg(x[USER][batch.users], x[BOOK][batch.pos], x[BOOK][batch.neg], batch_size=len(batch.users))

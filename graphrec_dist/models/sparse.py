@@ -45,6 +45,28 @@ class SpMM(torch.autograd.Function):
         return torch.sparse.mm(ctx.adj, grad), None, None
 
 
+class RowTotals(NamedTuple):
+    """A relation whose sources all carry one vector ``v`` (a node type without id embeddings, at
+    the first layer): the aggregation at each destination is ``total[dst] * v``, with ``total`` the
+    sum of the destination's in-edge values (1 for a mean over at least one edge, else 0). Computed
+    without touching an edge: at Goodbooks scale the user -> book relation is 4.9M edges whose
+    product was most of a full-graph step, and it carried nothing but which books have ratings."""
+
+    total: torch.Tensor  # [num_dst]
+
+
+def row_totals(pair: AdjPair, drop: Optional[torch.Tensor] = None) -> RowTotals:
+    """The :class:`RowTotals` of ``pair``; destinations where ``drop`` (bool) is True get 0, as
+    :func:`drop_rows` would leave them."""
+    crow, val = pair.adj_t.crow_indices(), pair.adj_t.values()
+    num_dst = pair.adj_t.shape[0]
+    dst = torch.repeat_interleave(torch.arange(num_dst, device=crow.device), crow[1:] - crow[:-1],
+                                  output_size=val.numel())
+    total = torch.zeros(num_dst, dtype=torch.float64, device=val.device).index_add_(0, dst, val.double())
+    total = total.to(val.dtype)
+    return RowTotals(total if drop is None else total.masked_fill(drop.to(total.device), 0.0))
+
+
 def adjacency_pair(edge_index: torch.Tensor, edge_weight: torch.Tensor, num_nodes: int,
                    device: torch.device) -> AdjPair:
     """Both CSR orientations on ``device``. A fused sparse-dense matmul per layer: the edge_index
@@ -104,8 +126,6 @@ def restrict_rows(pair: AdjPair, rows: torch.Tensor, keep: float = 1.0,
     = (destinations, sources) removes those edges. Either way each row's remaining values are
     rescaled to the row's original total, so a mean stays a mean over what is left.
     """
-    if keep >= 1.0 and drop is None:
-        return _mask_dst(pair, _bool_rows(rows, pair.adj_t.shape[0]), keep_marked=True)
     crow, col, val = pair.adj_t.crow_indices(), pair.adj_t.col_indices(), pair.adj_t.values()
     starts, lengths = crow[rows], crow[rows + 1] - crow[rows]
     total = int(lengths.sum())
@@ -124,22 +144,27 @@ def restrict_rows(pair: AdjPair, rows: torch.Tensor, keep: float = 1.0,
         dst, src, values = dst[kept], src[kept], values[kept]
         after = torch.zeros_like(before).index_add_(0, dst, values)
         values = values * (before[dst] / after[dst])
-    edge_index = torch.stack([src, dst])
-    adj_t = to_torch_csr_tensor(edge_index.flip(0), values, size=(num_dst, num_src))
-    adj = to_torch_csr_tensor(edge_index, values, size=(num_src, num_dst))
-    return AdjPair(adj_t, adj)
+    # The gathered entries are already in CSR order (rows sorted, columns sorted within a row):
+    # adj_t needs no sort, and its transpose one stable sort by source.
+    order = torch.sort(src, stable=True).indices
+    return AdjPair(_csr(dst, src, values, (num_dst, num_src)),
+                   _csr(src[order], dst[order], values[order], (num_src, num_dst)))
+
+
+def _csr(row: torch.Tensor, col: torch.Tensor, val: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A CSR tensor from entries already sorted by (row, col)."""
+    crow = torch.zeros(size[0] + 1, dtype=torch.int64, device=row.device)
+    crow[1:] = torch.cumsum(torch.bincount(row, minlength=size[0]), 0)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
+        return torch.sparse_csr_tensor(crow, col, val, size=size)
 
 
 def drop_rows(pair: AdjPair, rows: torch.Tensor) -> AdjPair:
     """``pair`` without the in-edges of the destinations where ``rows`` (bool [num_dst]) is True:
     those rows then get no messages, as a node without such edges would (a new item's ratings)."""
     return _mask_dst(pair, rows.to(pair.adj_t.crow_indices().device), keep_marked=False)
-
-
-def _bool_rows(rows: torch.Tensor, n: int) -> torch.Tensor:
-    mask = torch.zeros(n, dtype=torch.bool, device=rows.device)
-    mask[rows] = True
-    return mask
 
 
 def _mask_dst(pair: AdjPair, marked: torch.Tensor, keep_marked: bool) -> AdjPair:
