@@ -10,17 +10,21 @@ TORCH_SPEC ?= torch==2.13.0
 # Prebuilt torch-scatter/torch-sparse wheels, used as a cache when the folder exists.
 WHEELS ?= ../shared/wheels
 FIND_LINKS := $(if $(wildcard $(WHEELS)/*.whl),--find-links $(WHEELS),)
+CORE_STAMP := $(VENV)/.installed-core
 STAMP := $(VENV)/.installed
 DEMO_CONFIG ?= configs/demo.yaml
 
-.PHONY: install demo test test-fast bench bench-full clean help
+.PHONY: install install-core demo test test-fast bench bench-full clean help
 
 help:
-	@echo "make demo   - install, generate the embedded dataset, build Graph3, train, print test metrics"
-	@echo "make test   - install, run the whole test suite"
-	@echo "make bench  - install, run the reduced benchmark suite"
+	@echo "make demo   - install the core, generate the embedded dataset, build Graph3, train, print test metrics"
+	@echo "make test   - install everything (Ray, pytest, ruff, indexes), run the whole test suite"
+	@echo "make bench  - install everything, run the reduced benchmark suite"
 
-$(STAMP): pyproject.toml
+# What `graphrec-dist train` needs: torch, the sampling backend, the package with its core
+# dependencies. The demo installs only this; Ray, the test tools and the top-k indexes (~100 s
+# more) come with `make install`.
+$(CORE_STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH_SPEC)"
 	$(PIP) install setuptools wheel
@@ -28,12 +32,18 @@ $(STAMP): pyproject.toml
 	# (built from PyPI sources, ~15 min on 2 cores, unless $(WHEELS) holds matching wheels).
 	$(PY) -c "import pyg_lib" 2>/dev/null || $(PY) -c "import torch_sparse, torch_scatter" 2>/dev/null || \
 	  $(PIP) install --no-build-isolation $(FIND_LINKS) "torch-scatter>=2.1" "torch-sparse>=0.6.17"
+	$(PIP) install -e .
+	touch $(CORE_STAMP)
+
+$(STAMP): $(CORE_STAMP)
 	$(PIP) install -e '.[ray,dev,index]'
 	touch $(STAMP)
 
+install-core: $(CORE_STAMP)
+
 install: $(STAMP)
 
-demo: install
+demo: install-core
 	$(VENV)/bin/graphrec-dist train $(DEMO_CONFIG)
 
 test: install

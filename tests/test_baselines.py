@@ -246,9 +246,10 @@ def test_ease_weights_are_row_major() -> None:
 
 
 @pytest.mark.parametrize("name", ["popularity", "ease", "mf", "lightgcn", "lightgcn_ui"])
-def test_each_preset_loads_and_names_its_model(name: str) -> None:
-    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "baselines" / f"{name}.yaml")
-    assert cfg.model.name == name and cfg.data.bundle_dir == "data/bundles/synth-2000"
+def test_each_preset_loads_names_its_model_and_uses_the_demo_data(name: str) -> None:
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    cfg = load_config(configs / "baselines" / f"{name}.yaml")
+    assert cfg.model.name == name and cfg.data == load_config(configs / "demo.yaml").data
 
 
 # -- end to end on generated data: each learned baseline beats popularity ----------------------
