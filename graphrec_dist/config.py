@@ -161,6 +161,9 @@ class TrainConfig:
     exclude_seed_edges: bool = False
     edges_per_epoch: Optional[int] = None  # cap for quick runs; None = every training edge
     max_steps: Optional[int] = None  # stop after this many optimiser steps (tests, smoke runs)
+    # Stop (validating that epoch) once the epochs' training seconds, validation excluded, reach
+    # this: a wall-clock budget for races between models. None = no budget.
+    time_budget_s: Optional[float] = None
     num_workers: int = 0  # sampling worker processes per rank
     num_threads: int = 0  # torch intra-op threads per process (0: torch's default); 1 suits a busy box
     seed: int = 0
@@ -186,6 +189,8 @@ class TrainConfig:
         _require(self.neg_per_pos >= 1, "train.neg_per_pos", "an integer >= 1")
         _require(self.edges_per_epoch is None or self.edges_per_epoch > 0, "train.edges_per_epoch",
                  "a positive integer or null")
+        _require(self.time_budget_s is None or self.time_budget_s > 0, "train.time_budget_s",
+                 "a positive number of seconds or null")
         _require(self.num_workers >= 0, "train.num_workers", "an integer >= 0")
         _require(self.softmax_negatives >= 0, "train.softmax_negatives", "an integer >= 0 (0: every item)")
         _require(self.num_threads >= 0, "train.num_threads", "an integer >= 0")

@@ -258,7 +258,8 @@ class Trainer:
         """Train from the current state (fresh, or what :meth:`resume` restored) to the end."""
         tc = self.cfg.train
         module = self.wrap()
-        while self.state.epoch < tc.epochs and not self.state.stopped_early and not self._out_of_steps():
+        while (self.state.epoch < tc.epochs and not self.state.stopped_early and not self._out_of_steps()
+               and not self._out_of_time()):
             self.train_epoch(module, self.state.epoch)
             row = self.end_epoch()
             path = self.save(run_dir.LAST)
@@ -268,6 +269,13 @@ class Trainer:
 
     def _out_of_steps(self) -> bool:
         return self.cfg.train.max_steps is not None and self.state.global_step >= self.cfg.train.max_steps
+
+    def _out_of_time(self, current_epoch_s: float = 0.0) -> bool:
+        """``train.time_budget_s`` is spent by the logged epochs (identical on every rank: each
+        logs the slowest rank's time) plus ``current_epoch_s``."""
+        budget = self.cfg.train.time_budget_s
+        spent = sum(r.get("epoch_time_s", 0.0) for r in self.state.history) + current_epoch_s
+        return budget is not None and spent >= budget
 
     def train_epoch(self, module: torch.nn.Module, epoch: int) -> None:
         st, tc = self.state, self.cfg.train
@@ -330,7 +338,7 @@ class Trainer:
                                "seed_edges": int(sums[1]), "epoch_time_s": round(time_s, 3),
                                "edges_per_s": round(float(sums[1]) / time_s, 1) if time_s > 0 else None,
                                "lr": self.optimizer.param_groups[0]["lr"]}
-        last = st.epoch + 1 >= cfg.train.epochs or self._out_of_steps()
+        last = st.epoch + 1 >= cfg.train.epochs or self._out_of_steps() or self._out_of_time(time_s)
         if (st.epoch + 1) % cfg.eval.every == 0 or last:
             val = evaluate_model(self.model, self.bundle, "val", cfg.eval, self.ctx)
             row.update({f"val_{k}": v for k, v in val.items()})

@@ -92,6 +92,17 @@ def test_triplet_model_trains_and_hooks_see_every_epoch(data_overrides, tmp_path
     assert set(load_checkpoint(tmp_path / "mf" / "last.pt")) == CHECKPOINT_KEYS
 
 
+def test_time_budget_ends_training_after_the_epoch_that_spends_it(data_overrides, tmp_path: Path) -> None:
+    # A budget shorter than one epoch: that epoch is the last, and it is validated although
+    # eval.every would skip it, so the run has a best model.
+    out = tmp_path / "budget"
+    cfg = load_config("configs/debug.yaml", small(data_overrides, out, "model.name=mf", "train.epochs=5",
+                                                   "eval.every=3", "train.time_budget_s=0.001"))
+    result = run_training(cfg, DistContext())
+    rows = read_rows(out)
+    assert [r["epoch"] for r in rows] == [0] and "val_ndcg@10" in rows[0] and result.best_epoch == 0
+
+
 def test_bad_config_key_exits_2_with_the_key_named(data_overrides, capsys) -> None:
     assert cli_main(["train", "configs/debug.yaml", "train.nope=1"]) == 2
     assert "train.nope" in capsys.readouterr().err

@@ -67,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="epochs of every trained model in the quality table: a number, or 'preset' for each "
                         "preset's own epochs and validation schedule (default: 5 reduced, preset with --full)")
     p.add_argument("--ablation", action="store_true",
-                   help="quality section: also train graphsage without each side relation (on with --full)")
+                   help="quality section: also train graphsage without each side relation")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="quality section: models trained at once, one process each (default 1; 2 with --full)")
     p.add_argument("--real-data", default=None, metavar="DIR",
                    help="realdata section: the folder of real interaction files (default "
                         "../shared/data/movielens-100k)")
@@ -104,6 +106,10 @@ def make_plan(args: argparse.Namespace) -> BenchPlan:
             raise UserError(f"--quality-epochs: expected a positive integer or 'preset', got {args.quality_epochs!r}")
         plan.quality_overrides = [f"train.epochs={args.quality_epochs}", "eval.every=1"]
     plan.ablation = plan.ablation or args.ablation
+    if args.jobs is not None:
+        if args.jobs < 1:
+            raise UserError("--jobs: expected a positive integer")
+        plan.quality_jobs = args.jobs
     if args.real_data is not None:
         plan.real_data_dir = args.real_data
     if args.real_spec is not None:

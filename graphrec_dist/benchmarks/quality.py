@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +21,13 @@ MAIN_PRESET = "configs/demo.yaml"
 METRIC_KEYS = ("hit@10", "hit@20", "hit@50", "ndcg@10", "ndcg@20", "ndcg@50", "mrr")
 
 
-def preset_for(model: str) -> tuple[str, list[str]]:
-    """The config preset a model trains with, and the overrides that select it."""
+def preset_for(model: str, graphsage_preset: str | None = None) -> tuple[str, list[str]]:
+    """The config preset a model trains with, and the overrides that select it (``graphsage_preset``
+    in place of configs/demo.yaml for the models without a preset of their own)."""
     own = Path("configs/baselines") / f"{model}.yaml"
     if own.is_file():
         return str(own), []
-    return MAIN_PRESET, [f"model.name={model}"]
+    return graphsage_preset or MAIN_PRESET, [f"model.name={model}"]
 
 
 def val_value(row: dict[str, Any], metric: str = "ndcg@10") -> float | None:
@@ -80,8 +82,8 @@ def run_name(label: str, users: int, preset: str, overrides: list[str]) -> str:
 def model_run(plan: BenchPlan, model: str, users: int) -> dict[str, Any]:
     """Train (or reuse, within this invocation) ``model`` on the ``users`` dataset."""
     ensure_bundle(plan, users)
-    preset, extra = preset_for(model)
-    overrides = extra + common_overrides(plan, users)
+    preset, extra = preset_for(model, plan.quality_graphsage_preset)
+    overrides = extra + common_overrides(plan, users) + plan.quality_model_overrides.get(model, [])
     return train_run(plan.out_dir, run_name(model, users, preset, overrides), preset, overrides,
                      timeout_s=4 * 3600, invocation=plan.invocation, reuse=plan.reuse)
 
@@ -90,14 +92,19 @@ def run_section(plan: BenchPlan) -> dict[str, Any]:
     """Train every model of ``plan.quality_models``; sampled-protocol evaluation of graphsage."""
     data = ensure_bundle(plan, plan.quality_users)
     common = common_overrides(plan, plan.quality_users)
-    models = {}
-    for m in plan.quality_models:
-        preset, extra = preset_for(m)
+
+    def one(m: str) -> dict[str, Any]:
+        preset, extra = preset_for(m, plan.quality_graphsage_preset)
         try:
-            models[m] = summarize_run(model_run(plan, m, plan.quality_users))
+            row = summarize_run(model_run(plan, m, plan.quality_users))
         except BenchError as exc:  # one model failing must not cost the table the others
-            models[m] = {"error": str(exc), "test": {}, "curve": [], "command": f"graphrec-dist train {preset}"}
-        models[m]["short_command"] = " ".join(["graphrec-dist train", preset, *extra, "…"])
+            row = {"error": str(exc), "test": {}, "curve": [], "command": f"graphrec-dist train {preset}"}
+        row["short_command"] = " ".join(["graphrec-dist train", preset, *extra, "…"])
+        return row
+
+    # Several at once (--full): each run is its own process, timed by its own clock.
+    with ThreadPoolExecutor(max_workers=max(1, plan.quality_jobs)) as pool:
+        models = dict(zip(plan.quality_models, pool.map(one, plan.quality_models)))
     out: dict[str, Any] = {"num_users": data["num_users"], "num_books": data["num_books"],
                            "train_edges": data["train_edges"], "models": models, "common_overrides": common}
     if models.get("graphsage", {}).get("test"):
@@ -124,8 +131,9 @@ def run_ablation(plan: BenchPlan, common: list[str], base: float | None) -> dict
     seed and epochs), so ``delta_ndcg@10`` < 0 means the relation helps.
     """
     if not plan.ablation:
-        return {"run": False, "why": "it runs with --full or --ablation"}
-    preset, extra = preset_for("graphsage")
+        return {"run": False, "why": "it runs with --ablation"}
+    preset, extra = preset_for("graphsage", plan.quality_graphsage_preset)
+    extra = extra + plan.quality_model_overrides.get("graphsage", [])
     results: dict[str, Any] = {}
     for rel in RELATION_NAMES:
         overrides = extra + common + [f"model.exclude_relations=[{rel}]"]
