@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import time
 import warnings
-from typing import ClassVar, Optional
+from typing import Optional
 
 import numpy as np
 import torch
