@@ -156,6 +156,9 @@ class TrainConfig:
     # positive) row. The same loss with fewer scores (a large batch holds several positives of
     # most users), rounded differently.
     softmax_per_user: bool = False
+    # Full softmax (per user): each positive competes only with the items its user has not seen in
+    # training, as at evaluation (where those are masked), not with the user's other positives.
+    mask_seen: bool = False
     # Drop each batch's (user, positive) edges from its message passing: sampled mode, from the
     # subgraph; full_graph mode, from the batch users' history in the last layer.
     exclude_seed_edges: bool = False
@@ -194,6 +197,10 @@ class TrainConfig:
         _require(self.num_workers >= 0, "train.num_workers", "an integer >= 0")
         _require(self.softmax_negatives >= 0, "train.softmax_negatives", "an integer >= 0 (0: every item)")
         _require(self.num_threads >= 0, "train.num_threads", "an integer >= 0")
+        full_softmax_per_user = self.loss == "softmax" and self.softmax_negatives == 0 and self.softmax_per_user
+        _require(not self.mask_seen or full_softmax_per_user, "train.mask_seen",
+                 "false unless train.loss=softmax, train.softmax_negatives=0 and "
+                 "train.softmax_per_user=true (it masks each user's row of the full softmax)")
         _require(self.patience >= 1, "train.patience", "an integer >= 1")
 
 

@@ -30,21 +30,35 @@ def sampled_softmax_loss(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
 
 
 def full_softmax_loss(user: torch.Tensor, items: torch.Tensor, pos_items: torch.Tensor,
-                      user_ids: torch.Tensor | None = None) -> torch.Tensor:
+                      user_ids: torch.Tensor | None = None,
+                      seen: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """Mean cross-entropy of each (user, positive item) against every item.
 
     ``user``: [n, d], ``items``: [num_items, d] scoring vectors (scores = ``user @ items.T``);
     ``pos_items``: int64 [n] the positive item of each row. ``user_ids`` (int64 [n], rows with the
     same id must have the same vector): the softmax is computed once per distinct user, which is
-    the same loss with fewer scores when a batch holds several positives of a user.
+    the same loss with fewer scores when a batch holds several positives of a user. ``seen`` (CSR
+    ``indptr``, ``items`` of every user's training items; needs ``user_ids``): each positive
+    competes only with the items its user has not seen, as at evaluation, where the other
+    training items are masked.
     """
     if user_ids is None:
         return F.cross_entropy(user @ items.T, pos_items)
     distinct, row = torch.unique(user_ids, return_inverse=True)
     first = torch.full((len(distinct),), len(user_ids), dtype=torch.long, device=user_ids.device)
     first.scatter_reduce_(0, row, torch.arange(len(user_ids), device=user_ids.device), reduce="amin")
-    log_p = F.log_softmax(user[first] @ items.T, dim=1)
-    return -log_p[row, pos_items].mean()
+    logits = user[first] @ items.T
+    if seen is None:
+        return -F.log_softmax(logits, dim=1)[row, pos_items].mean()
+    indptr, seen_items = seen
+    counts = indptr[distinct + 1] - indptr[distinct]
+    starts = torch.repeat_interleave(indptr[distinct] - (torch.cumsum(counts, 0) - counts), counts)
+    cols = seen_items[torch.arange(int(counts.sum()), device=logits.device) + starts]
+    rows = torch.repeat_interleave(torch.arange(len(distinct), device=logits.device), counts)
+    unseen_lse = torch.logsumexp(logits.index_put((rows, cols), torch.tensor(float("-inf"), device=logits.device)),
+                                 dim=1)
+    pos = logits[row, pos_items]
+    return (torch.logaddexp(unseen_lse[row], pos) - pos).mean()
 
 
 def shared_softmax_loss(pos: torch.Tensor, user: torch.Tensor, items: torch.Tensor, pos_items: torch.Tensor,
@@ -63,10 +77,11 @@ def shared_softmax_loss(pos: torch.Tensor, user: torch.Tensor, items: torch.Tens
 
 def ranking_loss(name: str, pos: torch.Tensor, neg: torch.Tensor, user: torch.Tensor | None = None,
                  items: torch.Tensor | None = None, pos_items: torch.Tensor | None = None,
-                 num_shared: int = 0, user_ids: torch.Tensor | None = None) -> torch.Tensor:
+                 num_shared: int = 0, user_ids: torch.Tensor | None = None,
+                 seen: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """``train.loss``: "bpr", or "softmax" over every item (or ``num_shared`` shared uniform ones)
     when the model scores them all in the step (``user``/``items`` given), and over the sampled
-    negatives otherwise. ``user_ids``: see :func:`full_softmax_loss`."""
+    negatives otherwise. ``user_ids``, ``seen``: see :func:`full_softmax_loss`."""
     if name == "bpr":
         return bpr_loss(pos, neg)
     if name != "softmax":
@@ -74,5 +89,5 @@ def ranking_loss(name: str, pos: torch.Tensor, neg: torch.Tensor, user: torch.Te
     if user is not None and items is not None and pos_items is not None:
         if num_shared > 0:
             return shared_softmax_loss(pos, user.float(), items.float(), pos_items, num_shared)
-        return full_softmax_loss(user.float(), items.float(), pos_items, user_ids)
+        return full_softmax_loss(user.float(), items.float(), pos_items, user_ids, seen)
     return sampled_softmax_loss(pos, neg)

@@ -96,14 +96,16 @@ class _BPRModule(torch.nn.Module):
         return out.pos, out.neg, out.reg, out.user, out.items
 
 
-def batch_loss(cfg: Config, outputs: tuple, batch) -> torch.Tensor:
+def batch_loss(cfg: Config, outputs: tuple, batch, seen: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+               ) -> torch.Tensor:
     """``train.loss`` of a batch from ``_BPRModule``'s outputs, plus ``train.l2`` times the
-    embedding penalty (in float32 whatever the autocast dtype)."""
+    embedding penalty (in float32 whatever the autocast dtype). ``seen``: every user's training
+    items as CSR (``train.mask_seen``)."""
     pos, neg, reg, user, items = outputs
     pos_items = batch.pos if isinstance(batch, TripletBatch) else None
     user_ids = batch.users if cfg.train.softmax_per_user and pos_items is not None else None
     loss = ranking_loss(cfg.train.loss, pos.float(), neg.float(), user, items, pos_items,
-                        cfg.train.softmax_negatives, user_ids)
+                        cfg.train.softmax_negatives, user_ids, seen)
     return loss + cfg.train.l2 * reg.float()
 
 
@@ -151,6 +153,8 @@ class Trainer:
         self.scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=tc.epochs * self.steps)
                           if tc.lr_schedule == "cosine" else None)
         self.state = TrainState()
+        # train.mask_seen: every user's training items (CSR), masked out of its softmax.
+        self.seen = (tuple(torch.from_numpy(a).to(ctx.device) for a in bundle.train_csr()) if tc.mask_seen else None)
         self.best_model: Optional[dict[str, Any]] = None
         self._rng_after_step: Optional[dict[str, Any]] = None
         self._fault_armed = True  # train.fail_after_step acts on a fresh run only, not after a resume
@@ -318,7 +322,7 @@ class Trainer:
         phase = self.hooks.on_phase or (lambda name: None)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
             outputs = module(batch)
-            loss = batch_loss(self.cfg, outputs, batch)
+            loss = batch_loss(self.cfg, outputs, batch, self.seen)
         phase("forward")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -42,6 +42,8 @@ def test_int_is_accepted_for_float():
         ("train", "expected section.key=value"),
         ("train.lr.x=1", "'train.lr': expected a number"),
         ("train.lr=fast", "'train.lr': expected a number"),
+        ("train.mask_seen=true", "'train.mask_seen': expected false unless train.loss=softmax"),  # default loss: bpr
+        ("train.time_budget_s=0", "'train.time_budget_s'"),
     ],
 )
 def test_bad_overrides_name_the_key(override, needle):

@@ -100,3 +100,23 @@ def test_full_softmax_once_per_distinct_user_is_the_same_loss_and_gradient() -> 
         grads.append((loss.detach(), e.grad, it.grad))
     for a, b in zip(*grads):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_full_softmax_with_seen_items_masked_matches_a_hand_computation() -> None:
+    # Each positive competes with the items its user has not seen, plus itself.
+    gen = torch.Generator().manual_seed(0)
+    user, items = torch.randn(5, 4, generator=gen), torch.randn(7, 4, generator=gen)
+    user_ids = torch.tensor([3, 1, 3, 0, 1])
+    user = user[[0, 1, 0, 3, 1]]  # rows of one user share its vector
+    pos = torch.tensor([2, 5, 6, 0, 1])
+    seen_by = {0: [0, 4], 1: [1, 5], 2: [], 3: [2, 3, 6]}
+    indptr = torch.tensor([0, 2, 4, 4, 7])
+    seen = (indptr, torch.tensor([i for u in range(4) for i in seen_by[u]]))
+    expected = []
+    for r in range(5):
+        scores = user[r] @ items.T
+        keep = [i for i in range(7) if i not in seen_by[int(user_ids[r])] or i == int(pos[r])]
+        expected.append(torch.logsumexp(scores[keep], 0) - scores[pos[r]])
+    got = full_softmax_loss(user, items, pos, user_ids, seen=seen)
+    assert torch.allclose(got, torch.stack(expected).mean(), atol=1e-6)
+    assert got < full_softmax_loss(user, items, pos, user_ids)  # fewer competitors, lower loss

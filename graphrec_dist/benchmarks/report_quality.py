@@ -183,6 +183,21 @@ def ablation_table(ab: dict[str, Any]) -> list[str]:
     return lines
 
 
+def time_budget_note(plan: dict[str, Any]) -> list[str]:
+    """What the full plan's race gave each model: seconds, epoch size, runs at once."""
+    budget = [o.split("=", 1)[1] for o in plan.get("quality_overrides", []) if o.startswith("train.time_budget_s=")]
+    if not budget:
+        return []
+    own = plan.get("quality_model_overrides") or {}
+    per_model = "; ".join(f"{m}: `{' '.join(o)}`" for m, o in own.items() if o)
+    jobs = plan.get("quality_jobs", 1)
+    return [f"**Budget: every trained model gets {fmt(float(budget[0]), 0)} seconds of training** (validation "
+            "excluded; `train.time_budget_s`, training stops after the epoch that spends it), "
+            + (f"{jobs} models trained at once, one process and one thread each, so each had about one of the "
+               "2 cores. " if jobs > 1 else "")
+            + (f"Per-model overrides: {per_model}." if per_model else ""), ""]
+
+
 def quality_part(payload: Section, rel: dict[str, str]) -> str:
     """The Quality section of docs/RESULTS.md."""
     if not payload:
@@ -200,6 +215,7 @@ def quality_part(payload: Section, rel: dict[str, str]) -> str:
                   "plan, to keep `make bench` under 15 minutes), so this is a quick table, not a converged one; "
                   "models that need many epochs (MF, LightGCN) are the most affected. `--full` trains each model for "
                   "its preset's epochs with early stopping.", ""]
+    lines += time_budget_note(res.get("plan", {}))
     lines += quality_table(res["models"], res.get("ranking", []))
     limited = budget_limited(res["models"])
     if limited:
