@@ -506,3 +506,18 @@ def test_serving_report_quotes_export_time_and_latency_per_client_count(tmp_path
     assert "| 8 | 290 | 25.00 | 40.00 | 0 |" in text and "| 1 | 300 | 3.10 | 8.00 | 0 |" in text
     assert "**1,000,000 items × 64 dims, 1,000 queries** (synthetic" in text
     assert "| faiss | nprobe=64 | 140.5 | 2,500 | 0.50 | 1.20 | 0.991 | 0.930 |" in text
+
+
+def test_run_key_is_the_resolved_config(tmp_path: Path) -> None:
+    # A preset edit that the overrides replace keeps the key (the run is reused); one that changes
+    # what is trained, or another launcher, does not.
+    from graphrec_dist.benchmarks.runs import _key
+
+    preset = tmp_path / "p.yaml"
+    preset.write_text("data:\n  synth_users: 500\nmodel:\n  name: mf\n")
+    overrides = ["data.synth_users=2000", "run.out_dir=/elsewhere"]
+    key = _key(preset, overrides, "torchrun=0")
+    preset.write_text("data:\n  synth_users: 700\nmodel:\n  name: mf\nrun:\n  progress: false\n")
+    assert _key(preset, overrides, "torchrun=0") == key
+    assert _key(preset, overrides + ["train.lr=0.5"], "torchrun=0") != key
+    assert _key(preset, overrides, "torchrun=2") != key

@@ -3,8 +3,7 @@ each in a child process so its wall time and peak RSS are its own.
 
 A run lives in ``<out>/runs/<name>``. Sections that need the same run (the quality table and the
 training comparison both train ``graphsage`` on the demo data) share it: a run is reused when its
-key (config file text, overrides, launcher) matches and this invocation made it (any, with
-``--reuse``).
+key (the resolved config, launcher) matches and this invocation made it (any, with ``--reuse``).
 """
 from __future__ import annotations
 
@@ -18,13 +17,18 @@ from pathlib import Path
 from typing import Any
 
 from graphrec_dist.benchmarks.common import BenchError, python_cmd, run_child
+from graphrec_dist.config import load_config
 from graphrec_dist.io_utils import write_json_atomic
 from graphrec_dist.run_dir import TEST_METRICS, read_history, read_json
 
 
-def _key(config_path: str | None, overrides: Sequence[str], launcher: str) -> str:
-    text = Path(config_path).read_text() if config_path else ""
-    blob = json.dumps([text, list(overrides), launcher])
+def _key(config_path: str | Path | None, overrides: Sequence[str], launcher: str) -> str:
+    """What a run trains: its resolved config and launcher. The ``run`` section (where the run is
+    written, how verbosely) is left out, and so is a preset's text that its overrides replace: an
+    edit of a preset's data section does not retrain runs that point at other data."""
+    cfg = load_config(config_path, list(overrides)).to_dict()
+    cfg.pop("run", None)
+    blob = json.dumps([cfg, launcher], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
