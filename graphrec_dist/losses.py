@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from graphrec_dist.models.sparse import csr_rows
+
 
 def bpr_loss(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
     """Mean BPR loss ``-log sigmoid(s_pos - s_neg)`` over every (positive, negative) pair.
@@ -51,12 +53,9 @@ def full_softmax_loss(user: torch.Tensor, items: torch.Tensor, pos_items: torch.
     if seen is None:
         return -F.log_softmax(logits, dim=1)[row, pos_items].mean()
     indptr, seen_items = seen
-    counts = indptr[distinct + 1] - indptr[distinct]
-    starts = torch.repeat_interleave(indptr[distinct] - (torch.cumsum(counts, 0) - counts), counts)
-    cols = seen_items[torch.arange(int(counts.sum()), device=logits.device) + starts]
-    rows = torch.repeat_interleave(torch.arange(len(distinct), device=logits.device), counts)
-    unseen_lse = torch.logsumexp(logits.index_put((rows, cols), torch.tensor(float("-inf"), device=logits.device)),
-                                 dim=1)
+    owner, entry = csr_rows(indptr, distinct)
+    masked = logits.index_put((owner, seen_items[entry]), torch.tensor(float("-inf"), device=logits.device))
+    unseen_lse = torch.logsumexp(masked, dim=1)
     pos = logits[row, pos_items]
     return (torch.logaddexp(unseen_lse[row], pos) - pos).mean()
 

@@ -157,7 +157,7 @@ def test_row_totals_aggregate_a_shared_source_like_the_matmul() -> None:
     # A relation whose sources all carry one vector (users without id embeddings, first layer) is
     # aggregated from its row totals; it must equal the matmul, dropped rows included, gradient too.
     from graphrec_dist.models.graphsage import WeightedSAGEConv
-    from graphrec_dist.models.sparse import drop_rows, row_totals
+    from graphrec_dist.models.sparse import RowTotals, drop_rows, row_totals
 
     gen = torch.Generator().manual_seed(1)
     num_src, num_dst, n = 50, 20, 200
@@ -171,7 +171,7 @@ def test_row_totals_aggregate_a_shared_source_like_the_matmul() -> None:
         shared = torch.randn(1, 4, generator=gen, requires_grad=True)
         dst_x = torch.randn(num_dst, 4, generator=gen)
         outs, grads = [], []
-        for adj in (drop_rows(pair, new), row_totals(pair, drop=new)):
+        for adj in (drop_rows(pair, new), RowTotals(row_totals(pair).total.masked_fill(new, 0.0))):
             out = conv((shared.expand(num_src, -1), dst_x), adj)
             outs.append(out)
             grads.append(torch.autograd.grad(out.square().sum(), shared)[0])

@@ -277,7 +277,7 @@ class GraphSAGERecommender(Recommender):
         self._graph = graph
         self._adj: Optional[dict] = None
         self._adj_device: Optional[torch.device] = None
-        self._totals: dict = {}  # per edge type, the RowTotals of its full adjacency
+        self._totals: dict = {}  # per edge type, the row totals of its full adjacency
         self.aggr = cfg.model.aggr
         # Users and books without a training interaction: their id embedding was never trained as
         # a positive, so with model.id_dropout they always get the unknown vector.
@@ -318,8 +318,8 @@ class GraphSAGERecommender(Recommender):
     def shared_source_totals(self, et: EdgeType, pair: AdjPair, drop: Optional[Tensor]) -> RowTotals:
         """The cached :class:`RowTotals` of relation ``et`` (full graph), ``drop`` rows zeroed."""
         if et not in self._totals:
-            self._totals[et] = row_totals(pair)
-        total = self._totals[et].total
+            self._totals[et] = row_totals(pair).total
+        total = self._totals[et]
         return RowTotals(total if drop is None else total.masked_fill(drop, 0.0))
 
     def inputs(self, x: dict[str, Tensor]) -> dict[str, Tensor]:
