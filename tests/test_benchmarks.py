@@ -1,6 +1,7 @@
 """Tiny-scale smoke tests of the bench functions, the child-process runner and the report."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -74,6 +75,7 @@ def test_sections_parse_in_canonical_order_and_unknown_ones_are_user_errors():
     with pytest.raises(UserError, match="nope"):
         parse_sections("sampling,nope")
     assert top_cli.main(["bench", "--sections", "nope", "--no-report"]) == 2
+    assert top_cli.main(["bench", "--models", "graphsage,nope", "--no-report"]) == 2
 
 
 def test_race_reports_who_reaches_the_target_first():
@@ -418,6 +420,23 @@ def test_realdata_runs_every_model_on_every_split_seed_and_reports_mean_and_std(
     text = report.generate(out, docs).read_text()
     assert "| ease | 0.1850 ± 0.0100 | **0.1900 ± 0.0100** |" in text
     assert "graphsage trails the best baseline, ease (0.1800 vs 0.1900 test NDCG@10, 95%)" in text
+
+    # --models graphsage: only graphsage trains; the other rows come from the JSON just written
+    calls.clear()
+    base["graphsage"] = 0.2
+    again = dataclasses.replace(plan, quality_models=["graphsage"], carry_over=True)
+    res2 = realdata.run_section(again)
+    assert len(calls) == 3 and {preset for preset, _ in calls} == {"configs/demo.yaml"}
+    assert res2["ranking"] == ["graphsage", "ease", "graphsage_ui"]
+    assert res2["models"]["ease"]["measured_at"] and "measured_at" not in res2["models"]["graphsage"]
+    assert res2["models"]["ease"]["summary"] == res["models"]["ease"]["summary"]
+    common.write_section(out, _payload("realdata", res2))
+    text = report.generate(out, docs).read_text()
+    assert "| ease † | 0.1850 ± 0.0100 | 0.1900 ± 0.0100 |" in text and "| graphsage | " in text
+    assert "trained only the unmarked models" in text
+    # other split seeds are other data: nothing is carried over
+    other = realdata.run_section(dataclasses.replace(again, real_seeds=[0, 1]))
+    assert list(other["models"]) == ["graphsage"]
 
 
 def test_inductive_section_runs_each_model_per_dataset_and_seed_and_reports_the_targets(tmp_path, monkeypatch):

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from graphrec_dist.benchmarks.common import BenchError, section_payload, write_section
-from graphrec_dist.benchmarks.plan import BenchPlan, full_plan, reduced_plan
+from graphrec_dist.benchmarks.plan import QUALITY_MODELS, BenchPlan, full_plan, reduced_plan
 from graphrec_dist.benchmarks.quality import MAIN_PRESET
 from graphrec_dist.benchmarks.report import generate
 from graphrec_dist.config import parse_override
@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quality-epochs", default=None, metavar="N|preset",
                    help="epochs of every trained model in the quality table: a number, or 'preset' for each "
                         "preset's own epochs and validation schedule (default: 5 reduced, preset with --full)")
+    p.add_argument("--models", default=None, metavar="M1,M2",
+                   help="quality and realdata sections: train only these models and keep the other models' rows "
+                        "from the section's earlier JSON in --out, when that was measured on the same data (for "
+                        f"one changed preset); any of {', '.join(QUALITY_MODELS)}")
     p.add_argument("--ablation", action="store_true",
                    help="quality section: also train graphsage without each side relation")
     p.add_argument("--jobs", type=int, default=None,
@@ -106,6 +110,14 @@ def make_plan(args: argparse.Namespace) -> BenchPlan:
             raise UserError(f"--quality-epochs: expected a positive integer or 'preset', got {args.quality_epochs!r}")
         plan.quality_overrides = [f"train.epochs={args.quality_epochs}", "eval.every=1"]
     plan.ablation = plan.ablation or args.ablation
+    if args.models is not None:
+        names = [m.strip() for m in args.models.split(",") if m.strip()]
+        unknown = [m for m in names if m not in QUALITY_MODELS]
+        if unknown or not names:
+            raise UserError(f"--models: unknown model(s) {', '.join(unknown) or '(none given)'}; expected a "
+                            f"comma-separated subset of {', '.join(QUALITY_MODELS)}")
+        plan.quality_models = [m for m in QUALITY_MODELS if m in names]
+        plan.carry_over = True
     if args.jobs is not None:
         if args.jobs < 1:
             raise UserError("--jobs: expected a positive integer")
@@ -146,6 +158,8 @@ def main(argv: list[str] | None = None) -> BenchResult:
     command += "".join(f" --set {o}" for o in args.overrides)
     if args.quality_epochs is not None:
         command += f" --quality-epochs {args.quality_epochs}"
+    if args.models is not None:
+        command += f" --models {','.join(plan.quality_models)}"
     if args.ablation:
         command += " --ablation"
     if args.real_data is not None:

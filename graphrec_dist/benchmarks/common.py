@@ -153,6 +153,22 @@ def read_section(out_dir: str | Path, name: str) -> dict[str, Any] | None:
     return json.loads(path.read_text())
 
 
+def carried_models(plan, section: str, trained: dict[str, Any], match: dict[str, Any]) -> dict[str, Any]:
+    """``bench --models``: the rows of the models this invocation did not train, taken from the
+    section's earlier JSON in ``plan.out_dir`` when it was measured alike: the same values of the
+    result keys in ``match`` (data, seeds) and the same ``--set`` overrides. Each row keeps
+    ``measured_at``, when its runs were made. Empty without ``--models``."""
+    old = read_section(plan.out_dir, section) if plan.carry_over else None
+    if not old:
+        return {}
+    res = old["results"]
+    if (any(res.get(k) != v for k, v in match.items())
+            or res.get("plan", {}).get("train_overrides", []) != list(plan.train_overrides)):
+        return {}
+    return {m: {**row, "measured_at": row.get("measured_at", old["finished_at"])}
+            for m, row in res.get("models", {}).items() if m not in trained}
+
+
 @dataclass
 class ChildResult:
     """How a child process ended and what it cost."""

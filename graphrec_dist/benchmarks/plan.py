@@ -52,6 +52,9 @@ class BenchPlan:
     # quality table
     quality_users: int = 2000
     quality_models: list[str] = field(default_factory=lambda: list(QUALITY_MODELS))
+    # --models: train only quality_models and carry the other models' rows over from the section's
+    # earlier JSON (quality, realdata), so one changed preset does not retrain the whole table.
+    carry_over: bool = False
     # Same for every model: 5 epochs, validated each epoch; --full keeps each preset's.
     quality_overrides: list[str] = field(default_factory=lambda: ["train.epochs=5", "eval.every=1"])
     # Per model, overrides after the common ones (--full: each "epoch" a quarter pass, so that a

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from graphrec_dist.benchmarks.common import BenchError
+from graphrec_dist.benchmarks.common import BenchError, carried_models, read_section
 from graphrec_dist.benchmarks.datasets import ensure_bundle
 from graphrec_dist.benchmarks.plan import BenchPlan, run_overrides
 from graphrec_dist.benchmarks.runs import evaluate_run, train_run
@@ -105,9 +105,14 @@ def run_section(plan: BenchPlan) -> dict[str, Any]:
     # Several at once (--full): each run is its own process, timed by its own clock.
     with ThreadPoolExecutor(max_workers=max(1, plan.quality_jobs)) as pool:
         models = dict(zip(plan.quality_models, pool.map(one, plan.quality_models)))
+    models.update(carried_models(plan, "quality", models, {"common_overrides": common}))
     out: dict[str, Any] = {"num_users": data["num_users"], "num_books": data["num_books"],
                            "train_edges": data["train_edges"], "models": models, "common_overrides": common}
-    if models.get("graphsage", {}).get("test"):
+    carried_sampled = ((read_section(plan.out_dir, "quality") or {}).get("results", {}).get("graphsage_sampled")
+                       if "graphsage" not in plan.quality_models and "graphsage" in models else None)
+    if carried_sampled:  # graphsage was carried over: so are its sampled-protocol figures
+        out["graphsage_sampled"] = carried_sampled
+    elif models.get("graphsage", {}).get("test"):
         cands = [c for c in plan.sampled_candidates if c < data["num_books"]]
         sampled = evaluate_run(plan.out_dir, models["graphsage"]["run_dir"],
                                ["eval.protocol=sampled", f"eval.sampled_candidates=[{','.join(map(str, cands))}]"],

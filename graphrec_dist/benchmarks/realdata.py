@@ -13,7 +13,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from graphrec_dist.benchmarks.common import BenchError
+from graphrec_dist.benchmarks.common import BenchError, carried_models
 from graphrec_dist.benchmarks.plan import BenchPlan
 from graphrec_dist.benchmarks.quality import preset_for, run_name, summarize_run
 from graphrec_dist.benchmarks.runs import train_run
@@ -57,7 +57,8 @@ def model_runs(plan: BenchPlan, model: str) -> dict[str, Any]:
 
 
 def run_section(plan: BenchPlan) -> dict[str, Any]:
-    """Every model of ``plan.quality_models`` on the real data, ``plan.real_seeds`` splits each."""
+    """Every model of ``plan.quality_models`` on the real data, ``plan.real_seeds`` splits each (with
+    ``--models``, the other models' rows come from the section's earlier JSON on the same data)."""
     raw = Path(plan.real_data_dir)
     if not raw.is_dir():  # the default folder sits outside the project: no table, and say why
         return {"skipped": f"real data not found: {raw} (pass --real-data DIR, a folder with the files "
@@ -70,8 +71,11 @@ def run_section(plan: BenchPlan) -> dict[str, Any]:
             models[m] = model_runs(plan, m)
         except BenchError as exc:  # one model failing must not cost the table the others
             models[m] = {"error": str(exc)}
+    common = data_overrides(plan, plan.real_seeds[0])
+    same_data = {"common_overrides": common, "seeds": list(plan.real_seeds)}
+    models.update(carried_models(plan, "realdata", models, same_data))
     ranked = sorted((m for m in models if "summary" in models[m]
                      and models[m]["summary"]["test_ndcg@10"]["mean"] is not None),
                     key=lambda m: -models[m]["summary"]["test_ndcg@10"]["mean"])
     return {"data_dir": str(raw), "spec": plan.real_spec, "seeds": list(plan.real_seeds), "models": models,
-            "ranking": ranked, "common_overrides": data_overrides(plan, plan.real_seeds[0])}
+            "ranking": ranked, "common_overrides": common}

@@ -5,7 +5,17 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from graphrec_dist.benchmarks.report_text import QUALITY_COLUMNS, Section, fmt, img, not_run, reproduce, scale_of
+from graphrec_dist.benchmarks.report_text import (
+    QUALITY_COLUMNS,
+    Section,
+    carried_name,
+    carried_note,
+    fmt,
+    img,
+    not_run,
+    reproduce,
+    scale_of,
+)
 from graphrec_dist.config import RELATION_NAMES
 
 
@@ -18,11 +28,11 @@ def quality_table(models: dict[str, dict[str, Any]], ranking: list[str]) -> list
     for name in order:
         m = models[name]
         if m.get("error"):
-            lines.append(f"| {name} | failed: {m['error']} |" + " |" * (len(QUALITY_COLUMNS) + 2))
+            lines.append(f"| {carried_name(name, m)} | failed: {m['error']} |" + " |" * (len(QUALITY_COLUMNS) + 2))
             continue
         cells = [f"**{fmt(m['test'].get(c))}**" if name == leader and c == "ndcg@10" else fmt(m["test"].get(c))
                  for c in QUALITY_COLUMNS]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {fmt(m.get('best_val_epoch'))} | "
+        lines.append(f"| {carried_name(name, m)} | " + " | ".join(cells) + f" | {fmt(m.get('best_val_epoch'))} | "
                                                  f"{fmt(m.get('train_s'), 1)} "
                      f"| `{m.get('short_command', m['command'])}` |")
     return lines
@@ -215,6 +225,7 @@ def quality_part(payload: Section, rel: dict[str, str]) -> str:
                   "its preset's epochs with early stopping.", ""]
     lines += time_budget_note(res.get("plan", {}))
     lines += quality_table(res["models"], res.get("ranking", []))
+    lines += carried_note(res["models"])
     limited = budget_limited(res["models"])
     if limited:
         lines += ["", "Still improving when the budget ran out (best validation epoch = last epoch run): "

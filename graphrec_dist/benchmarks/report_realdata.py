@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from graphrec_dist.benchmarks.report_text import Section, fmt, not_run, reproduce
+from graphrec_dist.benchmarks.report_text import Section, carried_name, carried_note, fmt, not_run, reproduce
 
 
 def _pm(stat: dict[str, Any] | None) -> str:
@@ -20,14 +20,14 @@ def realdata_table(res: dict[str, Any]) -> list[str]:
     for name in ranking + [m for m in models if m not in ranking]:
         m = models[name]
         if "error" in m:
-            lines.append(f"| {name} | failed: {m['error']} | | | | | | |")
+            lines.append(f"| {carried_name(name, m)} | failed: {m['error']} | | | | | | |")
             continue
         s = m["summary"]
         test = _pm(s["test_ndcg@10"])
         if ranking and name == ranking[0]:
             test = f"**{test}**"
         wall = s.get("wall_s", {}).get("mean")
-        lines.append(f"| {name} | {_pm(s['val_ndcg@10'])} | {test} | {_pm(s['test_hit@10'])} | "
+        lines.append(f"| {carried_name(name, m)} | {_pm(s['val_ndcg@10'])} | {test} | {_pm(s['test_hit@10'])} | "
                      f"{_pm(s['test_ndcg@20'])} | {_pm(s['test_mrr'])} | {fmt(wall, 1)} | `{m['short_command']}` |")
     return lines
 
@@ -66,6 +66,7 @@ def realdata_part(payload: Section) -> str:
              "test is reported once per final preset. One split of ~1,000 users carries a standard error of "
              "about 0.013 NDCG@10, which is why the table averages splits.", ""]
     lines += realdata_table(res)
+    lines += carried_note(res["models"])
     lines += realdata_verdict(res)
     if res.get("common_overrides"):
         lines += ["", "`…` = the overrides of split seed " f"{seeds[0] if seeds else ''}: `"

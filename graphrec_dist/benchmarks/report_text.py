@@ -349,3 +349,18 @@ def sweep_part(payload: Section, memory: Section, rel: dict[str, str]) -> str:
                      f"{p['evaluation']['peak_rss_mb'] / 1024:.2f} |")
     lines += img(rel, "sweep", "time and peak memory against the number of users", payload, "sweep")
     return "\n".join(lines)
+
+
+def carried_name(name: str, row: dict[str, Any]) -> str:
+    """A table row's model name, marked when ``bench --models`` carried the row over."""
+    return f"{name} †" if row.get("measured_at") else name
+
+
+def carried_note(models: dict[str, dict[str, Any]]) -> list[str]:
+    """The footnote of rows carried over from an earlier invocation (``bench --models``)."""
+    when = sorted({m["measured_at"] for m in models.values() if m.get("measured_at")})
+    if not when:
+        return []
+    return ["", f"† Measured by an earlier invocation ({', '.join(when)}) on the same data and carried over: this "
+                "one ran with `--models` and trained only the unmarked models."]
+
