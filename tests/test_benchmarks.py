@@ -293,6 +293,35 @@ def test_ablation_trains_graphsage_without_each_relation_and_reports_the_change(
     assert rows == ["| tag", "| author", "| language", "| year_bin", "| similar"]
 
 
+def test_quality_models_option_trains_only_those_and_carries_the_other_rows(tmp_path, monkeypatch):
+    from graphrec_dist.benchmarks import quality
+
+    calls, ndcg = [], {"popularity": 0.01, "graphsage": 0.03}
+
+    def fake_train_run(root, name, preset, overrides, **kw):
+        model = next((o.split("=")[1] for o in overrides if o.startswith("model.name=")), "popularity")
+        calls.append(model)
+        return {"epochs": [{"epoch": 0, "val_ndcg@10": ndcg[model], "epoch_time_s": 2.0}], "command": name,
+                "run_dir": str(tmp_path / name), "wall_s": 3.0, "peak_rss_mb": 100.0, "reused": False,
+                "test_metrics": {"ndcg@10": ndcg[model], "hit@10": 2 * ndcg[model], "best_epoch": 0}}
+
+    monkeypatch.setattr(quality, "train_run", fake_train_run)
+    monkeypatch.setattr(quality, "ensure_bundle",
+                        lambda plan, users: {"num_users": users, "num_books": 5000, "train_edges": 10})
+    monkeypatch.setattr(quality, "evaluate_run", lambda *a, **k: {"ndcg@10": 0.2})
+    plan = BenchPlan(mode="reduced", out_dir=tmp_path, quality_models=["popularity", "graphsage"])
+    common.write_section(tmp_path, _payload("quality", quality.run_section(plan)))
+    calls.clear()
+    ndcg["popularity"] = 0.05
+    res = quality.run_section(dataclasses.replace(plan, quality_models=["popularity"], carry_over=True))
+    assert calls == ["popularity"] and res["ranking"] == ["popularity", "graphsage"]
+    assert res["models"]["graphsage"]["measured_at"] and res["graphsage_sampled"]["ndcg@10"] == 0.2
+    # another size is other data: nothing to carry
+    other = quality.run_section(dataclasses.replace(plan, quality_models=["popularity"], carry_over=True,
+                                                    quality_users=1000))
+    assert list(other["models"]) == ["popularity"] and "graphsage_sampled" not in other
+
+
 # ----- the whole command at a tiny size -----
 
 def _tiny_plan(out_dir: Path) -> BenchPlan:
