@@ -349,6 +349,7 @@ def test_bench_command_end_to_end_at_a_tiny_size(tmp_path, monkeypatch):
     assert set(result.written) == {"quality", "training", "evaluation", "memory"} and not result.failed
     quality = json.loads((out / "quality.json").read_text())
     assert quality["command"].startswith("graphrec-dist bench --sections quality,training,evaluation,memory --set")
+    assert quality["command"].endswith(f" --out {out}")  # where its runs and JSON live
     models = quality["results"]["models"]
     assert set(models) == {"popularity", "graphsage"}
     for m in models.values():

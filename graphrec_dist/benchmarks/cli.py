@@ -160,6 +160,8 @@ def main(argv: list[str] | None = None) -> BenchResult:
         command += f" --quality-epochs {args.quality_epochs}"
     if args.models is not None:
         command += f" --models {','.join(plan.quality_models)}"
+    if args.out != "bench_out":  # carried rows and reused runs are found under --out
+        command += f" --out {args.out}"
     if args.ablation:
         command += " --ablation"
     if args.real_data is not None:
