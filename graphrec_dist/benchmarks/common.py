@@ -21,15 +21,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from graphrec_dist.errors import UserError
 from graphrec_dist.io_utils import write_json_atomic
-
-if TYPE_CHECKING:  # plan.py imports this module
-    from graphrec_dist.benchmarks.plan import BenchPlan
 
 SCHEMA_VERSION = 1
 GOODBOOKS_USERS = 53_424  # users in Goodbooks-10k ratings.csv: the 100% point of every scale
@@ -156,11 +153,12 @@ def read_section(out_dir: str | Path, name: str) -> dict[str, Any] | None:
     return json.loads(path.read_text())
 
 
-def carried_models(plan: BenchPlan, section: str, trained: dict[str, Any], match: dict[str, Any]) -> dict[str, Any]:
+def carried_models(plan: Any, section: str, trained: dict[str, Any], match: dict[str, Any]) -> dict[str, Any]:
     """``bench --models``: the rows of the models this invocation did not train, taken from the
     section's earlier JSON in ``plan.out_dir`` when it was measured alike: the same values of the
     result keys in ``match`` (data, seeds) and the same ``--set`` overrides. Each row keeps
-    ``measured_at``, when its runs were made. Empty without ``--models``."""
+    ``measured_at``, when its runs were made. Empty without ``--models``. (``plan``: a BenchPlan;
+    not annotated as one because plan.py imports this module.)"""
     old = read_section(plan.out_dir, section) if plan.carry_over else None
     if not old:
         return {}
