@@ -20,12 +20,14 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
 from graphrec_dist import metrics
+from graphrec_dist.breakdown import by_popularity
 from graphrec_dist.config import EvalConfig
 from graphrec_dist.data.bundle import Bundle, pairs_csr
 from graphrec_dist.distributed import DistContext, all_reduce_sum, barrier, cleanup, init_distributed, shard
@@ -327,7 +329,7 @@ def _reduce(parts: list[Part], ctx: DistContext, with_ranks: bool) -> tuple[dict
 
 
 def evaluate_scorer(scorer: Scorer, bundle: Bundle, split: str, cfg: EvalConfig, ctx: DistContext,
-                    per_user_path: Path | None = None) -> dict[str, float]:
+                    per_user_path: Path | None = None, popularity_groups: int = 0) -> dict[str, Any]:
     """Metrics of ``scorer`` on the held-out ``split``; the same dict on every rank.
 
     ``val``/``test``: every item ranked, training items masked. ``cold_val``/``cold_test``: each
@@ -337,7 +339,9 @@ def evaluate_scorer(scorer: Scorer, bundle: Bundle, split: str, cfg: EvalConfig,
     Full protocol: ``hit@K``, ``ndcg@K``, ``recall@K`` for K in ``cfg.ks``, ``mrr``, ``num_users``.
     Sampled protocol: the same keys with ``/C=<candidates>`` appended, for each of
     ``cfg.sampled_candidates``. With ``per_user_path``, rank 0 writes (user, book, rank) per
-    held-out row as CSV (atomically), then all ranks meet at a barrier.
+    held-out row as CSV (atomically), then all ranks meet at a barrier. With ``popularity_groups``
+    (full protocol, ``val``/``test``), ``by_popularity`` holds the metrics per group of held-out
+    items by training popularity (:mod:`graphrec_dist.breakdown`).
     """
     if split not in OTHER_SPLIT:
         raise ConfigError(f"evaluation split must be one of {', '.join(OTHER_SPLIT)}, got {split!r}")
@@ -346,6 +350,9 @@ def evaluate_scorer(scorer: Scorer, bundle: Bundle, split: str, cfg: EvalConfig,
                         f"{bundle.path or '(in memory)'} has {bundle.num_books}")
     if split not in ("val", "test"):
         _check_inductive(bundle, split, cfg)
+    if popularity_groups and (split not in ("val", "test") or cfg.protocol != "full"):
+        raise ConfigError(f"a breakdown by popularity needs the full protocol on val or test, "
+                          f"not the {cfg.protocol} protocol on {split}")
     start = time.perf_counter()
     hold = Holdout.from_pairs(bundle.split(split))
     masks = Masks.for_split(bundle, split, cfg)
@@ -357,7 +364,11 @@ def evaluate_scorer(scorer: Scorer, bundle: Bundle, split: str, cfg: EvalConfig,
         parts = [_full_part(scorer, hold, masks, cfg, ctx)]
     else:
         parts = [_sampled_part(scorer, hold, masks, cfg, ctx, c) for c in cfg.sampled_candidates]
-    result, ranks = _reduce(parts, ctx, with_ranks=per_user_path is not None)
+    result: dict[str, Any]
+    result, ranks = _reduce(parts, ctx, with_ranks=per_user_path is not None or popularity_groups > 0)
+    if popularity_groups:
+        result["by_popularity"] = by_popularity(ranks[0], hold.items, bundle.train[:, 1].numpy(), bundle.num_books,
+                                                popularity_groups, cfg.ks)
     if per_user_path is not None:
         if ctx.is_main:
             if split in COLD_ITEM_SPLITS:  # positions among the cold items back to item indices
@@ -370,11 +381,12 @@ def evaluate_scorer(scorer: Scorer, bundle: Bundle, split: str, cfg: EvalConfig,
 
 
 def evaluate_model(model, bundle: Bundle, split: str, cfg: EvalConfig, ctx: DistContext,
-                   per_user_path: Path | None = None) -> dict[str, float]:
+                   per_user_path: Path | None = None, popularity_groups: int = 0) -> dict[str, Any]:
     """Metrics of ``model`` on ``split``: its scorer for the split (:func:`split_scorer`), then
     :func:`evaluate_scorer`; every rank takes part."""
     model.eval()
-    return evaluate_scorer(split_scorer(model, bundle, split, ctx, cfg), bundle, split, cfg, ctx, per_user_path)
+    return evaluate_scorer(split_scorer(model, bundle, split, ctx, cfg), bundle, split, cfg, ctx, per_user_path,
+                           popularity_groups)
 
 
 def _check_inductive(bundle: Bundle, split: str, cfg: EvalConfig) -> None:
@@ -414,13 +426,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--per-user", default=None,
                         help="write (user, book, rank) per held-out row to this CSV "
                              "(default with eval.export_per_user=true: beside the run)")
+    parser.add_argument("--by-popularity", type=int, default=0, metavar="N",
+                        help="also report the metrics in N groups of held-out items by their number of "
+                             "training interactions (about equal groups; full protocol, val or test)")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. eval.protocol=sampled")
     return parser
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     """``graphrec-dist evaluate``: load the model, evaluate on every rank, print JSON on rank 0."""
     args = build_parser().parse_args(argv)
+    if args.by_popularity < 0:
+        raise ConfigError(f"--by-popularity: expected a number of groups >= 1 (0 = none), got {args.by_popularity}")
     source = Path(args.run or args.checkpoint)
     cfg, model, bundle = load_run(source, list(args.overrides))
     per_user = Path(args.per_user) if args.per_user else None
@@ -429,7 +446,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ctx = init_distributed(cfg.dist.backend, cfg.dist.device)
     setup_logging(ctx.rank, cfg.run.log_level)
     try:
-        result = evaluate_model(model, bundle, args.split, cfg.eval, ctx, per_user)
+        result = evaluate_model(model, bundle, args.split, cfg.eval, ctx, per_user, args.by_popularity)
         if ctx.is_main:
             print(json.dumps({"split": args.split, "protocol": cfg.eval.protocol, **result}, indent=2))
         return result

@@ -415,6 +415,10 @@ def test_cli_on_a_trained_run_reproduces_the_trainers_test_metrics(tmp_path, cap
     assert json.loads(capsys.readouterr().out)["num_users"] == saved["num_users"] > 0
     for key in ("hit@10", "ndcg@20", "recall@20", "mrr"):
         assert result[key] == saved[key], key
+    groups = evaluate.main(["--run", str(run), "--split", "test", "--by-popularity", "3"])["by_popularity"]
+    assert sum(g["rows"] for g in groups) == saved["num_users"]  # leave-one-out: one row per user
+    weighted = sum(g["rows"] * g["ndcg@10"] for g in groups) / saved["num_users"]
+    assert weighted == pytest.approx(saved["ndcg@10"])
 
 
 def test_benchmark_runs_at_tiny_size_and_reports_side_by_side(monkeypatch):
