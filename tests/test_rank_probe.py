@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from graphrec_dist.benchmarks.evaluation import synthetic_bundle
-from graphrec_dist.benchmarks.rank_probe import main, markdown, rank_probe
+from graphrec_dist.benchmarks.rank_probe import main, markdown, rank_k_scorer, rank_probe
 from graphrec_dist.config import EvalConfig
 from graphrec_dist.distributed import DistContext
 from graphrec_dist.evaluate import evaluate_scorer
-from graphrec_dist.models.ease import Ease
+from graphrec_dist.models.ease import Ease, interaction_matrix
 
 
 def test_full_rank_is_ease_and_low_rank_differs():
@@ -25,6 +26,19 @@ def test_full_rank_is_ease_and_low_rank_differs():
     assert rows[0]["mrr"] != pytest.approx(exact["mrr"])
     table = markdown(rows).splitlines()
     assert len(table) == 2 + 3 and table[0].count("NDCG@10") == 1 + len(rows[0]["by_popularity"])
+
+
+def test_rank_k_scores_are_eases_at_full_rank():
+    bundle = synthetic_bundle(50, 30, per_user=8)
+    ease = Ease(5.0)
+    ease.fit(bundle, DistContext())
+    u, s, vt = torch.linalg.svd(ease.weights.double())
+    x = interaction_matrix(bundle)
+    xu = torch.from_numpy(x @ u.numpy())
+    users = torch.arange(50)
+    exact = ease.scorer(bundle, DistContext()).scores(users)
+    assert torch.allclose(rank_k_scorer(xu, s, vt, 30).scores(users), exact.float(), atol=1e-4)
+    assert not torch.allclose(rank_k_scorer(xu, s, vt, 3).scores(users), exact.float(), atol=1e-4)
 
 
 def test_bad_input_exits_2(tmp_path, capsys):

@@ -41,6 +41,7 @@ SECTIONS: dict[str, str] = {
 }
 
 log = get_logger("bench")
+DEFAULT_OUT = "bench_out"  # --out's default; a recorded command names --out only when it differs
 
 
 @dataclass
@@ -57,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--full", action="store_true", help="the issue's full sizes (hours on 2 cores)")
     p.add_argument("--sections", default="all", help=f"comma-separated subset of: {', '.join(SECTIONS)} (default all)")
-    p.add_argument("--out", default="bench_out", help="folder for JSON, runs, data and logs (default bench_out)")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"folder for JSON, runs, data and logs (default {DEFAULT_OUT})")
     p.add_argument("--docs", default="docs", help="where RESULTS.md and img/ go (default docs)")
     p.add_argument("--repeats", type=int, default=None, help="repeats per timed figure (medians are reported)")
     p.add_argument("--reuse", action="store_true", help="reuse datasets and training runs of an earlier invocation")
@@ -160,7 +161,7 @@ def main(argv: list[str] | None = None) -> BenchResult:
         command += f" --quality-epochs {args.quality_epochs}"
     if args.models is not None:
         command += f" --models {','.join(plan.quality_models)}"
-    if args.out != "bench_out":  # carried rows and reused runs are found under --out
+    if args.out != DEFAULT_OUT:  # carried rows and reused runs are found under --out
         command += f" --out {args.out}"
     if args.ablation:
         command += " --ablation"

@@ -23,22 +23,33 @@ from graphrec_dist.distributed import DistContext
 from graphrec_dist.errors import ConfigError, UserError
 from graphrec_dist.evaluate import evaluate_scorer
 from graphrec_dist.models.base import EmbeddingScorer
-from graphrec_dist.models.ease import ease_weights, gram_matrix, interaction_matrix
+from graphrec_dist.models.ease import Ease, interaction_matrix
+
+
+def rank_k_scorer(xu: torch.Tensor, s: torch.Tensor, vt: torch.Tensor, k: int) -> EmbeddingScorer:
+    """EASE's scores ``X B`` with ``B = U S V^T`` cut to rank ``k``: users ``(X U)_k S_k``, items
+    ``V_k`` (``xu``: at least the first ``k`` columns of ``X U``)."""
+    return EmbeddingScorer((xu[:, :k] * s[:k]).float(), vt[:k].T.float().contiguous())
 
 
 def rank_probe(bundle: Bundle, ranks: list[int], lam: float, split: str = "val",
                popularity_groups: int = 5) -> list[dict[str, Any]]:
-    """Per rank in ``ranks`` (clipped to the number of items; the last row is always full rank):
-    ``split`` metrics of EASE (``lam``) truncated to that rank, with the popularity breakdown."""
-    x = interaction_matrix(bundle)
-    b = ease_weights(torch.from_numpy(gram_matrix(x)), lam).double()
-    u, s, vt = torch.linalg.svd(b)
-    users = torch.from_numpy(x.toarray()).double() @ u  # X U: scores at rank k are (X U_k S_k) V_k^T
-    cfg = EvalConfig()
+    """Per rank in ``ranks`` (clipped to the number of items; the last row is always full rank,
+    i.e. EASE itself): ``split`` metrics of EASE (``lam``) truncated to that rank, with the
+    popularity breakdown."""
+    ease = Ease(lam)
+    ease.fit(bundle, DistContext())
+    u, s, vt = torch.linalg.svd(ease.weights.double())
     energy = (s ** 2).cumsum(0) / (s ** 2).sum()
+    full = bundle.num_books
+    truncated = sorted({min(r, full) for r in ranks} - {full})
+    # Only the columns of X U that a truncated row reads: [users, max rank], never [users, items].
+    x = interaction_matrix(bundle)
+    xu = torch.from_numpy(x @ u[:, :max(truncated, default=0)].numpy())
+    cfg = EvalConfig()
     rows = []
-    for k in sorted({min(r, bundle.num_books) for r in ranks} | {bundle.num_books}):
-        scorer = EmbeddingScorer((users[:, :k] * s[:k]).float(), vt[:k].T.float().contiguous())
+    for k in truncated + [full]:
+        scorer = ease.scorer(bundle, DistContext()) if k == full else rank_k_scorer(xu, s, vt, k)
         metrics = evaluate_scorer(scorer, bundle, split, cfg, DistContext(), popularity_groups=popularity_groups)
         rows.append({"rank": k, "energy": float(energy[k - 1]), **metrics})
     return rows
