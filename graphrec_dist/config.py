@@ -237,6 +237,10 @@ class DistConfig:
     ray_address: Optional[str] = None  # None: start or join a local Ray
     storage_path: Optional[str] = None  # Ray Train storage (folder, shared FS or cloud URI)
     max_failures: int = 0  # Ray: restarts of a failed worker group
+    # "replicate": every rank holds the whole bundle and every parameter (DDP splits the seed
+    # edges). "users": rank r holds only its block of users (their id embeddings, optimizer state,
+    # edges and splits) and the replicated item side; full-graph graphsage only (docs/SCALING.md).
+    sharding: Literal["replicate", "users"] = "replicate"
 
     def __post_init__(self) -> None:
         _require(self.num_workers >= 1, "dist.num_workers", "an integer >= 1")
@@ -265,12 +269,35 @@ class Config:
             _require(len(self.train.num_neighbors) == self.model.num_layers, "train.num_neighbors",
                      f"one fanout per layer (model.num_layers={self.model.num_layers}), "
                      f"got {len(self.train.num_neighbors)}: {self.train.num_neighbors}")
+        if self.dist.sharding == "users":
+            for key, ok, expected in _sharding_requirements(self):
+                _require(ok, key, f"{expected} with dist.sharding=users")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _sharding_requirements(cfg: Config) -> list[tuple[str, bool, str]]:
+    """What user-sharded training supports, as (key, holds, expected). Why each one:
+    - full-graph graphsage only: a sampled subgraph needs neighbours that live on other ranks;
+    - sum/mean aggregation: a rank's partial sums over its users add up to the exact aggregate;
+    - the random ops left out (dropouts, co_items) would draw differently on each rank, so the
+      replicated item side would drift apart between ranks;
+    - the evaluator's sampled protocol and per-user export deal out global user blocks."""
+    m, t, e = cfg.model, cfg.train, cfg.eval
+    return [("model.name", m.name in ("graphsage", "graphsage_ui"), "graphsage or graphsage_ui"),
+            ("train.mode", t.mode == "full_graph", "full_graph (sampled subgraphs would cross ranks)"),
+            ("model.aggr", m.aggr in ("mean", "sum"), "mean or sum"),
+            ("model.norm", m.norm != "batch", "none or layer (batch statistics would differ per rank)"),
+            ("model.emb_dropout", m.emb_dropout == 0, "0"),
+            ("model.dropout", m.dropout == 0, "0"),
+            ("model.history_dropout", m.history_dropout == 0, "0"),
+            ("model.co_items", m.co_items == 0, "0"),
+            ("eval.protocol", e.protocol == "full", "full"),
+            ("eval.export_per_user", not e.export_per_user, "false")]
 
 
 def _require(ok: bool, key: str, expected: str) -> None:

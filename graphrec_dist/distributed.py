@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import datetime
 import os
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -137,3 +139,69 @@ def broadcast_object(obj: object, ctx: DistContext, src: int = 0) -> object:
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+@dataclass
+class CommStats:
+    """Bytes and seconds spent in the all-reduces of user-sharded training, since the last reset."""
+
+    calls: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+
+    def reset(self) -> None:
+        self.calls, self.bytes, self.seconds = 0, 0, 0.0
+
+
+COMM = CommStats()  # one per process: the trainer reads and resets it each epoch
+
+
+def _timed_sum(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    if ctx.is_distributed:
+        start = time.perf_counter()
+        all_reduce_sum(tensor, ctx)
+        COMM.calls += 1
+        COMM.bytes += tensor.numel() * tensor.element_size()
+        COMM.seconds += time.perf_counter() - start
+    return tensor
+
+
+class _SumOverRanks(torch.autograd.Function):
+    """Forward: the sum over ranks of every rank's tensor. Backward: the same sum of the gradient,
+    because each rank's loss reads the summed output, so the gradient of the total loss with
+    respect to any rank's input is the sum of every rank's gradient of the output."""
+
+    @staticmethod
+    def forward(fctx, tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+        fctx.dist = ctx
+        return _timed_sum(tensor.clone(), ctx)
+
+    @staticmethod
+    def backward(fctx, grad: torch.Tensor):
+        return _timed_sum(grad.clone(), fctx.dist), None
+
+
+def sum_over_ranks(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """Autograd-aware all-reduce sum (a no-op on one process): partial aggregates of each rank's
+    own users become the aggregate over all users, and gradients flow back to every rank."""
+    if not ctx.is_distributed:
+        return tensor
+    return _SumOverRanks.apply(tensor, ctx)
+
+
+def sum_gradients(params: Iterable[torch.nn.Parameter], ctx: DistContext) -> None:
+    """Sum the gradients of replicated parameters over ranks in one flat all-reduce. A parameter
+    no rank gave a gradient keeps ``grad=None`` (as on one process, so the optimizer skips it);
+    one that only some ranks did counts as zeros on the others."""
+    if not ctx.is_distributed:
+        return
+    params = list(params)
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    had = torch.tensor([p.grad is not None for p in params], dtype=grads[0].dtype if grads else torch.float32)
+    flat = _timed_sum(torch.cat([g.reshape(-1) for g in grads] + [had]), ctx)
+    at = 0
+    for i, (p, g) in enumerate(zip(params, grads)):
+        n = g.numel()
+        if flat[len(flat) - len(params) + i] > 0:
+            p.grad = g.copy_(flat[at:at + n].view_as(g))
+        at += n

@@ -226,12 +226,15 @@ class Part:
     ranks: torch.Tensor  # int64 [n rows of the split]; 0 for rows other ranks own, -1 if left out
 
 
-def _full_part(scorer: Scorer, hold: Holdout, masks: Masks, cfg: EvalConfig, ctx: DistContext) -> Part:
+def _full_part(scorer: Scorer, hold: Holdout, masks: Masks, cfg: EvalConfig, ctx: DistContext,
+               sharded: bool = False) -> Part:
     # Chunks are cut from the global user list and then dealt out, so a user is scored in the same
     # chunk (same matrix-multiply shape, same floating-point result) for any world size.
     n = len(hold.users)
     mine = shard(-(-n // cfg.user_chunk), ctx.rank, ctx.world_size)
     lo, hi = min(mine.start * cfg.user_chunk, n), min(mine.stop * cfg.user_chunk, n)
+    if sharded:  # dist.sharding=users: the split holds this rank's users only, all of them scored here
+        lo, hi = 0, n
     all_ranks = torch.zeros(len(hold.items), dtype=torch.int64)
     values = []
     for c0 in range(lo, hi, cfg.user_chunk):
@@ -350,6 +353,10 @@ def evaluate_scorer(scorer: Scorer, bundle: Bundle, split: str, cfg: EvalConfig,
                         f"{bundle.path or '(in memory)'} has {bundle.num_books}")
     if split not in ("val", "test"):
         _check_inductive(bundle, split, cfg)
+    if bundle.shard is not None and (popularity_groups or per_user_path is not None or cfg.protocol != "full"):
+        raise ConfigError("a user-sharded bundle is evaluated with the full protocol only, without per-user "
+                          "rows or a popularity breakdown: evaluate the finished run (graphrec-dist evaluate "
+                          "--run DIR reassembles it)")
     if popularity_groups and (split not in ("val", "test") or cfg.protocol != "full"):
         raise ConfigError(f"a breakdown by popularity needs the full protocol on val or test, "
                           f"not the {cfg.protocol} protocol on {split}")
@@ -361,7 +368,7 @@ def evaluate_scorer(scorer: Scorer, bundle: Bundle, split: str, cfg: EvalConfig,
         scorer = CandidateScorer(scorer, candidates)
         hold = Holdout(hold.users, hold.row_ptr, np.searchsorted(candidates, hold.items))
     if cfg.protocol == "full":
-        parts = [_full_part(scorer, hold, masks, cfg, ctx)]
+        parts = [_full_part(scorer, hold, masks, cfg, ctx, sharded=bundle.shard is not None)]
     else:
         parts = [_sampled_part(scorer, hold, masks, cfg, ctx, c) for c in cfg.sampled_candidates]
     result: dict[str, Any]

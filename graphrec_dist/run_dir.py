@@ -11,6 +11,13 @@ load it back. Rank 0 writes every file, each atomically (temporary name + rename
 A checkpoint is one ``torch.save`` file of a dict with at least ``model`` (the unwrapped model's
 state) and ``config``; the trainer adds the optimizer, scheduler, its bookkeeping and every rank's
 RNG states (:meth:`graphrec_dist.trainer.Trainer.save`).
+
+Under ``dist.sharding=users`` a checkpoint is several files: each rank writes its users' rows
+and its optimizer state to ``last.step{S}.rank{r}of{W}.pt``, then rank 0 writes ``last.pt`` with
+the replicated parameters and a ``sharding`` manifest naming those files. The manifest is renamed
+into place last and older steps' files are removed only after it, so a kill at any moment leaves
+a ``last.pt`` whose files are all there. Readers that want the whole model (``load_run``: evaluate,
+recommend, serve, export) reassemble the user rows in rank order.
 """
 from __future__ import annotations
 
@@ -120,6 +127,41 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
     return state
 
 
+def shard_path(path: str | Path, step: int, rank: int, world_size: int) -> Path:
+    """The file of rank ``rank``'s rows of the sharded checkpoint ``path`` written at ``step``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.step{step}.rank{rank}of{world_size}.pt")
+
+
+def remove_stale_shards(path: str | Path, keep: list[str]) -> None:
+    """Delete the per-rank files of earlier versions of the sharded checkpoint ``path``."""
+    path = Path(path)
+    for old in path.parent.glob(f"{path.stem}.step*.rank*of*.pt"):
+        if old.name not in keep:
+            old.unlink(missing_ok=True)
+
+
+def shard_state(path: str | Path, state: dict[str, Any], rank: int, map_location: str | torch.device = "cpu",
+                what_to_do: str = "delete it or pass another checkpoint") -> dict[str, Any]:
+    """Rank ``rank``'s file of the sharded checkpoint whose main file ``path`` held ``state``."""
+    files = state["sharding"]["files"]
+    return load_checkpoint(Path(path).parent / files[rank], map_location=map_location, what_to_do=what_to_do)
+
+
+def assemble_model_state(path: str | Path, state: dict[str, Any], what_to_do: str) -> dict[str, Any]:
+    """The whole model's state of a checkpoint: as stored, or for a sharded one its replicated
+    part plus every rank's user rows concatenated in rank order (needs the whole user table in
+    memory: users x dim x 4 bytes per owned table)."""
+    if not state.get("sharding"):
+        return state["model"]
+    man = state["sharding"]
+    parts = [shard_state(path, state, r, what_to_do=what_to_do)["model"] for r in range(man["world_size"])]
+    model = dict(state["model"])
+    for key in man["owned"]:
+        model[key] = torch.cat([part[key] for part in parts])
+    return model
+
+
 def resume_path(out_dir: str | Path, resume: str) -> Path | None:
     """The checkpoint ``train.resume`` points at: ``auto`` = out_dir/last.pt if present, ``never``."""
     if resume == "never":
@@ -170,7 +212,7 @@ def load_run(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> t
     bundle = load_bundle(cfg.data.bundle_dir)
     model = new_model(cfg, bundle)
     try:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(assemble_model_state(path, state, what_to_do))
     except RuntimeError as exc:  # e.g. another bundle's node counts: embedding tables of other sizes
         raise DataError(f"checkpoint {path} does not fit the bundle {cfg.data.bundle_dir} "
                         f"({mismatch_summary(exc)}); pass data.bundle_dir=<the bundle it was trained on>") from None

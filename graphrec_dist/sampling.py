@@ -168,3 +168,58 @@ class TripletLoader:
             users = rows[:, 0].contiguous()
             yield TripletBatch(users, rows[:, 1].contiguous(), self.negatives.sample(users, self.neg_per_pos, gen),
                                seed=(seed * 2 + 1) % (2 ** 63 - 1))
+
+
+class ShardedTripletLoader:
+    """``dist.sharding=users``: the batches of a one-process run, each rank keeping its users' rows.
+
+    Every rank walks the same permutation of all training pairs (``shard_edges`` with one rank),
+    so global batch ``s`` is the same for any world size; a rank yields the rows of it whose user it
+    owns, in batch order, with ``total`` = the global batch's size. Negatives are drawn for the
+    whole global batch from one generator that every rank seeds alike (a fixed number of
+    rejection rounds, each a full draw), then each rank keeps its rows: a row's negatives never
+    depend on the world size either.
+    """
+
+    def __init__(self, bundle: Bundle, batch_size: int, neg_per_pos: int, seed: int,
+                 edges_per_epoch: Optional[int] = None, rounds: int = 4):
+        if bundle.shard is None:
+            raise ValueError("ShardedTripletLoader needs a user shard (data.partition.shard_bundle)")
+        self.bundle, self.shard = bundle, bundle.shard
+        self.batch_size, self.neg_per_pos, self.seed, self.cap = batch_size, neg_per_pos, seed, edges_per_epoch
+        self.rounds = rounds
+        self.negatives = NegativeSampler(bundle)
+
+    def __len__(self) -> int:
+        return steps_per_epoch(self.shard.num_train, self.batch_size, 1, self.cap)
+
+    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[TripletBatch]:
+        """Batches ``start_step..`` of ``epoch``: this rank's rows of each global batch."""
+        ids = shard_edges(self.shard.num_train, epoch, self.seed, 0, 1, self.cap)
+        local_ids = self.shard.train_ids
+        for step in range(start_step, len(self)):
+            batch = ids[step * self.batch_size:(step + 1) * self.batch_size]
+            at = torch.searchsorted(local_ids, batch).clamp_max(max(len(local_ids) - 1, 0))
+            mine = (local_ids[at] == batch) if len(local_ids) else torch.zeros(len(batch), dtype=torch.bool)
+            rows = self.bundle.train[at[mine]]
+            seed = sampling_seed(self.seed, 0, epoch, step + 1)
+            users = rows[:, 0].contiguous()
+            neg = self._negatives(users, mine, batch[mine], torch.Generator().manual_seed(seed))
+            yield TripletBatch(users, rows[:, 1].contiguous(), neg, seed=(seed * 2 + 1) % (2 ** 63 - 1),
+                               total=len(batch))
+
+    def _negatives(self, users: torch.Tensor, mine: torch.Tensor, edge_ids: torch.Tensor,
+                   gen: torch.Generator) -> torch.Tensor:
+        """[len(users), k] negatives of this rank's rows (``mine`` of the global batch)."""
+        shape = (len(mine), self.neg_per_pos)
+        neg = torch.randint(self.negatives.num_books, shape, generator=gen)[mine]
+        rep = users.repeat_interleave(self.neg_per_pos)
+        for _ in range(self.rounds):  # always all rounds: every rank draws the same numbers
+            redraw = torch.randint(self.negatives.num_books, shape, generator=gen)[mine]
+            bad = self.negatives.is_positive(rep, neg.reshape(-1)).view_as(neg)
+            neg = torch.where(bad, redraw, neg)
+        bad = self.negatives.is_positive(rep, neg.reshape(-1)).view_as(neg)
+        for r, j in torch.nonzero(bad).tolist():  # rare: drawn from the user's complement
+            row_gen = torch.Generator().manual_seed(self.seed * 7919 + int(edge_ids[r]) * 31 + j)
+            neg[r, j] = self.negatives.sample(users[r:r + 1], 1, row_gen)[0, 0]
+        return neg

@@ -22,6 +22,7 @@ import torch
 
 from graphrec_dist import launch_ray, run_dir
 from graphrec_dist.config import Config, load_config
+from graphrec_dist.data.partition import shard_bundle
 from graphrec_dist.data.prepare import prepare_bundle
 from graphrec_dist.data.store import load_bundle
 from graphrec_dist.distributed import DistContext, barrier, broadcast_object, cleanup, init_distributed
@@ -37,7 +38,15 @@ __all__ = ["TrainHooks", "TrainResult", "main", "profile_steps", "run_training"]
 
 
 def load_data(cfg: Config, ctx: DistContext):
-    """Rank 0 builds or validates the bundle; then every other rank loads it (after a barrier)."""
+    """Rank 0 builds or validates the bundle; then every other rank loads it (after a barrier).
+    With ``dist.sharding=users`` each rank keeps only its block of users (data.partition)."""
+    bundle = _load_whole(cfg, ctx)
+    if cfg.dist.sharding == "users":
+        return shard_bundle(bundle, ctx.rank, ctx.world_size)
+    return bundle
+
+
+def _load_whole(cfg: Config, ctx: DistContext):
     bundle, message = None, None
     if ctx.is_main:
         try:

@@ -21,14 +21,29 @@ from torch.nn.parallel import DistributedDataParallel
 
 from graphrec_dist import run_dir
 from graphrec_dist.config import Config
-from graphrec_dist.distributed import DistContext, all_gather_object, all_reduce_sum, barrier, max_over_ranks
+from graphrec_dist.distributed import (
+    COMM,
+    DistContext,
+    all_gather_object,
+    all_reduce_sum,
+    barrier,
+    max_over_ranks,
+    sum_gradients,
+)
 from graphrec_dist.errors import ConfigError
 from graphrec_dist.evaluate import evaluate_model
 from graphrec_dist.io_utils import write_text_atomic
 from graphrec_dist.logging_utils import get_logger, progress
 from graphrec_dist.losses import ranking_loss
 from graphrec_dist.models.base import Recommender, TripletBatch
-from graphrec_dist.sampling import TripletLoader, make_link_loader, sampling_seed, shard_edges, steps_per_epoch
+from graphrec_dist.sampling import (
+    ShardedTripletLoader,
+    TripletLoader,
+    make_link_loader,
+    sampling_seed,
+    shard_edges,
+    steps_per_epoch,
+)
 
 log = get_logger("train")  # kept from before the split so log filters on "graphrec_dist.train" still work
 
@@ -114,10 +129,14 @@ def metric_key(cfg: Config) -> str:
     return "ndcg@10" if 10 in cfg.eval.ks else f"ndcg@{cfg.eval.ks[0]}"
 
 
-def checkpoint_state(cfg: Config, model: Recommender, state: TrainState, world_size: int, **extra) -> dict[str, Any]:
-    """The one checkpoint format of every model kind: model, config, trainer bookkeeping and world
-    size, plus what gradient training adds (``optimizer``, ``scheduler``, ``rng``, ``loss_sums``)."""
-    return {"model": model.state_dict(), "config": cfg.to_dict(), "trainer": asdict(state), "world_size": world_size,
+def checkpoint_state(cfg: Config, model: Recommender, state: TrainState, world_size: int,
+                     model_state: Optional[dict[str, Any]] = None, **extra) -> dict[str, Any]:
+    """The one checkpoint format of every model kind: model (``model_state``, else the whole
+    model's), config, trainer bookkeeping and world size, plus what gradient training adds
+    (``optimizer``, ``scheduler``, ``rng``, ``loss_sums``; ``sharding``: the manifest of a
+    user-sharded checkpoint)."""
+    return {"model": model.state_dict() if model_state is None else model_state, "config": cfg.to_dict(),
+            "trainer": asdict(state), "world_size": world_size,
             "optimizer": None, "scheduler": None, "rng": None, "loss_sums": None, **extra}
 
 
@@ -148,7 +167,18 @@ class Trainer:
         self.cfg, self.ctx, self.model, self.bundle, self.hooks = cfg, ctx, model, bundle, hooks
         self.out_dir = Path(cfg.run.out_dir)
         tc = cfg.train
-        self.steps = steps_per_epoch(len(bundle.train), tc.batch_size, ctx.world_size, tc.edges_per_epoch)
+        # dist.sharding=users: this rank holds its users' rows only (docs/SCALING.md); their
+        # parameters get no all-reduce, the replicated ones' gradients are summed over ranks.
+        self.sharded = bundle.shard is not None
+        self.owned: set[str] = set()
+        if self.sharded:
+            model.use_context(ctx)
+            self.owned = model.owned_parameters()
+            self.triplets = ShardedTripletLoader(bundle, tc.batch_size, tc.neg_per_pos, tc.seed, tc.edges_per_epoch)
+            self.steps = len(self.triplets)
+        else:
+            self.steps = steps_per_epoch(len(bundle.train), tc.batch_size, ctx.world_size, tc.edges_per_epoch)
+        self.replicated = [p for name, p in model.named_parameters() if name not in self.owned]
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
         self.scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=tc.epochs * self.steps)
                           if tc.lr_schedule == "cosine" else None)
@@ -157,10 +187,11 @@ class Trainer:
         self.seen = (tuple(torch.from_numpy(a).to(ctx.device) for a in bundle.train_csr()) if tc.mask_seen else None)
         self.best_model: Optional[dict[str, Any]] = None
         self._rng_after_step: Optional[dict[str, Any]] = None
+        self._comm = (0, 0.0, 1)  # sharded: (all-reduce bytes, seconds, steps) of the last epoch
         self._fault_armed = True  # train.fail_after_step acts on a fresh run only, not after a resume
         if model.kind == "sampled":
             self.graph = model.message_graph(bundle)
-        else:
+        elif not self.sharded:
             self.triplets = TripletLoader(bundle, tc.batch_size, tc.neg_per_pos, tc.seed, ctx.rank,
                                           ctx.world_size, tc.edges_per_epoch)
         self.amp = tc.amp and ctx.device.type == "cuda"
@@ -200,7 +231,7 @@ class Trainer:
         with torch.no_grad():
             module(self._warmup_batch().to(self.ctx.device))
         self.model.train()
-        if not self.ctx.is_distributed:
+        if not self.ctx.is_distributed or self.sharded:  # sharded: step() sums the replicated gradients
             return module
         ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
         return DistributedDataParallel(module, device_ids=ids)
@@ -215,6 +246,8 @@ class Trainer:
         path, tc = None, self.cfg.train
         hang = (self._fault_armed and tc.fail_mode == "hang_in_save" and name == run_dir.LAST
                 and tc.fail_after_step == self.state.global_step)
+        if self.sharded:
+            return self._save_sharded(name, states, sums, hang)
         if self.ctx.is_main:
             blob = checkpoint_state(self.cfg, self.model, self.state, self.ctx.world_size,
                                     optimizer=self.optimizer.state_dict(), rng=states, loss_sums=sums,
@@ -224,17 +257,60 @@ class Trainer:
         barrier(self.ctx)
         return path
 
+    def _save_sharded(self, name: str, states: list, sums: list, hang: bool) -> Optional[Path]:
+        """Every rank writes its rows and optimizer state; then rank 0 the replicated part and the
+        manifest (renamed last), then drops older steps' files (run_dir's module docstring)."""
+        main, step, world = self.out_dir / name, self.state.global_step, self.ctx.world_size
+        model_state = self.model.state_dict()
+        mine = {"model": {k: model_state[k] for k in self.owned}, "config": self.cfg.to_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "rows": [self.bundle.shard.start, self.bundle.shard.stop]}
+        run_dir.save_checkpoint(run_dir.shard_path(main, step, self.ctx.rank, world), mine)
+        barrier(self.ctx)
+        path = None
+        if self.ctx.is_main:
+            files = [run_dir.shard_path(main, step, r, world).name for r in range(world)]
+            manifest = {"world_size": world, "num_users": self.bundle.shard.num_users, "owned": sorted(self.owned),
+                        "files": files}
+            blob = checkpoint_state(self.cfg, self.model, self.state, world, rng=states, loss_sums=sums,
+                                    scheduler=self.scheduler.state_dict() if self.scheduler else None,
+                                    model_state={k: v for k, v in model_state.items() if k not in self.owned},
+                                    sharding=manifest)
+            stall = (lambda tmp: hang_until_killed(self.out_dir, self.ctx.rank)) if hang else None
+            path = run_dir.save_checkpoint(main, blob, before_rename=stall)
+            run_dir.remove_stale_shards(main, files)
+        barrier(self.ctx)
+        return path
+
+    def _load_states(self, path: Path, state: dict[str, Any], hint: str) -> tuple[dict[str, Any], Optional[dict]]:
+        """(model state, optimizer state) of this rank from a checkpoint's main file ``state``:
+        as stored, or merged with this rank's file of a sharded checkpoint."""
+        sharding = state.get("sharding")
+        if bool(sharding) != self.sharded:
+            was, now = ("users" if sharding else "replicate"), self.cfg.dist.sharding
+            raise ConfigError(f"train.resume: {path} was trained with dist.sharding={was}, this run uses "
+                              f"dist.sharding={now}; {hint}")
+        if not sharding:
+            return state["model"], state.get("optimizer")
+        if sharding["world_size"] != self.ctx.world_size or sharding["num_users"] != self.bundle.shard.num_users:
+            raise ConfigError(f"train.resume: {path} holds {sharding['num_users']} users sharded over "
+                              f"{sharding['world_size']} ranks; this run has {self.bundle.shard.num_users} users on "
+                              f"{self.ctx.world_size} ranks (resume with the same number of ranks); {hint}")
+        own = run_dir.shard_state(path, state, self.ctx.rank, self.ctx.device, hint)
+        return {**state["model"], **own["model"]}, own.get("optimizer")
+
     def restore(self, path: Path) -> None:
         hint = "pass train.resume=never (starts over, replacing the run's checkpoints) or another run.out_dir"
         state = run_dir.load_checkpoint(path, map_location=self.ctx.device, what_to_do=hint)
         if state["config"].get("model") != asdict(self.cfg.model):
             raise ConfigError(f"train.resume: {path} was trained with a different 'model' config; {hint}")
+        model_state, optimizer_state = self._load_states(path, state, hint)
         try:
-            self.model.load_state_dict(state["model"])
+            self.model.load_state_dict(model_state)
         except RuntimeError as exc:  # same model config, other data (e.g. other node counts)
             raise ConfigError(f"train.resume: {path} does not fit this data ({run_dir.mismatch_summary(exc)}); "
                               f"{hint}") from None
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.load_state_dict(optimizer_state)
         if self.scheduler and state.get("scheduler"):
             self.scheduler.load_state_dict(state["scheduler"])
         self.state = TrainState(**state["trainer"])
@@ -245,7 +321,8 @@ class Trainer:
                 self.state.epoch_loss_sum, self.state.epoch_count = state["loss_sums"][self.ctx.rank]
         best = path.parent / run_dir.BEST
         if best.is_file():
-            self.best_model = run_dir.load_checkpoint(best, map_location=self.ctx.device, what_to_do=hint)["model"]
+            best_state = run_dir.load_checkpoint(best, map_location=self.ctx.device, what_to_do=hint)
+            self.best_model = self._load_states(best, best_state, hint)[0]
         log.info("resumed from %s at epoch %d step %d", path, self.state.epoch, self.state.step_in_epoch)
 
     # -- the loop --------------------------------------------------------------------------
@@ -284,6 +361,8 @@ class Trainer:
     def train_epoch(self, module: torch.nn.Module, epoch: int) -> None:
         st, tc = self.state, self.cfg.train
         start = time.perf_counter()
+        COMM.reset()
+        first_step = st.step_in_epoch
         self.model.train()
         bar = progress(self.batches(epoch, st.step_in_epoch), self.ctx.is_main and self.cfg.run.progress,
                        total=self.steps - st.step_in_epoch, desc=f"epoch {epoch}")
@@ -307,6 +386,7 @@ class Trainer:
             if self._out_of_steps():
                 break
         st.epoch_time_s += time.perf_counter() - start
+        self._comm = (COMM.bytes, COMM.seconds, max(st.step_in_epoch - first_step, 1))
 
     def _fail(self) -> None:
         """``train.fail_after_step`` has come (fault tests): raise, or with ``fail_mode=hang`` the
@@ -322,16 +402,23 @@ class Trainer:
         phase = self.hooks.on_phase or (lambda name: None)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
             outputs = module(batch)
-            loss = batch_loss(self.cfg, outputs, batch, self.seen)
+            rows = int(outputs[0].shape[0])
+            if rows == 0:  # a shard without rows in this batch still joins every collective
+                loss = outputs[4].sum() * 0.0
+            else:
+                loss = batch_loss(self.cfg, outputs, batch, self.seen)
         phase("forward")
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        # Sharded: this rank's share of the mean over the global batch; the sum over ranks is it.
+        (loss * (rows / batch.total) if self.sharded else loss).backward()
+        if self.sharded:
+            sum_gradients(self.replicated, self.ctx)
         phase("backward")
         self.optimizer.step()
         if self.scheduler:
             self.scheduler.step()
         phase("optimizer")
-        return float(loss.detach()), int(outputs[0].shape[0])
+        return float(loss.detach()), rows
 
     def end_epoch(self) -> dict[str, Any]:
         """Reduce the epoch's loss, validate when due, keep the best model, log one row."""
@@ -342,6 +429,10 @@ class Trainer:
                                "seed_edges": int(sums[1]), "epoch_time_s": round(time_s, 3),
                                "edges_per_s": round(float(sums[1]) / time_s, 1) if time_s > 0 else None,
                                "lr": self.optimizer.param_groups[0]["lr"]}
+        if self.sharded:  # this rank's all-reduce traffic (every rank moves the same bytes)
+            nbytes, seconds, steps = self._comm
+            row["allreduce_mb_per_step"] = round(nbytes / steps / 2 ** 20, 3)
+            row["allreduce_s_per_step"] = round(max_over_ranks(seconds, self.ctx) / steps, 5)
         last = st.epoch + 1 >= cfg.train.epochs or self._out_of_steps() or self._out_of_time(time_s)
         if (st.epoch + 1) % cfg.eval.every == 0 or last:
             val = evaluate_model(self.model, self.bundle, "val", cfg.eval, self.ctx)

@@ -96,6 +96,8 @@ class Bundle:
     # The inductive protocols (docs/EVALUATION.md): COLD_SPLITS pairs and "cold_items" (int64 [n]);
     # a missing entry is empty.
     cold: dict[str, torch.Tensor] = field(default_factory=dict)
+    # dist.sharding=users: this rank's block of users (data.partition.UserShard); None = every user.
+    shard: Any = None
     _csr: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
     @property

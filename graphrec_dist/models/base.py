@@ -29,9 +29,12 @@ class TripletBatch:
     pos: torch.Tensor  # int64 [n]
     neg: torch.Tensor  # int64 [n, k]
     seed: int = 0  # seeds the model's own randomness for this batch (block sampling)
+    # dist.sharding=users: the rows of the batch on all ranks together (a rank holds its users'
+    # rows only, and its loss is its share of the mean over all of them); 0 = these rows are all.
+    total: int = 0
 
     def to(self, device: torch.device) -> TripletBatch:
-        return TripletBatch(self.users.to(device), self.pos.to(device), self.neg.to(device), self.seed)
+        return TripletBatch(self.users.to(device), self.pos.to(device), self.neg.to(device), self.seed, self.total)
 
 
 @dataclass

@@ -32,11 +32,12 @@ from torch_geometric.typing import SparseTensor, torch_sparse
 from graphrec_dist.block_sampler import BlockSampler
 from graphrec_dist.data.bundle import BOOK, RATES, REV_RATES, USER, Bundle
 from graphrec_dist.data.graph3 import co_interaction_edges
-from graphrec_dist.distributed import DistContext, all_gather_rows, shard
+from graphrec_dist.distributed import DistContext, all_gather_rows, all_reduce_sum, shard, sum_over_ranks
 from graphrec_dist.models.base import BPROutput, EmbeddingScorer, Recommender, TripletBatch, training_graph
 from graphrec_dist.models.mf import ego_reg, triplet_scores
 from graphrec_dist.models.sparse import (
     AdjPair,
+    PartialAdj,
     RowTotals,
     SpMM,
     bipartite_pair,
@@ -71,6 +72,8 @@ class WeightedSAGEConv(SAGEConv):
             x = (x, x)
         if isinstance(edge_index, RowTotals):  # every source row is the same vector
             out = edge_index.total.unsqueeze(1) * x[0][:1]
+        elif isinstance(edge_index, PartialAdj):  # this rank's users' share, summed over ranks
+            out = sum_over_ranks(SpMM.apply(x[0], edge_index.pair.adj_t, edge_index.pair.adj), edge_index.ctx)
         elif isinstance(edge_index, AdjPair):
             out = SpMM.apply(x[0], edge_index.adj_t, edge_index.adj)
         elif isinstance(edge_index, SparseTensor):
@@ -119,7 +122,10 @@ def layer_edge_types(edge_types: list[EdgeType], num_layers: int,
 class HeteroSAGE(nn.Module):
     """Embeddings -> L to_hetero SAGE layers -> user/book output embeddings."""
 
-    def __init__(self, num_nodes: dict[str, int], edge_types: list[EdgeType], cfg):
+    def __init__(self, num_nodes: dict[str, int], edge_types: list[EdgeType], cfg, user_rows: Optional[slice] = None):
+        """``user_rows``: under ``dist.sharding=users``, the global rows of the users in
+        ``num_nodes`` (their table is drawn row block by row block, the same for any world size,
+        and not from the global RNG, which must stay in step on every rank)."""
         super().__init__()
         m = cfg.model
         self.layer_types = layer_edge_types(list(edge_types), m.num_layers)
@@ -129,10 +135,18 @@ class HeteroSAGE(nn.Module):
         # training is scored like any other.
         self.num_nodes = {nt: num_nodes[nt] for nt in used}
         self.shared = set() if m.user_id_embedding else {USER}
-        self.emb = nn.ModuleDict({nt: nn.Embedding(1 if nt in self.shared else num_nodes[nt], m.emb_dim)
-                                  for nt in used})
-        for e in self.emb.values():
-            nn.init.normal_(e.weight, std=0.1)
+        # A sharded user table is built empty (nn.Embedding would draw its own init from the global
+        # RNG, as many numbers as the rank has users) and filled by init_rows_ below.
+        sharded_users = user_rows is not None and USER not in self.shared
+        self.emb = nn.ModuleDict({
+            nt: nn.Embedding(num_nodes[nt], m.emb_dim, _weight=torch.empty(num_nodes[nt], m.emb_dim))
+            if nt == USER and sharded_users else nn.Embedding(1 if nt in self.shared else num_nodes[nt], m.emb_dim)
+            for nt in used})
+        for nt, e in self.emb.items():
+            if nt == USER and sharded_users:
+                init_rows_(e.weight, user_rows.start, cfg.train.seed, std=0.1)
+            else:
+                nn.init.normal_(e.weight, std=0.1)
         # The input of a user or book the model has no trained id embedding for (model.id_dropout).
         self.unknown = nn.ParameterDict({nt: nn.Parameter(torch.randn(m.emb_dim) * 0.1)
                                          for nt in (USER, BOOK) if nt not in self.shared}
@@ -211,6 +225,23 @@ class HeteroSAGE(nn.Module):
         return x
 
 
+INIT_BLOCK = 4096  # rows per seeded block of a sharded table's initial values
+
+
+@torch.no_grad()
+def init_rows_(table: Tensor, start: int, seed: int, std: float) -> None:
+    """N(0, std) rows for the global rows ``start..`` of a table, drawn per block of INIT_BLOCK
+    global rows from a generator seeded by (seed, block): every row gets the same value whichever
+    rank holds it."""
+    stop = start + table.shape[0]
+    for block in range(start // INIT_BLOCK, -(-stop // INIT_BLOCK)):
+        lo, hi = block * INIT_BLOCK, (block + 1) * INIT_BLOCK
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + block)
+        values = torch.randn(INIT_BLOCK, table.shape[1], generator=gen) * std
+        a, b = max(lo, start), min(hi, stop)
+        table[a - start:b - start] = values[a - lo:b - lo].to(table.dtype)
+
+
 def adjacency(edge_index: Tensor, weight: Optional[Tensor], num_src: int, num_dst: int,
               rows: Optional[slice] = None) -> SparseTensor:
     """``adj_t`` (dst x src) with weights renormalised over each destination's in-edges here;
@@ -272,7 +303,11 @@ class GraphSAGERecommender(Recommender):
         self._co_edges: Optional[tuple[Tensor, Tensor, Tensor]] = None  # (train pairs, edge_index, weight)
         graph = self.message_graph(bundle)
         num_nodes = {nt: int(graph[nt].num_nodes) for nt in graph.node_types}
-        self.encoder = HeteroSAGE(num_nodes, list(graph.edge_types), cfg)
+        # dist.sharding=users: this rank's block of users (data.partition.UserShard), else None.
+        self.shard = bundle.shard
+        self.dist = DistContext()  # the process group of the partial aggregates (use_context)
+        self.encoder = HeteroSAGE(num_nodes, list(graph.edge_types), cfg,
+                                  None if self.shard is None else slice(self.shard.start, self.shard.stop))
         # Plain attributes, not buffers: checkpoints and DDP broadcasts must not carry the graph.
         self._graph = graph
         self._adj: Optional[dict] = None
@@ -281,8 +316,33 @@ class GraphSAGERecommender(Recommender):
         self.aggr = cfg.model.aggr
         # Users and books without a training interaction: their id embedding was never trained as
         # a positive, so with model.id_dropout they always get the unknown vector.
-        self._unseen = {nt: torch.bincount(bundle.train[:, col], minlength=n) == 0
-                        for nt, col, n in ((USER, 0, bundle.num_users), (BOOK, 1, bundle.num_books))}
+        book_counts = (torch.bincount(bundle.train[:, 1], minlength=bundle.num_books) if self.shard is None
+                       else self.shard.book_train_counts)
+        self._unseen = {USER: torch.bincount(bundle.train[:, 0], minlength=bundle.num_users) == 0,
+                        BOOK: book_counts == 0}
+
+    def use_context(self, ctx: DistContext) -> None:
+        """The process group whose ranks hold the other users (``dist.sharding=users``)."""
+        if self.shard is not None and self.shard.world_size != ctx.world_size:
+            raise ValueError(f"the model holds users of a {self.shard.world_size}-rank shard, "
+                             f"not of {ctx.world_size} ranks")
+        self.dist = ctx
+
+    def owned_parameters(self) -> set[str]:
+        """Names of the parameters whose rows are this rank's users alone (no gradient all-reduce;
+        checkpointed per rank); empty unless ``dist.sharding=users`` with user id embeddings."""
+        if self.shard is None or USER in self.encoder.shared:
+            return set()
+        return {f"encoder.emb.{USER}.weight"}
+
+    def _partial(self, et: EdgeType) -> bool:
+        """Whether relation ``et``'s aggregate is a sum over ranks (users on every rank send it)."""
+        return self.shard is not None and et[0] == USER and et[2] != USER
+
+    def _share(self, adj: dict) -> dict:
+        """``adj`` with every relation from users wrapped as this rank's share (:class:`PartialAdj`)."""
+        return {et: PartialAdj(a, self.dist) if self._partial(et) and isinstance(a, AdjPair) else a
+                for et, a in adj.items()}
 
     def message_graph(self, bundle: Bundle):
         """The graph this model passes messages over (and the loader samples from): with
@@ -304,9 +364,10 @@ class GraphSAGERecommender(Recommender):
         if self._adj is None or self._adj_device != device:
             g = self._graph
             if self.aggr in ("sum", "mean"):
+                stats = {} if self.shard is None else self.shard.dst_stats
                 self._adj = {et: bipartite_pair(g[et].edge_index, g[et].get("edge_weight") if self.use_edge_weight
                                                 else None, int(g[et[0]].num_nodes), int(g[et[2]].num_nodes),
-                                                self.aggr, device) for et in g.edge_types}
+                                                self.aggr, device, self._stats(et, stats)) for et in g.edge_types}
             else:
                 self._adj = graph_adjacency(g, self.use_edge_weight, device)
                 for adj in self._adj.values():
@@ -315,10 +376,20 @@ class GraphSAGERecommender(Recommender):
             self._totals = {}
         return self._adj
 
+    def _stats(self, et: EdgeType, stats: dict):
+        """The global (in-degree, weight total) of ``et``'s destinations when this rank holds only
+        some of its sources; with weights off, the weight totals are the in-degrees."""
+        if et not in stats:
+            return None
+        count, total = stats[et]
+        return (count, total) if self.use_edge_weight else (count, count.double())
+
     def shared_source_totals(self, et: EdgeType, pair: AdjPair, drop: Optional[Tensor]) -> RowTotals:
         """The cached :class:`RowTotals` of relation ``et`` (full graph), ``drop`` rows zeroed."""
         if et not in self._totals:
-            self._totals[et] = row_totals(pair).total
+            total = row_totals(pair).total
+            # A rank's share of the totals: one sum over ranks, once (the values are global).
+            self._totals[et] = all_reduce_sum(total, self.dist) if self._partial(et) else total
         total = self._totals[et]
         return RowTotals(total if drop is None else total.masked_fill(drop, 0.0))
 
@@ -349,7 +420,13 @@ class GraphSAGERecommender(Recommender):
         for nt in self.encoder.unknown:
             mask = self._unseen[nt].to(device)
             if self.training:
-                mask = mask | (torch.rand(mask.numel(), device=device) < self.id_dropout)
+                if nt == USER and self.shard is not None:
+                    # Every rank draws for all users and keeps its own: the same users are
+                    # dropped for any world size, and the global RNG stays in step across ranks.
+                    draw = torch.rand(self.shard.num_users, device=device)[self.shard.start:self.shard.stop]
+                else:
+                    draw = torch.rand(mask.numel(), device=device)
+                mask = mask | (draw < self.id_dropout)
             out[nt] = mask
         return out
 
@@ -438,7 +515,7 @@ class GraphSAGERecommender(Recommender):
                         keep = 1.0 - self.history_dropout if self.training else 1.0
                         seeds = (batch.users, batch.pos) if self.exclude_seed_edges and et == REV_RATES else None
                         adj[et] = restrict_rows(adj[et], users, keep, seeds)
-            per_layer.append(adj)
+            per_layer.append(self._share(adj))
         h = self.inputs(x)
         for i in range(num_layers):
             h = self.encoder.layer(i, h, per_layer[i], {})
@@ -461,6 +538,9 @@ class GraphSAGERecommender(Recommender):
         was_training = self.training
         self.eval()
         device = next(self.parameters()).device
+        if self.shard is not None:
+            self.use_context(ctx)
+            return self._embed_shard(device, was_training)
         graph = self.message_graph(bundle)
         adj = graph_adjacency(graph, self.use_edge_weight, device, ctx)
         x = self.encoder.all_embeddings(self.new_nodes(device))
@@ -472,6 +552,19 @@ class GraphSAGERecommender(Recommender):
                  for nt, hv in h.items()}
         self.train(was_training)
         self._layer_inputs = layer_inputs  # fold-in of new users reads them (history_scorer)
+        return x
+
+    def _embed_shard(self, device: torch.device, was_training: bool) -> dict[str, Tensor]:
+        """``embed_all`` of a user shard: the whole-graph layers with relations from users summed
+        over ranks; this rank's users' outputs and every item's (nothing to all-gather)."""
+        adj = self._share(self.full_adjacency(device))
+        x = self.encoder.all_embeddings(self.new_nodes(device))
+        layer_inputs = []
+        for i in range(len(self.encoder.layers)):
+            layer_inputs.append(x)
+            x = self.encoder.layer(i, x, adj, {})
+        self.train(was_training)
+        self._layer_inputs = layer_inputs
         return x
 
     @torch.no_grad()

@@ -45,6 +45,15 @@ class SpMM(torch.autograd.Function):
         return torch.sparse.mm(ctx.adj, grad), None, None
 
 
+class PartialAdj(NamedTuple):
+    """A relation from users to another node type under ``dist.sharding=users``: ``pair`` holds this
+    rank's users only, with values normalised over all users, so ``pair.adj_t @ x`` is this rank's
+    share of the aggregate and the sum over ranks (``ctx``) is the exact aggregate."""
+
+    pair: AdjPair
+    ctx: object  # distributed.DistContext (not imported: this module stays free of process groups)
+
+
 class RowTotals(NamedTuple):
     """A relation whose sources all carry one vector ``v`` (a node type without id embeddings, at
     the first layer): the aggregation at each destination is ``total[dst] * v``, with ``total`` the
@@ -85,39 +94,56 @@ def adjacency_pair(edge_index: torch.Tensor, edge_weight: torch.Tensor, num_node
     return AdjPair(adj_t.to(device), adj.to(device))
 
 
-def normalised_weight(edge_weight: Optional[torch.Tensor], dst: torch.Tensor, num_dst: int) -> Optional[torch.Tensor]:
+# A destination's (in-degree, weight total) over every source, where a rank sees only some sources
+# (dist.sharding=users: a book's raters on other ranks); None = count the edges given.
+DstStats = Optional[tuple[torch.Tensor, torch.Tensor]]
+
+
+def _dst_count(dst: torch.Tensor, num_dst: int, stats: DstStats) -> torch.Tensor:
+    if stats is not None:
+        return stats[0].to(device=dst.device, dtype=torch.float32)
+    return scatter(torch.ones(dst.numel(), device=dst.device), dst, 0, dim_size=num_dst, reduce="sum")
+
+
+def normalised_weight(edge_weight: Optional[torch.Tensor], dst: torch.Tensor, num_dst: int,
+                      stats: DstStats = None) -> Optional[torch.Tensor]:
     """Edge weights scaled to average 1 over each destination's in-edges (None stays None)."""
     if edge_weight is None:
         return None
     w = edge_weight.to(torch.float32)
-    total = scatter(w, dst, 0, dim_size=num_dst, reduce="sum")
-    count = scatter(torch.ones_like(w), dst, 0, dim_size=num_dst, reduce="sum")
+    if stats is None:
+        total = scatter(w, dst, 0, dim_size=num_dst, reduce="sum")
+    else:
+        total = stats[1].to(device=w.device, dtype=torch.float32)
+    count = _dst_count(dst, num_dst, stats)
     return w * count[dst] / total[dst].clamp_min(1e-12)
 
 
 def weighted_mean_values(edge_index: torch.Tensor, weight: Optional[torch.Tensor], num_dst: int,
-                         aggr: str) -> torch.Tensor:
+                         aggr: str, stats: DstStats = None) -> torch.Tensor:
     """Edge values that make ``adj_t @ x`` GraphSAGE's (weighted) ``aggr`` of the sources.
 
     ``sum``: the weights renormalised to average 1 over each destination's in-edges (1 without
     weights); ``mean``: those divided by the destination's in-degree, i.e. a weighted mean.
+    ``stats``: the destinations' in-degrees and weight totals over all sources, when
+    ``edge_index`` holds only some (the values are then one rank's share of the aggregate).
     """
     dst = edge_index[1]
-    w = normalised_weight(weight, dst, num_dst)
+    w = normalised_weight(weight, dst, num_dst, stats)
     if w is None:
         w = torch.ones(dst.numel(), dtype=torch.float32, device=dst.device)
     if aggr == "mean":
-        count = scatter(torch.ones_like(w), dst, 0, dim_size=num_dst, reduce="sum")
-        w = w / count[dst].clamp_min(1.0)
+        w = w / _dst_count(dst, num_dst, stats)[dst].clamp_min(1.0)
     elif aggr != "sum":
         raise ValueError(f"a sparse matmul computes sum or mean aggregation, not {aggr!r}")
     return w
 
 
 def bipartite_pair(edge_index: torch.Tensor, weight: Optional[torch.Tensor], num_src: int, num_dst: int,
-                   aggr: str, device: torch.device) -> AdjPair:
-    """An :class:`AdjPair` of a (possibly bipartite) relation: ``adj_t`` is [num_dst, num_src]."""
-    values = weighted_mean_values(edge_index, weight, num_dst, aggr)
+                   aggr: str, device: torch.device, stats: DstStats = None) -> AdjPair:
+    """An :class:`AdjPair` of a (possibly bipartite) relation: ``adj_t`` is [num_dst, num_src]
+    (``stats``: see :func:`weighted_mean_values`)."""
+    values = weighted_mean_values(edge_index, weight, num_dst, aggr, stats)
     adj_t = to_torch_csr_tensor(edge_index.flip(0), values, size=(num_dst, num_src))
     adj = to_torch_csr_tensor(edge_index, values, size=(num_src, num_dst))
     return AdjPair(adj_t.to(device), adj.to(device))
