@@ -22,17 +22,19 @@ import torch
 
 from graphrec_dist import launch_ray, run_dir
 from graphrec_dist.config import Config, load_config
-from graphrec_dist.data.partition import shard_bundle
-from graphrec_dist.data.prepare import prepare_bundle
+from graphrec_dist.data.partition import load_user_shard, partition_counts, write_partitions
+from graphrec_dist.data.prepare import ensure_bundle, prepare_bundle
 from graphrec_dist.data.store import load_bundle
 from graphrec_dist.distributed import DistContext, barrier, broadcast_object, cleanup, init_distributed
 from graphrec_dist.errors import DataError
 from graphrec_dist.evaluate import evaluate_model
 from graphrec_dist.io_utils import write_text_atomic
-from graphrec_dist.logging_utils import setup_logging
+from graphrec_dist.logging_utils import get_logger, setup_logging
 from graphrec_dist.models.base import Recommender
 from graphrec_dist.plots import plot_training_curves
 from graphrec_dist.trainer import Trainer, TrainHooks, TrainResult, fit_closed_form, metric_key
+
+log = get_logger("train")
 
 __all__ = ["TrainHooks", "TrainResult", "main", "profile_steps", "run_training"]
 
@@ -40,26 +42,29 @@ __all__ = ["TrainHooks", "TrainResult", "main", "profile_steps", "run_training"]
 def load_data(cfg: Config, ctx: DistContext):
     """Rank 0 builds or validates the bundle; then every other rank loads it (after a barrier).
     With ``dist.sharding=users`` each rank keeps only its block of users (data.partition)."""
-    bundle = _load_whole(cfg, ctx)
-    if cfg.dist.sharding == "users":
-        return shard_bundle(bundle, ctx.rank, ctx.world_size)
-    return bundle
-
-
-def _load_whole(cfg: Config, ctx: DistContext):
-    bundle, message = None, None
+    sharded = cfg.dist.sharding == "users"
+    bundle, path, message = None, None, None
     if ctx.is_main:
         try:
-            bundle = prepare_bundle(cfg.data)
+            if sharded:  # the whole bundle is never loaded here, once it is cut into partitions
+                path = ensure_bundle(cfg.data)
+                if not any(n % ctx.world_size == 0 for n in partition_counts(path)):
+                    log.info("cutting %s into %d user partitions", path, ctx.world_size)
+                    write_partitions(load_bundle(path), ctx.world_size)
+            else:
+                bundle = prepare_bundle(cfg.data)
+                path = bundle.path
         except Exception as exc:  # told to the other ranks so they stop instead of hanging
             message = f"{type(exc).__name__}: {exc}"
             if not ctx.is_distributed:
                 raise
-    path, message = broadcast_object((str(bundle.path) if bundle else None, message), ctx)
+    path, message = broadcast_object((str(path) if path else None, message), ctx)
     if message is not None:
         if ctx.is_main:
             raise DataError(message)
         raise DataError(f"rank 0 could not prepare the data: {message}")
+    if sharded:
+        return load_user_shard(path, ctx.rank, ctx.world_size)
     return bundle if ctx.is_main else load_bundle(path)
 
 

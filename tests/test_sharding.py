@@ -211,3 +211,32 @@ def test_a_killed_sharded_rank_resumes_exactly(tmp_path, data_dirs, two_ranks: P
     # Another number of ranks cannot take these user rows over: exit 2, naming both.
     other = bounded.run(_train_cmd(out, data_dirs, 1), RUN_TIMEOUT_S, cwd=ROOT, env=_env())
     assert other.returncode == 2 and "sharded over 2 ranks" in other.stderr
+
+
+def _same_bundle(a, b) -> None:
+    assert (a.shard.start, a.shard.stop, a.num_users) == (b.shard.start, b.shard.stop, b.num_users)
+    assert set(a.graph.edge_types) == set(b.graph.edge_types)
+    for et in a.graph.edge_types:
+        assert torch.equal(a.graph[et].edge_index, b.graph[et].edge_index), et
+        assert torch.equal(a.graph[et].edge_weight, b.graph[et].edge_weight), et
+    for split in ("train", "val", "test", "cold_val", "cold_user_history"):
+        assert torch.equal(a.split(split), b.split(split)), split
+    assert torch.equal(a.shard.train_ids, b.shard.train_ids)
+    assert torch.equal(a.shard.book_train_counts, b.shard.book_train_counts)
+    assert a.users["user_id"].tolist() == b.users["user_id"].tolist()
+
+
+def test_a_rank_loads_its_partitions_as_the_whole_bundle_cut_in_memory(tmp_path) -> None:
+    from graphrec_dist.data import cli as data_cli
+    from graphrec_dist.data.partition import load_user_shard
+    from graphrec_dist.data.store import load_bundle
+    from graphrec_dist.errors import DataError
+
+    dirs = [f"data.raw_dir={tmp_path / 'raw'}", f"data.bundle_dir={tmp_path / 'bundle'}", "data.synth_users=60"]
+    data_cli.main(["build", str(CONFIG), *dirs, "--partitions", "4"])
+    whole = load_bundle(tmp_path / "bundle")
+    for world in (1, 2, 4):  # 4 partitions serve 1, 2 or 4 ranks
+        for rank in range(world):
+            _same_bundle(load_user_shard(tmp_path / "bundle", rank, world), shard_bundle(whole, rank, world))
+    with pytest.raises(DataError, match="4 user partitions; 3 ranks need a multiple of 3"):
+        load_user_shard(tmp_path / "bundle", 0, 3)

@@ -17,9 +17,11 @@ from typing import Any
 
 from graphrec_dist.config import load_config
 from graphrec_dist.data.download import DEFAULT_BASE_URL, download
+from graphrec_dist.data.partition import partition_counts, write_partitions
 from graphrec_dist.data.prepare import build_bundle, ensure_synth
-from graphrec_dist.data.store import read_meta
+from graphrec_dist.data.store import load_bundle, read_meta
 from graphrec_dist.data.synth import generate
+from graphrec_dist.errors import ConfigError
 from graphrec_dist.logging_utils import setup_logging
 
 
@@ -55,10 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
     bu.add_argument("--out", default=None, help="bundle directory")
     bu.add_argument("--csv-spec", default=None, help="bring-your-own-data spec YAML (source csv)")
     bu.add_argument("--force", action="store_true", help="rebuild even when the cache is valid")
+    bu.add_argument("--partitions", type=int, default=0, metavar="N",
+                    help="also cut the users into N partitions for dist.sharding=users on N (or N/k) ranks")
     return parser
 
 
 def _build(args: argparse.Namespace) -> DataResult:
+    if args.partitions < 0:
+        raise ConfigError(f"--partitions: expected a positive number of user partitions, got {args.partitions}")
     config, overrides = args.config, list(args.overrides)
     if config is not None and "=" in config:  # only overrides were given
         config, overrides = None, [config] + overrides
@@ -70,6 +76,9 @@ def _build(args: argparse.Namespace) -> DataResult:
     path, built = build_bundle(cfg, force=args.force)
     counts = read_meta(path)["counts"]
     print(f"{'built' if built else 'up to date (cache hit)'}: {path}")
+    if args.partitions and args.partitions not in partition_counts(path):
+        written = write_partitions(load_bundle(path), args.partitions)
+        print(f"  user partitions: {args.partitions} in {written}")
     for kind in ("num_nodes", "num_edges", "splits"):
         print(f"  {kind}: " + ", ".join(f"{k}={v}" for k, v in counts[kind].items()))
     return DataResult("build", path, built, counts)

@@ -8,16 +8,30 @@ the splits keep the owned users' rows; item-side node types and relations stay w
 facts a rank cannot count from its own users: each book's number of training interactions and,
 per relation from users to another type, each destination's in-degree and weight total (the
 normalisers of a mean over all users). Nothing here talks to other processes.
+
+On disk (``data build --partitions N``, or the first sharded run on N ranks), a bundle keeps its
+whole files and adds ``partitions/<N>/<p>/`` for p < N: the user-touching edge types, the splits,
+``users.csv`` and ``shard.pt`` (the :class:`UserShard` tensors) of partition p. A rank of W loads
+the item side from the bundle's own files and only its partitions: P/W consecutive ones of a
+P-partition set, P a multiple of W (:func:`load_user_shard`). Rebuilding the bundle replaces the
+whole directory, partitions included, so they never outlive the bundle they were cut from.
 """
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
+import pandas as pd
 import torch
 from torch_geometric.data import HeteroData
 
-from graphrec_dist.data.bundle import COLD_SPLITS, USER, Bundle
+from graphrec_dist.data.bundle import COLD_SPLITS, USER, Bundle, edge_key
+from graphrec_dist.data.store import SPLITS, _load_npy, _read_meta_strict, _save_npy, load_bundle
+from graphrec_dist.errors import DataError
+from graphrec_dist.io_utils import atomic_dir
+
+PARTITIONS = "partitions"
 
 EdgeType = tuple[str, str, str]
 
@@ -114,4 +128,115 @@ def shard_bundle(bundle: Bundle, rank: int, world_size: int) -> Bundle:
                   path=bundle.path, cold=cold, shard=shard)
 
 
-__all__ = ["UserShard", "destination_stats", "shard_bundle", "user_block"]
+
+# -- on disk ---------------------------------------------------------------------------------------
+def partition_counts(path: str | Path) -> list[int]:
+    """The partition counts N that the bundle at ``path`` has been cut into, ascending."""
+    root = Path(path) / PARTITIONS
+    return sorted(int(d.name) for d in root.iterdir() if d.is_dir() and d.name.isdigit()) if root.is_dir() else []
+
+
+def write_partitions(bundle: Bundle, n: int) -> Path:
+    """Cut ``bundle`` (loaded from its directory) into ``n`` user partitions beside its own files."""
+    if bundle.path is None:
+        raise ValueError("write_partitions: the bundle has no directory")
+    target = Path(bundle.path) / PARTITIONS / str(n)
+    with atomic_dir(target) as tmp:
+        for p in range(n):
+            _write_part(shard_bundle(bundle, p, n), tmp / str(p))
+    return target
+
+
+def _write_part(part: Bundle, out: Path) -> None:
+    g = part.graph
+    for et in g.edge_types:
+        if _user_side(et):
+            _save_npy(out / "graph" / f"{edge_key(et)}.edge_index.npy", g[et].edge_index.numpy())
+            _save_npy(out / "graph" / f"{edge_key(et)}.edge_weight.npy", g[et].edge_weight.numpy())
+    for name in SPLITS + COLD_SPLITS:
+        _save_npy(out / "splits" / f"{name}.npy", part.split(name).numpy())
+    part.users.to_csv(out / "users.csv", index=False, lineterminator="\n")
+    shard = asdict(part.shard)
+    shard["dst_stats"] = {edge_key(et): v for et, v in part.shard.dst_stats.items()}
+    torch.save(shard, out / "shard.pt")
+
+
+def load_user_shard(path: str | Path, rank: int, world_size: int) -> Bundle:
+    """Rank ``rank``'s shard of the bundle at ``path`` for ``world_size`` ranks: the item side from
+    the bundle's files and P/W of its P-partition set; without partitions, the whole bundle cut in
+    memory. A set whose size no W divides is a DataError naming the sets there are."""
+    path = Path(path)
+    counts = partition_counts(path)
+    if not counts:
+        return shard_bundle(load_bundle(path), rank, world_size)
+    usable = [n for n in counts if n % world_size == 0]
+    if not usable:
+        raise DataError(f"bundle {path} is cut into {', '.join(map(str, counts))} user partitions; {world_size} "
+                        f"ranks need a multiple of {world_size} (graphrec-dist data build ... --partitions "
+                        f"{world_size})")
+    n = usable[0]
+    per = n // world_size
+    parts = [_read_part(path / PARTITIONS / str(n) / str(p)) for p in range(rank * per, (rank + 1) * per)]
+    return _join(path, parts, rank, world_size)
+
+
+def _read_part(part: Path) -> dict:
+    try:
+        shard = torch.load(part / "shard.pt", weights_only=False)
+        edges = {tuple(f.name.split(".")[0].split("__")): (_load_npy(f), _load_npy(Path(str(f).replace(
+            ".edge_index.npy", ".edge_weight.npy")))) for f in sorted((part / "graph").glob("*.edge_index.npy"))}
+        splits = {s: _load_npy(part / "splits" / f"{s}.npy") for s in SPLITS + COLD_SPLITS}
+        users = pd.read_csv(part / "users.csv")
+    except (OSError, ValueError, KeyError, RuntimeError, EOFError) as exc:
+        raise DataError(f"user partition {part} is incomplete or corrupt ({type(exc).__name__}: {exc}); "
+                        f"delete {part.parent} (it is rewritten from the bundle)") from None
+    return {"shard": shard, "edges": edges, "splits": splits, "users": users}
+
+
+def _join(path: Path, parts: list[dict], rank: int, world_size: int) -> Bundle:
+    """One rank's :class:`Bundle` from the item-side files at ``path`` and consecutive partitions."""
+    meta = _read_meta_strict(path)
+    first, last = parts[0]["shard"], parts[-1]["shard"]
+    start = first["start"]
+    graph = HeteroData()
+    for nt, n in meta["counts"]["num_nodes"].items():
+        graph[nt].num_nodes = last["stop"] - start if nt == USER else int(n)
+    for key in meta["counts"]["num_edges"]:
+        et = tuple(key.split("__"))
+        if _user_side(et):
+            pieces = []
+            for part in parts:
+                ei = part["edges"][et][0].clone()
+                for r in _user_side(et):
+                    ei[r] += part["shard"]["start"] - start
+                pieces.append(ei)
+            graph[et].edge_index = torch.cat(pieces, 1)
+            graph[et].edge_weight = torch.cat([part["edges"][et][1] for part in parts])
+        else:
+            graph[et].edge_index = _load_npy(path / "graph" / f"{key}.edge_index.npy")
+            graph[et].edge_weight = _load_npy(path / "graph" / f"{key}.edge_weight.npy")
+
+    def split(name: str) -> torch.Tensor:
+        rows = []
+        for part in parts:
+            pairs = part["splits"][name].clone()
+            pairs[:, 0] += part["shard"]["start"] - start
+            rows.append(pairs)
+        return torch.cat(rows)
+
+    cold = {name: split(name) for name in COLD_SPLITS}
+    cold_items = path / "splits" / "cold_items.npy"
+    if cold_items.exists():
+        cold["cold_items"] = _load_npy(cold_items)
+    stats = {tuple(k.split("__")): v for k, v in first["dst_stats"].items()}
+    shard = UserShard(rank, world_size, start, last["stop"], first["num_users"], first["num_train"],
+                      torch.cat([part["shard"]["train_ids"] for part in parts]), first["book_train_counts"], stats)
+    books = pd.read_csv(path / "books.csv", keep_default_na=False, dtype={"title": str, "authors": str})
+    meta["shard"] = {"rank": rank, "world_size": world_size, "users": [start, last["stop"]]}
+    return Bundle(graph=graph, train=split("train"), val=split("val"), test=split("test"), books=books,
+                  users=pd.concat([part["users"] for part in parts], ignore_index=True), meta=meta, path=path,
+                  cold=cold, shard=shard)
+
+
+__all__ = ["UserShard", "destination_stats", "load_user_shard", "partition_counts", "shard_bundle",
+           "user_block", "write_partitions"]

@@ -113,9 +113,13 @@ def ensure_synth(cfg: DataConfig) -> None:
         synth.generate(raw, users=cfg.synth_users, seed=cfg.synth_seed, books_from=cfg.books_from)
 
 
-def prepare_bundle(cfg: DataConfig, force: bool = False) -> Bundle:
-    """Make sure the bundle for ``cfg`` exists and is current, then load it (call on one rank only)."""
+def ensure_bundle(cfg: DataConfig, force: bool = False) -> Path:
+    """Make sure the bundle for ``cfg`` exists and is current; its path (call on one rank only)."""
     if cfg.source == "synth":
         ensure_synth(cfg)
-    path, _ = build_bundle(cfg, force=force)
-    return load_bundle(path)
+    return build_bundle(cfg, force=force)[0]
+
+
+def prepare_bundle(cfg: DataConfig, force: bool = False) -> Bundle:
+    """Make sure the bundle for ``cfg`` exists and is current, then load it (call on one rank only)."""
+    return load_bundle(ensure_bundle(cfg, force))
