@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
+import resource
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -433,6 +434,7 @@ class Trainer:
             nbytes, seconds, steps = self._comm
             row["allreduce_mb_per_step"] = round(nbytes / steps / 2 ** 20, 3)
             row["allreduce_s_per_step"] = round(max_over_ranks(seconds, self.ctx) / steps, 5)
+            row["peak_rss_mib"] = round(max_over_ranks(peak_rss_mib(), self.ctx), 1)  # the largest rank's
         last = st.epoch + 1 >= cfg.train.epochs or self._out_of_steps() or self._out_of_time(time_s)
         if (st.epoch + 1) % cfg.eval.every == 0 or last:
             val = evaluate_model(self.model, self.bundle, "val", cfg.eval, self.ctx)
@@ -459,6 +461,11 @@ class Trainer:
             if st.bad_evals >= self.cfg.train.patience:
                 st.stopped_early = True
                 log.info("early stopping: no %s gain in %d evaluations", metric_key(self.cfg), st.bad_evals)
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far, in MiB (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def hang_until_killed(out_dir: Path, rank: int) -> None:

@@ -40,7 +40,7 @@ SHARDED = ["dist.sharding=users", "train.mode=full_graph", "train.loss=softmax",
            "train.mask_seen=true", "model.score=cosine", "model.temperature=0.2", "model.item_bias=true",
            "model.id_dropout=0.1", "train.l2=0", "train.edges_per_epoch=1024", "train.lr=0.005",
            "train.checkpoint_every=2", "train.resume=auto"]
-TIMING = ("epoch_time_s", "edges_per_s", "allreduce_s_per_step", "allreduce_mb_per_step")
+TIMING = ("epoch_time_s", "edges_per_s", "allreduce_s_per_step", "peak_rss_mib")
 
 
 def _global_rows(part, pairs: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,102 @@
+"""Replicated vs user-sharded training side by side: per-rank peak RSS, seconds per step, all-reduce
+traffic and validation NDCG@10 of the same preset, steps and seed.
+
+    python -m graphrec_dist.benchmarks.sharding --users 53424 --ranks 1,2,4 --steps 4 --out bench_out/sharding
+
+Each run is ``graphrec-dist train`` (one process) or ``torchrun --nproc_per_node=W`` in a child
+whose peak RSS is read from ``getrusage(RUSAGE_CHILDREN)`` by a wrapper process: the largest
+process of the run, i.e. the busiest rank (torchrun's own agent is smaller). The preset is
+configs/demo.yaml's model and train sections (full-graph graphsage, softmax over every item) on
+generated Goodbooks-shaped data of ``--users`` users, stopped after ``--steps`` steps, then
+validated and tested (so the peak includes evaluation). Rows are printed as a Markdown table and
+written to ``OUT/sharding.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from graphrec_dist.io_utils import write_json_atomic
+
+PRESET = "configs/demo.yaml"
+WRAPPER = ("import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:]).returncode; "
+           "print('PEAK_RSS_KIB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(rc)")
+
+
+def train_cmd(world: int, overrides: list[str]) -> list[str]:
+    """The training command on ``world`` processes (torchrun beyond one)."""
+    if world == 1:
+        return [sys.executable, "-m", "graphrec_dist.train", PRESET, *overrides]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--local-addr=127.0.0.1",
+            f"--nproc_per_node={world}", "-m", "graphrec_dist.train", PRESET, *overrides]
+
+
+def run_one(name: str, world: int, sharding: str, common: list[str], out: Path, timeout_s: float) -> dict[str, Any]:
+    """One training run in a child; its figures from the wrapper's RSS line and metrics.jsonl."""
+    run = out / name
+    cmd = [sys.executable, "-c", WRAPPER, *train_cmd(world, [*common, f"dist.sharding={sharding}",
+                                                             f"run.out_dir={run}", "train.resume=never"])]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=_env())
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{name} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    peak = next(int(line.split()[1]) for line in proc.stdout.splitlines() if line.startswith("PEAK_RSS_KIB"))
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    test = json.loads((run / "test_metrics.json").read_text())
+    steps = rows[-1]["step"]
+    return {"run": name, "ranks": world, "sharding": sharding, "peak_rss_gib": round(peak / 2 ** 20, 3),
+            "s_per_step": round(sum(r["epoch_time_s"] for r in rows) / steps, 3), "steps": steps,
+            "allreduce_mb_per_step": rows[-1].get("allreduce_mb_per_step"),
+            "allreduce_s_per_step": rows[-1].get("allreduce_s_per_step"),
+            "val_ndcg@10": round(rows[-1]["val_ndcg@10"], 5), "test_ndcg@10": round(test["ndcg@10"], 5),
+            "wall_s": round(wall, 1)}
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    head = ("| run | ranks | peak RSS per rank (GiB) | s / step | all-reduce MB / step | all-reduce s / step "
+            "| val NDCG@10 | test NDCG@10 |")
+    lines = [head, "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['run']} | {r['ranks']} | {r['peak_rss_gib']} | {r['s_per_step']} | "
+                     f"{r['allreduce_mb_per_step'] if r['allreduce_mb_per_step'] is not None else '—'} | "
+                     f"{r['allreduce_s_per_step'] if r['allreduce_s_per_step'] is not None else '—'} | "
+                     f"{r['val_ndcg@10']} | {r['test_ndcg@10']} |")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[list[str]] = None) -> list[dict[str, Any]]:
+    parser = argparse.ArgumentParser(prog="python -m graphrec_dist.benchmarks.sharding",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--users", type=int, default=53424, help="generated users (53,424 = Goodbooks-10k)")
+    parser.add_argument("--ranks", default="1,2,4", help="world sizes of the sharded runs")
+    parser.add_argument("--steps", type=int, default=4, help="training steps per run")
+    parser.add_argument("--out", default="bench_out/sharding")
+    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per run")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    data = out / "data"
+    common = [f"data.synth_users={args.users}", f"data.raw_dir={data / 'raw'}", f"data.bundle_dir={data / 'bundle'}",
+              f"train.max_steps={args.steps}", "run.progress=false", "train.num_threads=1"]
+    rows = [run_one("replicated", 1, "replicate", common, out, args.timeout)]
+    for world in (int(w) for w in args.ranks.split(",")):
+        rows.append(run_one(f"sharded-w{world}", world, "users", common, out, args.timeout))
+    write_json_atomic(out / "sharding.json", {"users": args.users, "steps": args.steps, "preset": PRESET,
+                                              "command": " ".join(["python -m graphrec_dist.benchmarks.sharding",
+                                                                   *(argv or sys.argv[1:])]), "rows": rows})
+    print(table(rows))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
