@@ -200,6 +200,10 @@ def report(metrics: dict[str, Any], checkpoint_file: Optional[Path]) -> None:
         for name in (run_dir.LAST, run_dir.BEST):
             if (folder / name).is_file():
                 _link_or_copy(folder / name, Path(stage) / name)
+                # dist.sharding=users: the ranks' files of user rows that the manifest names (only
+                # the current step's are left beside it; on one node, or a shared run.out_dir).
+                for part in folder.glob(f"{Path(name).stem}.step*.rank*of*.pt"):
+                    _link_or_copy(part, Path(stage) / part.name)
         (Path(stage) / STEP_FILE).write_text(json.dumps({"step": metrics.get("step")}))
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(stage))
 
