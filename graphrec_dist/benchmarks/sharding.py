@@ -8,13 +8,16 @@ whose peak RSS is read from ``getrusage(RUSAGE_CHILDREN)`` by a wrapper process:
 process of the run, i.e. the busiest rank (torchrun's own agent is smaller). The preset is
 configs/demo.yaml's model and train sections (full-graph graphsage, softmax over every item) on
 generated Goodbooks-shaped data of ``--users`` users, stopped after ``--steps`` steps, then
-validated and tested (so the peak includes evaluation). Rows are printed as a Markdown table and
-written to ``OUT/sharding.json``.
+validated and tested (so the peak includes evaluation). The data are generated and built first,
+in their own measured child, and cut into as many user partitions as the least common multiple
+of ``--ranks``, so no sharded run loads the whole bundle. Rows are printed as a Markdown table
+and written to ``OUT/sharding.json``.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -37,26 +40,40 @@ def train_cmd(world: int, overrides: list[str]) -> list[str]:
             f"--nproc_per_node={world}", "-m", "graphrec_dist.train", PRESET, *overrides]
 
 
+def peak_of(cmd: list[str], timeout_s: float) -> tuple[subprocess.CompletedProcess, float, float]:
+    """Run ``cmd`` under the RSS wrapper: (the process, its largest process's peak GiB, seconds)."""
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", WRAPPER, *cmd], capture_output=True, text=True,
+                          timeout=timeout_s, env=_env())
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:6])} ... failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    peak = next(int(line.split()[1]) for line in proc.stdout.splitlines() if line.startswith("PEAK_RSS_KIB"))
+    return proc, round(peak / 2 ** 20, 3), round(wall, 1)
+
+
+def build_data(common: list[str], partitions: int, timeout_s: float) -> dict[str, Any]:
+    """Generate and build the bundle and cut its user partitions, in a measured child."""
+    data = [o for o in common if o.startswith("data.")]
+    _, peak, wall = peak_of([sys.executable, "-m", "graphrec_dist", "data", "build", PRESET, *data,
+                             "--partitions", str(partitions)], timeout_s)
+    return {"run": "data build + partitions", "partitions": partitions, "peak_rss_gib": peak, "wall_s": wall}
+
+
 def run_one(name: str, world: int, sharding: str, common: list[str], out: Path, timeout_s: float) -> dict[str, Any]:
     """One training run in a child; its figures from the wrapper's RSS line and metrics.jsonl."""
     run = out / name
-    cmd = [sys.executable, "-c", WRAPPER, *train_cmd(world, [*common, f"dist.sharding={sharding}",
-                                                             f"run.out_dir={run}", "train.resume=never"])]
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=_env())
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"{name} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    peak = next(int(line.split()[1]) for line in proc.stdout.splitlines() if line.startswith("PEAK_RSS_KIB"))
+    _, peak, wall = peak_of(train_cmd(world, [*common, f"dist.sharding={sharding}", f"run.out_dir={run}",
+                                              "train.resume=never"]), timeout_s)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     test = json.loads((run / "test_metrics.json").read_text())
     steps = rows[-1]["step"]
-    return {"run": name, "ranks": world, "sharding": sharding, "peak_rss_gib": round(peak / 2 ** 20, 3),
+    return {"run": name, "ranks": world, "sharding": sharding, "peak_rss_gib": peak,
             "s_per_step": round(sum(r["epoch_time_s"] for r in rows) / steps, 3), "steps": steps,
             "allreduce_mb_per_step": rows[-1].get("allreduce_mb_per_step"),
             "allreduce_s_per_step": rows[-1].get("allreduce_s_per_step"),
             "val_ndcg@10": round(rows[-1]["val_ndcg@10"], 5), "test_ndcg@10": round(test["ndcg@10"], 5),
-            "wall_s": round(wall, 1)}
+            "wall_s": wall}
 
 
 def _env() -> dict[str, str]:
@@ -88,12 +105,17 @@ def main(argv: Optional[list[str]] = None) -> list[dict[str, Any]]:
     data = out / "data"
     common = [f"data.synth_users={args.users}", f"data.raw_dir={data / 'raw'}", f"data.bundle_dir={data / 'bundle'}",
               f"train.max_steps={args.steps}", "run.progress=false", "train.num_threads=1"]
+    worlds = [int(w) for w in args.ranks.split(",")]
+    build = build_data(common, math.lcm(*worlds), args.timeout)
     rows = [run_one("replicated", 1, "replicate", common, out, args.timeout)]
-    for world in (int(w) for w in args.ranks.split(",")):
+    for world in worlds:
         rows.append(run_one(f"sharded-w{world}", world, "users", common, out, args.timeout))
     write_json_atomic(out / "sharding.json", {"users": args.users, "steps": args.steps, "preset": PRESET,
+                                              "build": build,
                                               "command": " ".join(["python -m graphrec_dist.benchmarks.sharding",
                                                                    *(argv or sys.argv[1:])]), "rows": rows})
+    print(f"data build + {build['partitions']} user partitions: peak RSS {build['peak_rss_gib']} GiB, "
+          f"{build['wall_s']} s")
     print(table(rows))
     return rows
 
