@@ -9,8 +9,8 @@ load it back. Rank 0 writes every file, each atomically (temporary name + rename
     training_curves.png     loss and validation curves (:mod:`graphrec_dist.plots`)
 
 A checkpoint is one ``torch.save`` file of a dict with at least ``model`` (the unwrapped model's
-state) and ``config``; the trainer adds the optimizer, scheduler, its bookkeeping and every rank's
-RNG states (:meth:`graphrec_dist.trainer.Trainer.save`).
+state) and ``config``; the trainer adds the optimizer, scheduler, its bookkeeping, every rank's
+RNG states and the bundle's content hash (:meth:`graphrec_dist.trainer.Trainer.save`).
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ import torch
 from graphrec_dist.config import Config, apply_overrides, from_dict
 from graphrec_dist.data.bundle import Bundle
 from graphrec_dist.data.store import load_bundle
-from graphrec_dist.errors import DataError, UserError
+from graphrec_dist.errors import ConfigError, DataError, UserError
 from graphrec_dist.io_utils import atomic_path, write_json_atomic, write_text_atomic
 from graphrec_dist.models import build_model
 from graphrec_dist.models.base import Recommender
@@ -118,6 +118,18 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise DataError(f"checkpoint {path} is not a graphrec_dist checkpoint (no model/config); {what_to_do}")
     return state
+
+
+def check_same_data(state: dict[str, Any], bundle: Bundle, path: Path, what_to_do: str) -> None:
+    """A ConfigError when checkpoint ``state`` (read from ``path``) was trained on other data than
+    ``bundle``: its recorded ``bundle_hash`` (:meth:`Bundle.content_hash`) differs. The message
+    names both bundles and both hashes. Checkpoints from before the hash was recorded pass."""
+    saved = state.get("bundle_hash")
+    if saved is None or saved == bundle.content_hash():
+        return
+    saved_dir = (state["config"].get("data") or {}).get("bundle_dir")
+    raise ConfigError(f"train.resume: {path} was trained on bundle {saved_dir} (content {saved}), but this run's "
+                      f"bundle {bundle.path} holds other data (content {bundle.content_hash()}); {what_to_do}")
 
 
 def resume_path(out_dir: str | Path, resume: str) -> Path | None:

@@ -115,10 +115,11 @@ def metric_key(cfg: Config) -> str:
 
 
 def checkpoint_state(cfg: Config, model: Recommender, state: TrainState, world_size: int, **extra) -> dict[str, Any]:
-    """The one checkpoint format of every model kind: model, config, trainer bookkeeping and world
-    size, plus what gradient training adds (``optimizer``, ``scheduler``, ``rng``, ``loss_sums``)."""
+    """The one checkpoint format of every model kind: model, config, trainer bookkeeping, world
+    size and ``bundle_hash`` (the data's :meth:`~graphrec_dist.data.bundle.Bundle.content_hash`),
+    plus what gradient training adds (``optimizer``, ``scheduler``, ``rng``, ``loss_sums``)."""
     return {"model": model.state_dict(), "config": cfg.to_dict(), "trainer": asdict(state), "world_size": world_size,
-            "optimizer": None, "scheduler": None, "rng": None, "loss_sums": None, **extra}
+            "bundle_hash": None, "optimizer": None, "scheduler": None, "rng": None, "loss_sums": None, **extra}
 
 
 def fit_closed_form(cfg: Config, ctx: DistContext, model: Recommender, bundle, hooks: TrainHooks) -> TrainState:
@@ -131,7 +132,7 @@ def fit_closed_form(cfg: Config, ctx: DistContext, model: Recommender, bundle, h
     state = TrainState(epoch=1, best_metric=val[metric_key(cfg)], best_epoch=0, best_val=val, history=[row])
     path = None
     if ctx.is_main:
-        blob = checkpoint_state(cfg, model, state, ctx.world_size)
+        blob = checkpoint_state(cfg, model, state, ctx.world_size, bundle_hash=bundle.content_hash())
         for name in (run_dir.BEST, run_dir.LAST):
             path = run_dir.save_checkpoint(Path(cfg.run.out_dir) / name, blob)
         run_dir.write_history(cfg.run.out_dir, [row])
@@ -217,6 +218,7 @@ class Trainer:
                 and tc.fail_after_step == self.state.global_step)
         if self.ctx.is_main:
             blob = checkpoint_state(self.cfg, self.model, self.state, self.ctx.world_size,
+                                    bundle_hash=self.bundle.content_hash(),
                                     optimizer=self.optimizer.state_dict(), rng=states, loss_sums=sums,
                                     scheduler=self.scheduler.state_dict() if self.scheduler else None)
             stall = (lambda tmp: hang_until_killed(self.out_dir, self.ctx.rank)) if hang else None
@@ -234,6 +236,7 @@ class Trainer:
         except RuntimeError as exc:  # same model config, other data (e.g. other node counts)
             raise ConfigError(f"train.resume: {path} does not fit this data ({run_dir.mismatch_summary(exc)}); "
                               f"{hint}") from None
+        run_dir.check_same_data(state, self.bundle, path, hint)  # same node counts, other edges or splits
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler and state.get("scheduler"):
             self.scheduler.load_state_dict(state["scheduler"])

@@ -15,7 +15,8 @@ from graphrec_dist.run_dir import load_checkpoint
 from graphrec_dist.train import TrainHooks, main, profile_steps, run_training
 
 OUTPUTS = ["config.yaml", "metrics.jsonl", "best.pt", "last.pt", "test_metrics.json", "training_curves.png"]
-CHECKPOINT_KEYS = {"model", "config", "trainer", "world_size", "optimizer", "scheduler", "rng", "loss_sums"}
+CHECKPOINT_KEYS = {"model", "config", "trainer", "world_size", "bundle_hash", "optimizer", "scheduler", "rng",
+                   "loss_sums"}
 
 
 @pytest.fixture(scope="module")
@@ -202,4 +203,21 @@ def test_resume_refuses_a_checkpoint_of_other_data(data_overrides, finished_run,
     other = [f"data.bundle_dir={tmp_path / 'other_bundle'}", "data.min_book_interactions=12"]
     err = _resume_exits_2(out, small(data_overrides, out, "train.max_steps=4", *other), capsys)
     assert f"train.resume: {out / 'last.pt'} does not fit this data" in err and "size mismatch" in err
+    assert "train.resume=never" in err
+
+
+def test_resume_refuses_other_data_with_the_same_node_counts(data_overrides, finished_run, tmp_path: Path,
+                                                             capsys) -> None:
+    out = Path(shutil.copytree(finished_run, tmp_path / "run"))
+    # The same raw files split with another seed: the same users and books, other train edges.
+    resplit = tmp_path / "resplit_bundle"
+    err = _resume_exits_2(out, small(data_overrides, out, "train.max_steps=4", f"data.bundle_dir={resplit}",
+                                     "data.split.seed=7"), capsys)
+    ours, theirs = load_bundle(data_overrides[1].split("=", 1)[1]), load_bundle(resplit)
+    assert (ours.num_users, ours.num_books) == (theirs.num_users, theirs.num_books)
+    assert not ours.train.equal(theirs.train)
+    saved = load_checkpoint(out / "last.pt")["bundle_hash"]
+    assert saved == ours.content_hash() != theirs.content_hash()
+    assert (f"train.resume: {out / 'last.pt'} was trained on bundle {ours.path} (content {saved}), but this run's "
+            f"bundle {resplit} holds other data (content {theirs.content_hash()})") in err
     assert "train.resume=never" in err
