@@ -132,6 +132,22 @@ def check_same_data(state: dict[str, Any], bundle: Bundle, path: Path, what_to_d
                       f"bundle {bundle.path} holds other data (content {bundle.content_hash()}); {what_to_do}")
 
 
+def check_mid_epoch_resume(cfg: Config, kind: str, state: dict[str, Any], path: Path, what_to_do: str) -> None:
+    """A ConfigError for a mid-epoch checkpoint that a ``kind`` model cannot resume exactly: with
+    ``train.sampler=pyg`` (kind ``sampled``) and loader workers, when saved or now, each worker draws
+    neighbours and negatives from its own random stream, which no checkpoint holds. Each epoch starts
+    every worker from a seed, so end-of-epoch checkpoints resume exactly."""
+    saved = int((state["config"].get("train") or {}).get("num_workers", 0))
+    step = state["trainer"]["step_in_epoch"]
+    if kind == "sampled" and step > 0 and max(saved, cfg.train.num_workers) > 0:
+        fix = "resume with train.num_workers=0 as it was saved, or " if saved == 0 else ""
+        raise ConfigError(f"train.resume: {path} was saved mid-epoch (epoch {state['trainer']['epoch']}, step {step}),"
+                          f" and train.sampler=pyg with loader workers (train.num_workers={saved} then, "
+                          f"{cfg.train.num_workers} now) cannot resume mid-epoch exactly: the workers' random "
+                          f"streams are not in checkpoints (end-of-epoch checkpoints resume exactly); {fix}"
+                          f"{what_to_do}")
+
+
 def resume_path(out_dir: str | Path, resume: str) -> Path | None:
     """The checkpoint ``train.resume`` points at: ``auto`` = out_dir/last.pt if present, ``never``."""
     if resume == "never":

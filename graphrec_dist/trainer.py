@@ -231,6 +231,7 @@ class Trainer:
         state = run_dir.load_checkpoint(path, map_location=self.ctx.device, what_to_do=hint)
         if state["config"].get("model") != asdict(self.cfg.model):
             raise ConfigError(f"train.resume: {path} was trained with a different 'model' config; {hint}")
+        run_dir.check_mid_epoch_resume(self.cfg, self.model.kind, state, path, hint)
         try:
             self.model.load_state_dict(state["model"])
         except RuntimeError as exc:  # same model config, other data (e.g. other node counts)

@@ -68,6 +68,35 @@ def test_resumed_run_ends_with_the_same_metrics_as_an_uninterrupted_one(data_ove
     assert [r["val_ndcg@10"] for r in rows_a] == [r["val_ndcg@10"] for r in rows_b]
 
 
+def test_pyg_loader_workers_resume_exactly_from_the_end_of_an_epoch(data_overrides, tmp_path: Path) -> None:
+    base = ["train.sampler=pyg", "train.num_workers=1", "model.dropout=0.2"]
+    full = main(["configs/debug.yaml", *small(data_overrides, tmp_path / "a", *base)])
+    # 8 steps per epoch: stop after epoch 0, then resume with the workers starting epoch 1.
+    main(["configs/debug.yaml", *small(data_overrides, tmp_path / "b", *base, "train.max_steps=8")])
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["trainer"]["step_in_epoch"] == 0
+    resumed = main(["configs/debug.yaml", *small(data_overrides, tmp_path / "b", *base)])
+    assert resumed.test_metrics == full.test_metrics
+    assert [r["loss"] for r in read_rows(tmp_path / "a")] == [r["loss"] for r in read_rows(tmp_path / "b")]
+
+
+def test_pyg_loader_workers_refuse_a_mid_epoch_checkpoint(data_overrides, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    base = ["train.sampler=pyg", "train.num_workers=1", "train.checkpoint_every=3"]
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        main(["configs/debug.yaml", *small(data_overrides, out, *base, "train.fail_after_step=5")])
+    assert load_checkpoint(out / "last.pt")["trainer"]["step_in_epoch"] == 3
+    err = _resume_exits_2(out, small(data_overrides, out, *base), capsys)
+    assert f"train.resume: {out / 'last.pt'} was saved mid-epoch (epoch 0, step 3)" in err
+    assert "train.num_workers=1 then, 1 now" in err and "cannot resume mid-epoch exactly" in err
+    # Saved without workers, resumed with them: refused too, naming the way that is exact.
+    shutil.rmtree(out)
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        main(["configs/debug.yaml", *small(data_overrides, out, *base, "train.num_workers=0",
+                                           "train.fail_after_step=5")])
+    err = _resume_exits_2(out, small(data_overrides, out, *base), capsys)
+    assert "train.num_workers=0 then, 1 now" in err and "resume with train.num_workers=0 as it was saved" in err
+
+
 def test_same_seed_same_result_other_seed_other_result(data_overrides, tmp_path: Path) -> None:
     runs = [main(["configs/debug.yaml", *small(data_overrides, tmp_path / name, "train.epochs=1", f"train.seed={s}")])
             for name, s in (("s0", 0), ("s0b", 0), ("s1", 1))]
