@@ -1,5 +1,5 @@
-"""What a bench run measures and at which sizes: the reduced plan (``make bench``, < 15 minutes on
-2 cores) and the full plan (``graphrec-dist bench --full``, hours).
+"""What a bench run measures and at which sizes: the reduced plan (``make bench``, ~50 minutes on
+2 cores, per section in docs/BENCHMARKS.md) and the full plan (``graphrec-dist bench --full``, hours).
 
 Every size is a number of generated users; 53,424 (Goodbooks-10k) is 100%.
 """
