@@ -9,8 +9,8 @@ load it back. Rank 0 writes every file, each atomically (temporary name + rename
     training_curves.png     loss and validation curves (:mod:`graphrec_dist.plots`)
 
 A checkpoint is one ``torch.save`` file of a dict with at least ``model`` (the unwrapped model's
-state) and ``config``; the trainer adds the optimizer, scheduler, its bookkeeping and every rank's
-RNG states (:meth:`graphrec_dist.trainer.Trainer.save`).
+state) and ``config``; the trainer adds the optimizer, scheduler, its bookkeeping, every rank's
+RNG states and the bundle's content hash (:meth:`graphrec_dist.trainer.Trainer.save`).
 
 Under ``dist.sharding=users`` a checkpoint is several files: each rank writes its users' rows
 and its optimizer state to ``last.step{S}.rank{r}of{W}.pt``, then rank 0 writes ``last.pt`` with
@@ -34,7 +34,7 @@ import torch
 from graphrec_dist.config import Config, apply_overrides, from_dict
 from graphrec_dist.data.bundle import Bundle
 from graphrec_dist.data.store import load_bundle
-from graphrec_dist.errors import DataError, UserError
+from graphrec_dist.errors import ConfigError, DataError, UserError
 from graphrec_dist.io_utils import atomic_path, write_json_atomic, write_text_atomic
 from graphrec_dist.models import build_model
 from graphrec_dist.models.base import Recommender
@@ -160,6 +160,34 @@ def assemble_model_state(path: str | Path, state: dict[str, Any], what_to_do: st
     for key in man["owned"]:
         model[key] = torch.cat([part[key] for part in parts])
     return model
+
+
+def check_same_data(state: dict[str, Any], bundle: Bundle, path: Path, what_to_do: str) -> None:
+    """A ConfigError when checkpoint ``state`` (read from ``path``) was trained on other data than
+    ``bundle``: its recorded ``bundle_hash`` (:meth:`Bundle.content_hash`) differs. The message
+    names both bundles and both hashes. Checkpoints from before the hash was recorded pass."""
+    saved = state.get("bundle_hash")
+    if saved is None or saved == bundle.content_hash():
+        return
+    saved_dir = (state["config"].get("data") or {}).get("bundle_dir")
+    raise ConfigError(f"train.resume: {path} was trained on bundle {saved_dir} (content {saved}), but this run's "
+                      f"bundle {bundle.path} holds other data (content {bundle.content_hash()}); {what_to_do}")
+
+
+def check_mid_epoch_resume(cfg: Config, kind: str, state: dict[str, Any], path: Path, what_to_do: str) -> None:
+    """A ConfigError for a mid-epoch checkpoint that a ``kind`` model cannot resume exactly: with
+    ``train.sampler=pyg`` (kind ``sampled``) and loader workers, when saved or now, each worker draws
+    neighbours and negatives from its own random stream, which no checkpoint holds. Each epoch starts
+    every worker from a seed, so end-of-epoch checkpoints resume exactly."""
+    saved = int((state["config"].get("train") or {}).get("num_workers", 0))
+    step = state["trainer"]["step_in_epoch"]
+    if kind == "sampled" and step > 0 and max(saved, cfg.train.num_workers) > 0:
+        fix = "resume with train.num_workers=0 as it was saved, or " if saved == 0 else ""
+        raise ConfigError(f"train.resume: {path} was saved mid-epoch (epoch {state['trainer']['epoch']}, step {step}),"
+                          f" and train.sampler=pyg with loader workers (train.num_workers={saved} then, "
+                          f"{cfg.train.num_workers} now) cannot resume mid-epoch exactly: the workers' random "
+                          f"streams are not in checkpoints (end-of-epoch checkpoints resume exactly); {fix}"
+                          f"{what_to_do}")
 
 
 def resume_path(out_dir: str | Path, resume: str) -> Path | None:

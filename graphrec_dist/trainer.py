@@ -133,11 +133,12 @@ def metric_key(cfg: Config) -> str:
 def checkpoint_state(cfg: Config, model: Recommender, state: TrainState, world_size: int,
                      model_state: Optional[dict[str, Any]] = None, **extra) -> dict[str, Any]:
     """The one checkpoint format of every model kind: model (``model_state``, else the whole
-    model's), config, trainer bookkeeping and world size, plus what gradient training adds
+    model's), config, trainer bookkeeping, world size and ``bundle_hash`` (the data's
+    :meth:`~graphrec_dist.data.bundle.Bundle.content_hash`), plus what gradient training adds
     (``optimizer``, ``scheduler``, ``rng``, ``loss_sums``; ``sharding``: the manifest of a
     user-sharded checkpoint)."""
     return {"model": model.state_dict() if model_state is None else model_state, "config": cfg.to_dict(),
-            "trainer": asdict(state), "world_size": world_size,
+            "trainer": asdict(state), "world_size": world_size, "bundle_hash": None,
             "optimizer": None, "scheduler": None, "rng": None, "loss_sums": None, **extra}
 
 
@@ -151,7 +152,7 @@ def fit_closed_form(cfg: Config, ctx: DistContext, model: Recommender, bundle, h
     state = TrainState(epoch=1, best_metric=val[metric_key(cfg)], best_epoch=0, best_val=val, history=[row])
     path = None
     if ctx.is_main:
-        blob = checkpoint_state(cfg, model, state, ctx.world_size)
+        blob = checkpoint_state(cfg, model, state, ctx.world_size, bundle_hash=bundle.content_hash())
         for name in (run_dir.BEST, run_dir.LAST):
             path = run_dir.save_checkpoint(Path(cfg.run.out_dir) / name, blob)
         run_dir.write_history(cfg.run.out_dir, [row])
@@ -251,6 +252,7 @@ class Trainer:
             return self._save_sharded(name, states, sums, hang)
         if self.ctx.is_main:
             blob = checkpoint_state(self.cfg, self.model, self.state, self.ctx.world_size,
+                                    bundle_hash=self.bundle.content_hash(),
                                     optimizer=self.optimizer.state_dict(), rng=states, loss_sums=sums,
                                     scheduler=self.scheduler.state_dict() if self.scheduler else None)
             stall = (lambda tmp: hang_until_killed(self.out_dir, self.ctx.rank)) if hang else None
@@ -264,7 +266,7 @@ class Trainer:
         main, step, world = self.out_dir / name, self.state.global_step, self.ctx.world_size
         model_state = self.model.state_dict()
         mine = {"model": {k: model_state[k] for k in self.owned}, "config": self.cfg.to_dict(),
-                "optimizer": self.optimizer.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "bundle_hash": self.bundle.content_hash(),
                 "rows": [self.bundle.shard.start, self.bundle.shard.stop]}
         run_dir.save_checkpoint(run_dir.shard_path(main, step, self.ctx.rank, world), mine)
         barrier(self.ctx)
@@ -283,34 +285,39 @@ class Trainer:
         barrier(self.ctx)
         return path
 
-    def _load_states(self, path: Path, state: dict[str, Any], hint: str) -> tuple[dict[str, Any], Optional[dict]]:
-        """(model state, optimizer state) of this rank from a checkpoint's main file ``state``:
-        as stored, or merged with this rank's file of a sharded checkpoint."""
+    def _load_states(self, path: Path, state: dict[str, Any], hint: str) -> tuple[dict[str, Any], Optional[dict],
+                                                                                  dict[str, Any]]:
+        """(model state, optimizer state, the file that records this rank's data) from a
+        checkpoint's main file ``state``: as stored, or merged with this rank's file of a sharded
+        checkpoint."""
         sharding = state.get("sharding")
         if bool(sharding) != self.sharded:
             was, now = ("users" if sharding else "replicate"), self.cfg.dist.sharding
             raise ConfigError(f"train.resume: {path} was trained with dist.sharding={was}, this run uses "
                               f"dist.sharding={now}; {hint}")
         if not sharding:
-            return state["model"], state.get("optimizer")
+            return state["model"], state.get("optimizer"), state
         if sharding["world_size"] != self.ctx.world_size or sharding["num_users"] != self.bundle.shard.num_users:
             raise ConfigError(f"train.resume: {path} holds {sharding['num_users']} users sharded over "
                               f"{sharding['world_size']} ranks; this run has {self.bundle.shard.num_users} users on "
                               f"{self.ctx.world_size} ranks (resume with the same number of ranks); {hint}")
         own = run_dir.shard_state(path, state, self.ctx.rank, self.ctx.device, hint)
-        return {**state["model"], **own["model"]}, own.get("optimizer")
+        return {**state["model"], **own["model"]}, own.get("optimizer"), own
 
     def restore(self, path: Path) -> None:
         hint = "pass train.resume=never (starts over, replacing the run's checkpoints) or another run.out_dir"
         state = run_dir.load_checkpoint(path, map_location=self.ctx.device, what_to_do=hint)
         if state["config"].get("model") != asdict(self.cfg.model):
             raise ConfigError(f"train.resume: {path} was trained with a different 'model' config; {hint}")
-        model_state, optimizer_state = self._load_states(path, state, hint)
+        run_dir.check_mid_epoch_resume(self.cfg, self.model.kind, state, path, hint)
+        model_state, optimizer_state, data_state = self._load_states(path, state, hint)
         try:
             self.model.load_state_dict(model_state)
         except RuntimeError as exc:  # same model config, other data (e.g. other node counts)
             raise ConfigError(f"train.resume: {path} does not fit this data ({run_dir.mismatch_summary(exc)}); "
                               f"{hint}") from None
+        # Same node counts, other edges or splits (a shard: this rank's file records its shard's hash).
+        run_dir.check_same_data(data_state, self.bundle, path, hint)
         self.optimizer.load_state_dict(optimizer_state)
         if self.scheduler and state.get("scheduler"):
             self.scheduler.load_state_dict(state["scheduler"])

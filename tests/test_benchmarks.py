@@ -496,7 +496,7 @@ def test_inductive_section_runs_each_model_per_dataset_and_seed_and_reports_the_
         "median_s": 0.2, "max_s": 0.3, "repeats": 5, "num_users": users, "num_books": 100,
         "preset": "configs/demo.yaml"})
     plan = BenchPlan(mode="reduced", out_dir=tmp_path / "bench_out", real_data_dir=str(tmp_path / "missing"),
-                     real_seeds=[0, 1])
+                     inductive_seeds=[0, 1])
     res = inductive.run_section(plan)
     assert "real data not found" in res["datasets"]["real"]["skipped"]
     assert len(calls) == 5 * 2  # graphsage twice (with and without id_dropout) and three baselines, 2 seeds
@@ -513,6 +513,22 @@ def test_inductive_section_runs_each_model_per_dataset_and_seed_and_reports_the_
     table = text[text.index("| model | warm val"):]
     assert table.index("| graphsage |") < table.index("| graphsage, id_dropout=0 |") < table.index("| content_knn |")
     assert "median 0.200 s" in text
+    # With the real data there, the reduced plan leaves the generated data to --full.
+    (tmp_path / "real").mkdir()
+    calls.clear()
+    res = inductive.run_section(dataclasses.replace(plan, real_data_dir=str(tmp_path / "real")))
+    assert "runs with --full" in res["datasets"]["synth"]["skipped"] and "graphsage" in res["datasets"]["real"]["rows"]
+    assert len(calls) == 5 * 2 and all(f"data.raw_dir={tmp_path / 'real'}" in ov for ov in calls)
+
+
+def test_the_full_plan_holds_the_slow_parts_of_inductive_and_serving(tmp_path):
+    from graphrec_dist.benchmarks.plan import full_plan, reduced_plan
+
+    reduced, full = reduced_plan(tmp_path), full_plan(tmp_path)
+    assert (reduced.inductive_seeds, reduced.inductive_synth, reduced.serving_synthetic_items) == ([0, 1], False,
+                                                                                                  100_000)
+    assert (full.inductive_seeds, full.inductive_synth, full.serving_synthetic_items) == ([0, 1, 2, 3, 4], True,
+                                                                                         1_000_000)
 
 
 def test_sampled_speed_report_names_the_ratio_and_the_per_step_phases(tmp_path):

@@ -118,6 +118,26 @@ def test_failed_rebuild_keeps_old_bundle(tmp_path, capsys) -> None:
     assert sorted(p.name for p in out.parent.iterdir()) == ["b"]
 
 
+def test_a_garbled_meta_json_exits_2_and_is_rebuilt_only_with_force(tmp_path, capsys) -> None:
+    raw = _raw(tmp_path)
+    out = tmp_path / "keep" / "b"
+    build = ["data", "build", "--source", "goodbooks", "--raw-dir", str(raw), "--out", str(out), *SMALL]
+    assert cli_main(build) == 0
+    (out / "meta.json").write_text('{"schema_version": 1, "counts": {')
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    train = ["train", "configs/debug.yaml", "data.source=goodbooks", f"data.raw_dir={raw}", f"data.bundle_dir={out}",
+             f"run.out_dir={tmp_path / 'run'}", *SMALL]
+    for command in (train, build):
+        capsys.readouterr()
+        assert cli_main(command) == 2, command[0]
+        err = capsys.readouterr().err
+        assert f"{out / 'meta.json'} is garbled" in err and "--force" in err, err
+        assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
+    assert not (tmp_path / "run").exists()
+    assert cli_main(build + ["--force"]) == 0
+    assert json.loads((out / "meta.json").read_text())["schema_version"] == 1
+
+
 # -- a damaged bundle, as evaluate/recommend read it ------------------------------------------
 
 def _toy_run(tmp_path: Path) -> Path:

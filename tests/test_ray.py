@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -225,20 +226,51 @@ def test_ray_survives_a_worker_killed_mid_epoch(local_ray, torchrun_reference, d
     print(f"Ray worker killed after step 7; resumed at step 6; kill to job end {recovery_s:.1f} s")
 
 
+def _free_port() -> int:
+    """A loopback port that is free now (the OS picks it; Ray binds it a moment later)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+HEAD_LOGS = ("dashboard_agent.log", "dashboard.log", "dashboard_JobHead.log", "raylet.out")
+
+
+def _head_logs(temp: Path, lines: int = 20) -> str:
+    """The head's job-submission logs for a failure message: of each, its first ERROR and "Failed"
+    lines (where a port that would not bind shows) and its last ``lines`` lines."""
+    parts = []
+    for name in HEAD_LOGS:
+        for log in sorted(temp.glob(f"session_*/logs/{name}")):
+            text = log.read_text(errors="replace").splitlines()
+            errors = [line for line in text if "ERROR" in line or "Failed" in line][:8]
+            parts.append(f"--- {log.relative_to(temp)}: first errors\n" + "\n".join(errors)
+                         + f"\n--- {log.relative_to(temp)}: last {lines} lines\n" + "\n".join(text[-lines:]))
+    return "\n".join(parts) or f"(no head logs under {temp})"
+
+
 @pytest.fixture
 def ray_cluster():
-    """A real one-node cluster: ``ray start --head --block`` on 127.0.0.1 with its own temp dir and
-    a GCS port Ray picks; yields (address, environment with RAY_ADDRESS). Afterwards its whole
-    process tree is killed: ``ray stop`` would stop every Ray on the machine (this module's own, and
-    anyone else's), so it is not used."""
+    """A real one-node cluster: ``ray start --head --block`` on 127.0.0.1 with its own temp dir, a
+    GCS port Ray picks and free ports for the dashboard, its agent and the client server; yields
+    (address, environment with RAY_ADDRESS, temp dir). Afterwards its whole process tree is killed:
+    ``ray stop`` would stop every Ray on the machine (this module's own, and anyone else's), so it
+    is not used.
+
+    The ports are not Ray's defaults because this module's ``local_ray`` (and any other Ray on the
+    machine) already holds them: its dashboard agent listens on 52365, and a second agent that
+    cannot bind it stays alive with its HTTP service disabled, so the head never takes a job
+    (docs/RAY.md). The dashboard's metrics port (44227) is set by ``DASHBOARD_METRIC_PORT``."""
     temp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
     # Token auth off: the cluster listens on loopback only, and the clients would otherwise need
     # a token file in the home directory.
-    env = {**os.environ, **RAY_ENV, "RAY_AUTH_MODE": "disabled",
+    env = {**os.environ, **RAY_ENV, "RAY_AUTH_MODE": "disabled", "DASHBOARD_METRIC_PORT": str(_free_port()),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env.pop("RAY_ADDRESS", None)
     cmd = [RAY_CLI, "start", "--head", "--block", "--node-ip-address=127.0.0.1", "--port=0", f"--temp-dir={temp}",
-           "--num-cpus=2", "--disable-usage-stats", "--dashboard-host=127.0.0.1"]
+           "--num-cpus=2", "--disable-usage-stats", "--dashboard-host=127.0.0.1",
+           f"--dashboard-port={_free_port()}", f"--dashboard-agent-listen-port={_free_port()}",
+           f"--ray-client-server-port={_free_port()}"]
     with open(temp / "head.log", "w") as log:
         head = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -278,20 +310,20 @@ def test_a_real_cluster_runs_a_submitted_job_and_a_driver_that_joins_it(ray_clus
     job_id = f"graphrec-test-{os.getpid()}"
     cmd = [RAY_CLI, "job", "submit", "--working-dir", ".", "--submission-id", job_id, "--",
            "python", "launch/ray_train.py", *args, f"run.out_dir={tmp_path / 'job'}"]
-    # The head accepts connections before its dashboard agent takes jobs; Ray then answers "No
-    # available agent to submit job, please try again later": retry that, and only that. On a
-    # loaded machine the agent has been seen to stay away for minutes: then say so and skip
-    # (the driver above has already shown the cluster works); any other failure fails.
+    # The head accepts connections a few seconds before its dashboard agent takes jobs; Ray then
+    # answers "No available agent to submit job, please try again later": retry that, and only
+    # that. An agent that is not up after 90 s never will be (e.g. it could not bind its port):
+    # that fails, with the head's logs.
     agent_deadline = time.monotonic() + 90
     while True:
         submit = bounded.run(cmd, RUN_TIMEOUT_S, cwd=ROOT, env=env)
         if submit.returncode == 0 or "No available agent" not in submit.stdout + submit.stderr:
             break
         if time.monotonic() > agent_deadline:
-            pytest.skip("ray job submit: the head's job agent did not come up in 90 s "
-                        "('No available agent to submit job'); the RAY_ADDRESS driver passed")
+            pytest.fail("ray job submit: the head's job agent did not come up in 90 s ('No available agent to "
+                        f"submit job')\n{_head_logs(temp)}")
         time.sleep(3)
-    assert submit.returncode == 0, (submit.stdout + submit.stderr)[-3000:]
+    assert submit.returncode == 0, (submit.stdout + submit.stderr)[-3000:] + "\n" + _head_logs(temp)
     status = bounded.run([RAY_CLI, "job", "status", job_id], 60, cwd=ROOT, env=env)
     assert f"Job '{job_id}' succeeded" in status.stdout, status.stdout + status.stderr
     _assert_same_run(*_outcome(tmp_path / "job"), torchrun_reference)

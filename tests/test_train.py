@@ -15,7 +15,8 @@ from graphrec_dist.run_dir import load_checkpoint
 from graphrec_dist.train import TrainHooks, main, profile_steps, run_training
 
 OUTPUTS = ["config.yaml", "metrics.jsonl", "best.pt", "last.pt", "test_metrics.json", "training_curves.png"]
-CHECKPOINT_KEYS = {"model", "config", "trainer", "world_size", "optimizer", "scheduler", "rng", "loss_sums"}
+CHECKPOINT_KEYS = {"model", "config", "trainer", "world_size", "bundle_hash", "optimizer", "scheduler", "rng",
+                   "loss_sums"}
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +66,35 @@ def test_resumed_run_ends_with_the_same_metrics_as_an_uninterrupted_one(data_ove
     rows_a, rows_b = read_rows(tmp_path / "a"), read_rows(tmp_path / "b")
     assert [r["loss"] for r in rows_a] == [r["loss"] for r in rows_b]
     assert [r["val_ndcg@10"] for r in rows_a] == [r["val_ndcg@10"] for r in rows_b]
+
+
+def test_pyg_loader_workers_resume_exactly_from_the_end_of_an_epoch(data_overrides, tmp_path: Path) -> None:
+    base = ["train.sampler=pyg", "train.num_workers=1", "model.dropout=0.2"]
+    full = main(["configs/debug.yaml", *small(data_overrides, tmp_path / "a", *base)])
+    # 8 steps per epoch: stop after epoch 0, then resume with the workers starting epoch 1.
+    main(["configs/debug.yaml", *small(data_overrides, tmp_path / "b", *base, "train.max_steps=8")])
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["trainer"]["step_in_epoch"] == 0
+    resumed = main(["configs/debug.yaml", *small(data_overrides, tmp_path / "b", *base)])
+    assert resumed.test_metrics == full.test_metrics
+    assert [r["loss"] for r in read_rows(tmp_path / "a")] == [r["loss"] for r in read_rows(tmp_path / "b")]
+
+
+def test_pyg_loader_workers_refuse_a_mid_epoch_checkpoint(data_overrides, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    base = ["train.sampler=pyg", "train.num_workers=1", "train.checkpoint_every=3"]
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        main(["configs/debug.yaml", *small(data_overrides, out, *base, "train.fail_after_step=5")])
+    assert load_checkpoint(out / "last.pt")["trainer"]["step_in_epoch"] == 3
+    err = _resume_exits_2(out, small(data_overrides, out, *base), capsys)
+    assert f"train.resume: {out / 'last.pt'} was saved mid-epoch (epoch 0, step 3)" in err
+    assert "train.num_workers=1 then, 1 now" in err and "cannot resume mid-epoch exactly" in err
+    # Saved without workers, resumed with them: refused too, naming the way that is exact.
+    shutil.rmtree(out)
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        main(["configs/debug.yaml", *small(data_overrides, out, *base, "train.num_workers=0",
+                                           "train.fail_after_step=5")])
+    err = _resume_exits_2(out, small(data_overrides, out, *base), capsys)
+    assert "train.num_workers=0 then, 1 now" in err and "resume with train.num_workers=0 as it was saved" in err
 
 
 def test_same_seed_same_result_other_seed_other_result(data_overrides, tmp_path: Path) -> None:
@@ -202,4 +232,21 @@ def test_resume_refuses_a_checkpoint_of_other_data(data_overrides, finished_run,
     other = [f"data.bundle_dir={tmp_path / 'other_bundle'}", "data.min_book_interactions=12"]
     err = _resume_exits_2(out, small(data_overrides, out, "train.max_steps=4", *other), capsys)
     assert f"train.resume: {out / 'last.pt'} does not fit this data" in err and "size mismatch" in err
+    assert "train.resume=never" in err
+
+
+def test_resume_refuses_other_data_with_the_same_node_counts(data_overrides, finished_run, tmp_path: Path,
+                                                             capsys) -> None:
+    out = Path(shutil.copytree(finished_run, tmp_path / "run"))
+    # The same raw files split with another seed: the same users and books, other train edges.
+    resplit = tmp_path / "resplit_bundle"
+    err = _resume_exits_2(out, small(data_overrides, out, "train.max_steps=4", f"data.bundle_dir={resplit}",
+                                     "data.split.seed=7"), capsys)
+    ours, theirs = load_bundle(data_overrides[1].split("=", 1)[1]), load_bundle(resplit)
+    assert (ours.num_users, ours.num_books) == (theirs.num_users, theirs.num_books)
+    assert not ours.train.equal(theirs.train)
+    saved = load_checkpoint(out / "last.pt")["bundle_hash"]
+    assert saved == ours.content_hash() != theirs.content_hash()
+    assert (f"train.resume: {out / 'last.pt'} was trained on bundle {ours.path} (content {saved}), but this run's "
+            f"bundle {resplit} holds other data (content {theirs.content_hash()})") in err
     assert "train.resume=never" in err

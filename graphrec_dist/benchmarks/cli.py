@@ -1,7 +1,7 @@
 """``graphrec-dist bench``: run the benchmark sections, write one JSON per section, then the
 report (PNG plots + docs/RESULTS.md) from whatever JSON the output folder holds.
 
-    graphrec-dist bench                      # reduced sizes (make bench), < 15 min on 2 cores
+    graphrec-dist bench                      # reduced sizes (make bench), ~50 min on 2 cores (BENCHMARKS.md)
     graphrec-dist bench --full               # the issue's sizes (hours)
     graphrec-dist bench --sections sampling,evaluation
     graphrec-dist bench --report-only        # redraw docs/RESULTS.md from bench_out/*.json

@@ -39,7 +39,7 @@ def protocol_overrides(plan: BenchPlan) -> list[str]:
 
 
 def dataset_rows(plan: BenchPlan, label: str, data_for_seed) -> dict[str, Any]:
-    """Every model of MODELS on one dataset over ``plan.real_seeds``: NDCG@10 per split, mean ± std."""
+    """Every model of MODELS on one dataset over ``plan.inductive_seeds``: NDCG@10 per split, mean ± std."""
     rows: dict[str, Any] = {}
     for row, model, extra in MODELS:
         if model not in plan.inductive_models:
@@ -47,7 +47,7 @@ def dataset_rows(plan: BenchPlan, label: str, data_for_seed) -> dict[str, Any]:
         preset, select = preset_for(model)
         per_seed = []
         try:
-            for seed in plan.real_seeds:
+            for seed in plan.inductive_seeds:
                 overrides = select + extra + data_for_seed(seed) + protocol_overrides(plan) + list(plan.train_overrides)
                 rec = train_run(plan.out_dir, run_name(f"inductive-{label}-{model}", seed, preset, overrides), preset,
                                 overrides, timeout_s=4 * 3600, invocation=plan.invocation, reuse=plan.reuse)
@@ -106,8 +106,11 @@ def run_section(plan: BenchPlan) -> dict[str, Any]:
         return [o for o in base if not o.startswith("data.bundle_dir=")] + [
             f"data.bundle_dir={bundle}", f"data.split.seed={seed}", "train.seed=0"]
 
-    rows = dataset_rows(plan, "synth", synth)
-    datasets["synth"] = {"name": f"generated, {users} users", "rows": rows}
+    if plan.inductive_synth or "skipped" in datasets["real"]:
+        datasets["synth"] = {"name": f"generated, {users} users", "rows": dataset_rows(plan, "synth", synth)}
+    else:
+        datasets["synth"] = {"skipped": f"generated data ({users} users) runs with --full, or when the real "
+                                        "data is missing"}
     timing = time_history_recommend(plan, plan.history_timing_users)
-    return {"datasets": datasets, "seeds": list(plan.real_seeds), "cold_items": plan.cold_items,
+    return {"datasets": datasets, "seeds": list(plan.inductive_seeds), "cold_items": plan.cold_items,
             "cold_users": plan.cold_users, "recommend_history": timing}

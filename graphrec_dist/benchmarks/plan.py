@@ -1,5 +1,5 @@
-"""What a bench run measures and at which sizes: the reduced plan (``make bench``, < 15 minutes on
-2 cores) and the full plan (``graphrec-dist bench --full``, hours).
+"""What a bench run measures and at which sizes: the reduced plan (``make bench``, ~50 minutes on
+2 cores, per section in docs/BENCHMARKS.md) and the full plan (``graphrec-dist bench --full``, hours).
 
 Every size is a number of generated users; 53,424 (Goodbooks-10k) is 100%.
 """
@@ -70,7 +70,11 @@ class BenchPlan:
     real_data_dir: str = "../shared/data/movielens-100k"
     real_spec: str = "configs/data/movielens-100k.yaml"
     real_seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
-    # inductive tables: the cold-item and new-user protocols on the real data and generated data
+    # inductive tables: the cold-item and new-user protocols on the real data and generated data.
+    # Reduced: the real data over 2 split seeds (~7 minutes); the generated data only when the real
+    # data is missing. --full: both datasets over 5 seeds (~57 minutes on 2 cores).
+    inductive_seeds: list[int] = field(default_factory=lambda: [0, 1])
+    inductive_synth: bool = False  # the generated dataset as well when the real data is there
     inductive_users: int = 1000
     inductive_models: list[str] = field(default_factory=lambda: ["graphsage", "content_knn", "ease", "popularity"])
     cold_items: float = 0.1
@@ -85,6 +89,9 @@ class BenchPlan:
     serving_users: int = GOODBOOKS_USERS
     serving_clients: list[int] = field(default_factory=lambda: [1, 8])
     serving_seconds: float = 10.0
+    # the synthetic table of the index measurements (--full: 1,000,000, whose usearch graph alone
+    # takes ~460 s to build on 2 cores)
+    serving_synthetic_items: int = 100_000
 
     def as_dict(self) -> dict:
         out = dataclasses.asdict(self)
@@ -122,6 +129,7 @@ def full_plan(out_dir: Path) -> BenchPlan:
         profile_steps=200, compare_users=GOODBOOKS_USERS, compare_budget_s=1800.0, compare_eval_every=27,
         scaling_users=GOODBOOKS_USERS, scaling_steps=100, sweep_users=[users_at(p) for p in (10, 30, 100, 300)],
         sweep_steps=200, quality_users=GOODBOOKS_USERS, inductive_users=2000,
+        inductive_seeds=[0, 1, 2, 3, 4], inductive_synth=True, serving_synthetic_items=1_000_000,
         sampled_speed_steps=30,
         inductive_models=["graphsage", "content_knn", "ease", "popularity", "mf", "lightgcn"],
     )

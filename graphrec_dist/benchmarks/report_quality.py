@@ -220,7 +220,7 @@ def quality_part(payload: Section, rel: dict[str, str]) -> str:
     caps = [o for o in res.get("plan", {}).get("quality_overrides", []) if o.startswith("train.epochs=")]
     if caps:
         lines += [f"**Budget: every trained model is capped at {caps[0].split('=', 1)[1]} epochs here** (the reduced "
-                  "plan, to keep `make bench` under 15 minutes), so this is a quick table, not a converged one; "
+                  "plan, to keep `make bench` short), so this is a quick table, not a converged one; "
                   "models that need many epochs (MF, LightGCN) are the most affected. `--full` trains each model for "
                   "its preset's epochs with early stopping.", ""]
     lines += time_budget_note(res.get("plan", {}))

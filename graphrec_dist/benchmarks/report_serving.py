@@ -34,7 +34,7 @@ def serving_part(payload: Section) -> str:
 def index_part(tables: dict) -> list[str]:
     """The recall/speed table of every index on both vector tables."""
     names = {"bundle": "users × books, PureSVD vectors, each user's training books left out",
-             "synthetic": "synthetic 1,000,000 items around 1,000 centres, nothing left out"}
+             "synthetic": "synthetic items around 1,000 centres, nothing left out"}
     lines = ["### Top-k indexes: recall against exact search, and speed", "",
              "`--index exact|faiss|usearch` (faiss: IVF-Flat over k-means cells, `--nprobe` scanned; usearch: "
              "HNSW, `--expansion` candidates kept). Batch: the top 100 of every query, 2 threads (what export "

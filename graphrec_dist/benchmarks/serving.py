@@ -6,8 +6,9 @@ The indexes are measured on two tables of 64-dimensional vectors. (1) The plan's
 embedded by a truncated SVD of the training interactions (PureSVD: a factor model whose vectors
 have the structure learned ones have; one takes seconds, where training one at this scale takes
 an hour here); each user's training books are left out, as in export and serve. (2) A synthetic
-1,000,000-item table: items and queries drawn around 1,000 shared centres, item norms log-normal
-(popular items have longer vectors in trained models). Recall@k is the share of the exact top k
+item table (``plan.serving_synthetic_items``: 100,000 reduced, 1,000,000 with ``--full``): items
+and queries drawn around 1,000 shared centres, item norms log-normal (popular items have longer
+vectors in trained models). Recall@k is the share of the exact top k
 that the index returns.
 
 The model is graphsage with the demo preset, freshly initialised and saved as a run: neither cost
@@ -42,7 +43,6 @@ from graphrec_dist.export import export
 from graphrec_dist.index import build_index, top_k_unseen
 
 INDEX_DIM = 64
-SYNTH_ITEMS = 1_000_000
 INDEX_QUERIES = {"bundle": 5000, "synthetic": 1000}  # batch-searched queries per table
 LATENCY_QUERIES = 300  # searched one at a time, one thread: what one serve request costs
 INDEX_SETTINGS = {"faiss": ("nprobe", [16, 64, 256]), "usearch": ("expansion", [128, 512, 2048])}
@@ -234,7 +234,7 @@ def run_section(plan: BenchPlan) -> dict[str, Any]:
     served = serve_and_measure(run_dir, bundle_dir(plan, users), plan.out_dir, list(plan.serving_clients),
                                plan.serving_seconds)
     indexes = call_in_child("graphrec_dist.benchmarks.serving:index_child",
-                            {"bundle": bundle_dir(plan, users), "synthetic_items": SYNTH_ITEMS},
+                            {"bundle": bundle_dir(plan, users), "synthetic_items": plan.serving_synthetic_items},
                             plan.out_dir, timeout_s=3600, tag="serving-index")
     return {"users": made["users"], "items": made["items"], "preset": MAIN_PRESET, "export": exported,
             "serve": served, "index": indexes,

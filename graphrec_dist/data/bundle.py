@@ -4,6 +4,7 @@ This module is the contract between the data layer and the rest of the package.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,7 @@ class Bundle:
     # dist.sharding=users: this rank's block of users (data.partition.UserShard); None = every user.
     shard: Any = None
     _csr: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+    _content_hash: str | None = field(default=None, repr=False)
 
     @property
     def num_users(self) -> int:
@@ -132,3 +134,27 @@ class Bundle:
         if self._csr is None:
             self._csr = pairs_csr(self.train, self.num_users)
         return self._csr
+
+    def content_hash(self) -> str:
+        """sha256 (first 16 hex digits) of what training reads: node counts, every edge type's
+        ``edge_index`` and ``edge_weight``, and every split. Two bundles with the same node counts
+        but other edges or splits differ; titles, ids and meta.json do not count. A checkpoint
+        records it so that a resume on other data is refused (:func:`graphrec_dist.run_dir.check_same_data`)."""
+        if self._content_hash is None:
+            digest = hashlib.sha256()
+
+            def add(name: str, tensor: torch.Tensor) -> None:
+                array = np.ascontiguousarray(tensor.detach().cpu().numpy())
+                digest.update(f"{name}:{array.dtype.str}:{array.shape};".encode())
+                digest.update(array.tobytes())
+
+            for ntype in sorted(self.graph.node_types):
+                digest.update(f"{ntype}={int(self.graph[ntype].num_nodes)};".encode())
+            for etype in sorted(self.graph.edge_types):
+                add(f"{edge_key(etype)}.edge_index", self.graph[etype].edge_index)
+                add(f"{edge_key(etype)}.edge_weight", self.graph[etype].edge_weight)
+            for name in ("train", "val", "test", *COLD_SPLITS):
+                add(name, self.split(name))
+            add("cold_items", self.cold_items)
+            self._content_hash = digest.hexdigest()[:16]
+        return self._content_hash

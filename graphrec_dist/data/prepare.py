@@ -1,8 +1,9 @@
 """Raw files -> cached bundle directory -> :class:`Bundle`, skipping work that is already done.
 
 The cache key is the recipe (every DataConfig field that changes the graph, plus the source spec)
-and the sha256 of every input file; a valid bundle is reused unless ``force``. Writes go to a
-temporary directory renamed into place, so a crash leaves either the old bundle or none.
+and the sha256 of every input file; a valid bundle is reused unless ``force``. A bundle whose
+meta.json is garbled is a DataError (exit 2) unless ``force``. Writes go to a temporary directory
+renamed into place, so a crash leaves either the old bundle or none.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from graphrec_dist.data.build import build_arrays, input_files
 from graphrec_dist.data.bundle import Bundle
 from graphrec_dist.data.sources import file_sha256, find_file
 from graphrec_dist.data.spec import SourceSpec, goodbooks_spec, load_spec
-from graphrec_dist.data.store import SCHEMA_VERSION, load_bundle, read_meta, write_bundle_dir
+from graphrec_dist.data.store import SCHEMA_VERSION, load_bundle, read_meta, read_meta_strict, write_bundle_dir
 from graphrec_dist.io_utils import atomic_dir
 from graphrec_dist.logging_utils import get_logger
 
@@ -83,7 +84,9 @@ def build_bundle(cfg: DataConfig, raw_dir: str | Path | None = None, out: str | 
     key = recipe_hash(rec)
     with _locked(out):
         checksums = input_checksums(input_files(raw_dir, spec))
-        old = read_meta(out)
+        # A garbled meta.json stops here (exit 2) unless ``force``: rebuilding would replace a
+        # bundle nobody can identify any more, which a run's checkpoints may have been trained on.
+        old = read_meta_strict(out) if not force and (out / "meta.json").exists() else read_meta(out)
         if (not force and old is not None and old.get("schema_version") == SCHEMA_VERSION
                 and old.get("recipe_hash") == key and old.get("inputs") == checksums):
             log.info("bundle %s is up to date (cache hit)", out)

@@ -88,7 +88,7 @@ def read_meta(path: str | Path) -> dict[str, Any] | None:
 REBUILD = "rebuild it with 'graphrec-dist data build <the config it was built from> --force'"
 
 
-def _read_meta_strict(path: Path) -> dict[str, Any]:
+def read_meta_strict(path: Path) -> dict[str, Any]:
     """meta.json as a dict, or a DataError that tells a missing bundle from a garbled meta.json."""
     meta_file = path / "meta.json"
     if not meta_file.is_file():
@@ -115,7 +115,7 @@ def _load_npy(file: Path) -> torch.Tensor:
 def load_bundle(path: str | Path) -> Bundle:
     """Load a bundle directory; reads only (safe on every rank at once while nothing rebuilds it)."""
     path = Path(path)
-    meta = _read_meta_strict(path)
+    meta = read_meta_strict(path)
     if meta.get("schema_version") != SCHEMA_VERSION:
         raise DataError(f"bundle {path} has schema version {meta.get('schema_version')!r}; this code "
                         f"reads version {SCHEMA_VERSION}: {REBUILD}")
