@@ -27,7 +27,7 @@ import torch
 from torch_geometric.data import HeteroData
 
 from graphrec_dist.data.bundle import COLD_SPLITS, USER, Bundle, edge_key
-from graphrec_dist.data.store import SPLITS, _load_npy, _read_meta_strict, _save_npy, load_bundle
+from graphrec_dist.data.store import SPLITS, _load_npy, _save_npy, load_bundle, read_meta_strict
 from graphrec_dist.errors import DataError
 from graphrec_dist.io_utils import atomic_dir
 
@@ -195,7 +195,7 @@ def _read_part(part: Path) -> dict:
 
 def _join(path: Path, parts: list[dict], rank: int, world_size: int) -> Bundle:
     """One rank's :class:`Bundle` from the item-side files at ``path`` and consecutive partitions."""
-    meta = _read_meta_strict(path)
+    meta = read_meta_strict(path)
     first, last = parts[0]["shard"], parts[-1]["shard"]
     start = first["start"]
     graph = HeteroData()
