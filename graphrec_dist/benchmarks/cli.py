@@ -36,6 +36,7 @@ SECTIONS: dict[str, str] = {
     "evaluation": "graphrec_dist.benchmarks.evaluation:run_section",
     "sampling": "graphrec_dist.benchmarks.sampling:run_section",
     "scaling": "graphrec_dist.benchmarks.scaling:run_section",
+    "sharding": "graphrec_dist.benchmarks.sharding:run_section",
     "memory": "graphrec_dist.benchmarks.memory:run_memory",
     "sweep": "graphrec_dist.benchmarks.memory:run_sweep",
 }

@@ -45,6 +45,10 @@ class BenchPlan:
     # scaling: 1 vs 2 gloo processes
     scaling_users: int = 2000
     scaling_steps: int = 10
+    # sharding: replicated vs dist.sharding=users on these world sizes (gloo processes)
+    sharding_users: int = 5342
+    sharding_ranks: list[int] = field(default_factory=lambda: [1, 2])
+    sharding_steps: int = 4
     # memory and the scale sweep (the memory point joins the sweep's chart)
     memory_users: int = GOODBOOKS_USERS
     sweep_users: list[int] = field(default_factory=lambda: [2000, 5342])
@@ -127,7 +131,8 @@ def full_plan(out_dir: Path) -> BenchPlan:
         quality_graphsage_preset="configs/default.yaml", quality_jobs=2,
         sampling_workers=[0, 1, 2, 4], sampling_batches=50,
         profile_steps=200, compare_users=GOODBOOKS_USERS, compare_budget_s=1800.0, compare_eval_every=27,
-        scaling_users=GOODBOOKS_USERS, scaling_steps=100, sweep_users=[users_at(p) for p in (10, 30, 100, 300)],
+        scaling_users=GOODBOOKS_USERS, scaling_steps=100, sharding_users=10 * GOODBOOKS_USERS,
+        sharding_ranks=[1, 2, 4], sweep_users=[users_at(p) for p in (10, 30, 100, 300)],
         sweep_steps=200, quality_users=GOODBOOKS_USERS, inductive_users=2000,
         inductive_seeds=[0, 1, 2, 3, 4], inductive_synth=True, serving_synthetic_items=1_000_000,
         sampled_speed_steps=30,

@@ -25,6 +25,7 @@ from graphrec_dist.benchmarks.report_text import (
     sampling_part,
     scale_table,
     scaling_part,
+    sharding_part,
     sweep_part,
     sweep_points,
     training_part,
@@ -32,7 +33,7 @@ from graphrec_dist.benchmarks.report_text import (
 from graphrec_dist.io_utils import write_text_atomic
 
 SECTION_NAMES = ("quality", "realdata", "inductive", "sampled_speed", "serving", "training", "evaluation", "sampling",
-                 "scaling", "memory", "sweep")
+                 "scaling", "sharding", "memory", "sweep")
 
 
 def draw(sections: dict[str, dict[str, Any] | None], img_dir: Path) -> dict[str, Path]:
@@ -101,6 +102,8 @@ def generate(out_dir: str | Path, docs_dir: str | Path) -> Path:
         sampling_part(sections.get("sampling"), rel),
         "",
         scaling_part(sections.get("scaling"), rel),
+        "",
+        sharding_part(sections.get("sharding")),
         "",
         memory_part(sections.get("memory")),
         "",

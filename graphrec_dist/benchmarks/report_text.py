@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from graphrec_dist.benchmarks.common import GOODBOOKS_USERS
+from graphrec_dist.benchmarks.sharding import table as sharding_table
 
 Section = dict[str, Any] | None
 QUALITY_COLUMNS = ("hit@10", "hit@20", "hit@50", "ndcg@10", "ndcg@20", "ndcg@50")
@@ -275,6 +276,22 @@ def sampling_part(payload: Section, rel: dict[str, str]) -> str:
                          f"| {fmt(r['seconds_per_batch'])} | {fmt(r['startup_s'], 2)} |")
     lines += img(rel, "sampling", "sampling throughput per backend and num_workers", payload, "sampling")
     return "\n".join(lines)
+
+
+def sharding_part(payload: Section) -> str:
+    """Replicated vs user-sharded training (:mod:`graphrec_dist.benchmarks.sharding`)."""
+    if not payload:
+        return not_run("User-sharded training", "sharding")
+    res = payload["results"]
+    build = res["build"]
+    return "\n".join([
+        "## User-sharded training (`dist.sharding=users`, gloo, CPU)", "",
+        f"{scale_of(res['users'])}, {res['preset']}'s model and train sections, {res['steps']} steps then "
+        f"validation and test; peak RSS of the largest process (the busiest rank). The data build and its "
+        f"{build['partitions']} user partitions first: peak {fmt(build['peak_rss_gib'], 2)} GiB, "
+        f"{fmt(build['wall_s'], 0)} s. Command: `{payload.get('command') or 'graphrec-dist bench --sections sharding'}`"
+        " (what it measures and the refit memory model: [SCALING.md](SCALING.md#user-sharded-training-measured)).", "",
+        sharding_table(res["rows"])])
 
 
 def scaling_part(payload: Section, rel: dict[str, str]) -> str:

@@ -1,6 +1,7 @@
 """Replicated vs user-sharded training side by side: per-rank peak RSS, seconds per step, all-reduce
 traffic and validation NDCG@10 of the same preset, steps and seed.
 
+    graphrec-dist bench --sections sharding        # 5,342 users, W = 1, 2 (--full: 534,240, W = 1, 2, 4)
     python -m graphrec_dist.benchmarks.sharding --users 53424 --ranks 1,2,4 --steps 4 --out bench_out/sharding
 
 Each run is ``graphrec-dist train`` (one process) or ``torchrun --nproc_per_node=W`` in a child
@@ -92,6 +93,23 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def measure(users: int, worlds: list[int], steps: int, out: Path, timeout_s: float) -> dict[str, Any]:
+    """The data build and the replicated and sharded runs at ``users``; the section's results."""
+    data = out / "data"
+    common = [f"data.synth_users={users}", f"data.raw_dir={data / 'raw'}", f"data.bundle_dir={data / 'bundle'}",
+              f"train.max_steps={steps}", "run.progress=false", "train.num_threads=1"]
+    build = build_data(common, math.lcm(*worlds), timeout_s)
+    rows = [run_one("replicated", 1, "replicate", common, out, timeout_s)]
+    rows += [run_one(f"sharded-w{world}", world, "users", common, out, timeout_s) for world in worlds]
+    return {"users": users, "steps": steps, "preset": PRESET, "build": build, "rows": rows}
+
+
+def run_section(plan) -> dict[str, Any]:
+    """``graphrec-dist bench --sections sharding`` (``plan``: a benchmarks.plan.BenchPlan)."""
+    return measure(plan.sharding_users, plan.sharding_ranks, plan.sharding_steps, Path(plan.out_dir) / "sharding",
+                   timeout_s=4 * 3600)
+
+
 def main(argv: Optional[list[str]] = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(prog="python -m graphrec_dist.benchmarks.sharding",
                                      description=__doc__.split("\n")[0])
@@ -102,22 +120,14 @@ def main(argv: Optional[list[str]] = None) -> list[dict[str, Any]]:
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per run")
     args = parser.parse_args(argv)
     out = Path(args.out)
-    data = out / "data"
-    common = [f"data.synth_users={args.users}", f"data.raw_dir={data / 'raw'}", f"data.bundle_dir={data / 'bundle'}",
-              f"train.max_steps={args.steps}", "run.progress=false", "train.num_threads=1"]
-    worlds = [int(w) for w in args.ranks.split(",")]
-    build = build_data(common, math.lcm(*worlds), args.timeout)
-    rows = [run_one("replicated", 1, "replicate", common, out, args.timeout)]
-    for world in worlds:
-        rows.append(run_one(f"sharded-w{world}", world, "users", common, out, args.timeout))
-    write_json_atomic(out / "sharding.json", {"users": args.users, "steps": args.steps, "preset": PRESET,
-                                              "build": build,
-                                              "command": " ".join(["python -m graphrec_dist.benchmarks.sharding",
-                                                                   *(argv or sys.argv[1:])]), "rows": rows})
+    res = measure(args.users, [int(w) for w in args.ranks.split(",")], args.steps, out, args.timeout)
+    command = " ".join(["python -m graphrec_dist.benchmarks.sharding", *(argv or sys.argv[1:])])
+    write_json_atomic(out / "sharding.json", {**res, "command": command})
+    build = res["build"]
     print(f"data build + {build['partitions']} user partitions: peak RSS {build['peak_rss_gib']} GiB, "
           f"{build['wall_s']} s")
-    print(table(rows))
-    return rows
+    print(table(res["rows"]))
+    return res["rows"]
 
 
 if __name__ == "__main__":
