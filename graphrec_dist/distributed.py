@@ -145,12 +145,11 @@ def broadcast_object(obj: object, ctx: DistContext, src: int = 0) -> object:
 class CommStats:
     """Bytes and seconds spent in the all-reduces of user-sharded training, since the last reset."""
 
-    calls: int = 0
     bytes: int = 0
     seconds: float = 0.0
 
     def reset(self) -> None:
-        self.calls, self.bytes, self.seconds = 0, 0, 0.0
+        self.bytes, self.seconds = 0, 0.0
 
 
 COMM = CommStats()  # one per process: the trainer reads and resets it each epoch
@@ -160,7 +159,6 @@ def _timed_sum(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     if ctx.is_distributed:
         start = time.perf_counter()
         all_reduce_sum(tensor, ctx)
-        COMM.calls += 1
         COMM.bytes += tensor.numel() * tensor.element_size()
         COMM.seconds += time.perf_counter() - start
     return tensor

@@ -183,8 +183,9 @@ def load_user_shard(path: str | Path, rank: int, world_size: int) -> Bundle:
 def _read_part(part: Path) -> dict:
     try:
         shard = torch.load(part / "shard.pt", weights_only=False)
-        edges = {tuple(f.name.split(".")[0].split("__")): (_load_npy(f), _load_npy(Path(str(f).replace(
-            ".edge_index.npy", ".edge_weight.npy")))) for f in sorted((part / "graph").glob("*.edge_index.npy"))}
+        keys = sorted(f.name[:-len(".edge_index.npy")] for f in (part / "graph").glob("*.edge_index.npy"))
+        edges = {tuple(key.split("__")): (_load_npy(part / "graph" / f"{key}.edge_index.npy"),
+                                          _load_npy(part / "graph" / f"{key}.edge_weight.npy")) for key in keys}
         splits = {s: _load_npy(part / "splits" / f"{s}.npy") for s in SPLITS + COLD_SPLITS}
         users = pd.read_csv(part / "users.csv")
     except (OSError, ValueError, KeyError, RuntimeError, EOFError) as exc:

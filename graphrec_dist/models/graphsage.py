@@ -367,7 +367,7 @@ class GraphSAGERecommender(Recommender):
                 stats = {} if self.shard is None else self.shard.dst_stats
                 self._adj = {et: bipartite_pair(g[et].edge_index, g[et].get("edge_weight") if self.use_edge_weight
                                                 else None, int(g[et[0]].num_nodes), int(g[et[2]].num_nodes),
-                                                self.aggr, device, self._stats(et, stats)) for et in g.edge_types}
+                                                self.aggr, device, stats.get(et)) for et in g.edge_types}
             else:
                 self._adj = graph_adjacency(g, self.use_edge_weight, device)
                 for adj in self._adj.values():
@@ -375,14 +375,6 @@ class GraphSAGERecommender(Recommender):
             self._adj_device = device
             self._totals = {}
         return self._adj
-
-    def _stats(self, et: EdgeType, stats: dict):
-        """The global (in-degree, weight total) of ``et``'s destinations when this rank holds only
-        some of its sources; with weights off, the weight totals are the in-degrees."""
-        if et not in stats:
-            return None
-        count, total = stats[et]
-        return (count, total) if self.use_edge_weight else (count, count.double())
 
     def shared_source_totals(self, et: EdgeType, pair: AdjPair, drop: Optional[Tensor]) -> RowTotals:
         """The cached :class:`RowTotals` of relation ``et`` (full graph), ``drop`` rows zeroed."""
@@ -534,37 +526,27 @@ class GraphSAGERecommender(Recommender):
         Each layer runs full-batch over a sparse adjacency (no per-edge messages are
         materialised, so memory is O(nodes x dim + edges)); every rank computes a contiguous
         block of each node type's rows and the blocks are all-gathered before the next layer.
+        A user shard (``dist.sharding=users``) instead runs the whole-graph layers with relations
+        from users summed over ranks, and keeps its own users' outputs and every item's.
         """
         was_training = self.training
         self.eval()
         device = next(self.parameters()).device
         if self.shard is not None:
             self.use_context(ctx)
-            return self._embed_shard(device, was_training)
-        graph = self.message_graph(bundle)
-        adj = graph_adjacency(graph, self.use_edge_weight, device, ctx)
-        x = self.encoder.all_embeddings(self.new_nodes(device))
-        layer_inputs = []
-        for i in range(len(self.encoder.layers)):
-            layer_inputs.append(x)
-            h = self.encoder.layer(i, x, adj, {})
-            x = {nt: all_gather_rows(hv[shard(len(hv), ctx.rank, ctx.world_size)], len(hv), ctx)
-                 for nt, hv in h.items()}
-        self.train(was_training)
-        self._layer_inputs = layer_inputs  # fold-in of new users reads them (history_scorer)
-        return x
-
-    def _embed_shard(self, device: torch.device, was_training: bool) -> dict[str, Tensor]:
-        """``embed_all`` of a user shard: the whole-graph layers with relations from users summed
-        over ranks; this rank's users' outputs and every item's (nothing to all-gather)."""
-        adj = self._share(self.full_adjacency(device))
+            adj = self._share(self.full_adjacency(device))
+        else:
+            adj = graph_adjacency(self.message_graph(bundle), self.use_edge_weight, device, ctx)
         x = self.encoder.all_embeddings(self.new_nodes(device))
         layer_inputs = []
         for i in range(len(self.encoder.layers)):
             layer_inputs.append(x)
             x = self.encoder.layer(i, x, adj, {})
+            if self.shard is None:
+                x = {nt: all_gather_rows(hv[shard(len(hv), ctx.rank, ctx.world_size)], len(hv), ctx)
+                     for nt, hv in x.items()}
         self.train(was_training)
-        self._layer_inputs = layer_inputs
+        self._layer_inputs = layer_inputs  # fold-in of new users reads them (history_scorer)
         return x
 
     @torch.no_grad()
