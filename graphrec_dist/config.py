@@ -85,6 +85,9 @@ class ModelConfig:
     num_layers: int = 2
     aggr: Literal["mean", "sum", "max"] = "mean"
     hetero_aggr: Literal["sum", "mean", "max"] = "sum"  # how to_hetero merges relations
+    # graphsage: evaluate each to_hetero layer with its relations' root maps summed and small source
+    # types projected before aggregating (same parameters and outputs, fewer FLOPs; sum/mean merges)
+    fused_layers: bool = True
     dropout: float = 0.0
     norm: Literal["none", "layer", "batch"] = "none"
     skip: bool = True  # add the input embedding to each layer's output (residual)

@@ -216,3 +216,29 @@ def test_without_user_id_embeddings_users_differ_only_by_their_neighbours() -> N
     assert model.encoder.emb[USER].weight.shape == (1, 8)
     out = model.embed_all(bundle, DistContext())[USER]
     assert not torch.allclose(out[0], out[1])  # different histories, different outputs
+
+
+@pytest.mark.parametrize("overrides", [("train.mode=full_graph",),
+                                       ("train.mode=full_graph", "model.user_id_embedding=false", "model.skip=false"),
+                                       ("train.mode=full_graph", "model.hetero_aggr=mean", "model.aggr=sum"),
+                                       ("train.mode=sampled", "train.sampler=blocks")])
+def test_fused_layers_give_to_heteros_outputs_and_gradients(overrides) -> None:
+    """Summed root maps and project-first aggregation change the arithmetic, not the function."""
+    results = []
+    for fused in (True, False):
+        model, bundle = _model("graphsage", f"model.fused_layers={str(fused).lower()}", *overrides)
+        model.eval()  # the same id_dropout-free draws on both
+        batch = _triplets(bundle)
+        out = model.bpr_forward(batch)
+        (out.pos.sum() - out.neg.mean()).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        with torch.no_grad():
+            emb = model.embed_all(bundle, DistContext())
+        results.append((out.pos.detach(), grads, emb))
+    (pos_a, grad_a, emb_a), (pos_b, grad_b, emb_b) = results
+    assert torch.allclose(pos_a, pos_b, atol=1e-5)
+    assert grad_a.keys() == grad_b.keys() and len(grad_a) > 4
+    for name in grad_a:
+        assert torch.allclose(grad_a[name], grad_b[name], atol=1e-5), name
+    for nt in emb_a:
+        assert torch.allclose(emb_a[nt], emb_b[nt], atol=1e-5), nt

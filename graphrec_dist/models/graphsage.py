@@ -33,6 +33,7 @@ from graphrec_dist.block_sampler import BlockSampler
 from graphrec_dist.data.bundle import BOOK, RATES, REV_RATES, USER, Bundle
 from graphrec_dist.data.graph3 import co_interaction_edges
 from graphrec_dist.distributed import DistContext, all_gather_rows, all_reduce_sum, shard, sum_over_ranks
+from graphrec_dist.models.hetero_layer import fused_forward
 from graphrec_dist.models.base import BPROutput, EmbeddingScorer, Recommender, TripletBatch, training_graph
 from graphrec_dist.models.mf import ego_reg, triplet_scores
 from graphrec_dist.models.sparse import (
@@ -70,23 +71,26 @@ class WeightedSAGEConv(SAGEConv):
     def forward(self, x, edge_index, edge_weight: Optional[Tensor] = None) -> Tensor:  # type: ignore[override]
         if isinstance(x, Tensor):
             x = (x, x)
-        if isinstance(edge_index, RowTotals):  # every source row is the same vector
-            out = edge_index.total.unsqueeze(1) * x[0][:1]
-        elif isinstance(edge_index, PartialAdj):  # this rank's users' share, summed over ranks
-            out = sum_over_ranks(SpMM.apply(x[0], edge_index.pair.adj_t, edge_index.pair.adj), edge_index.ctx)
-        elif isinstance(edge_index, AdjPair):
-            out = SpMM.apply(x[0], edge_index.adj_t, edge_index.adj)
-        elif isinstance(edge_index, SparseTensor):
-            # propagate_type: (x: OptPairTensor, edge_weight: OptTensor)
-            out = self.propagate(edge_index, x=x, edge_weight=None)
-        else:
-            num_dst = x[1].size(0)
-            w = normalised_weight(edge_weight, edge_index[1], num_dst)
-            out = self.propagate(edge_index, x=x, edge_weight=w, size=(x[0].size(0), num_dst))
-        out = self.lin_l(out)
+        out = self.lin_l(self.neighbours(x[0], x[1].size(0), edge_index, edge_weight))
         if self.root_weight:
             out = out + self.lin_r(x[1])
         return out
+
+    def neighbours(self, x_src: Tensor, num_dst: int, edge_index, edge_weight: Optional[Tensor] = None) -> Tensor:
+        """The aggregate of ``x_src`` at each of ``num_dst`` destinations (before ``lin_l``)."""
+        if isinstance(edge_index, RowTotals):  # every source row is the same vector
+            return edge_index.total.unsqueeze(1) * x_src[:1]
+        if isinstance(edge_index, PartialAdj):  # this rank's users' share, summed over ranks
+            return sum_over_ranks(SpMM.apply(x_src, edge_index.pair.adj_t, edge_index.pair.adj), edge_index.ctx)
+        if isinstance(edge_index, AdjPair):
+            return SpMM.apply(x_src, edge_index.adj_t, edge_index.adj)
+        # Only x_src is read by message(); the destination side is a placeholder of the right size.
+        x = (x_src, x_src.new_empty(num_dst, 0))
+        if isinstance(edge_index, SparseTensor):
+            # propagate_type: (x: OptPairTensor, edge_weight: OptTensor)
+            return self.propagate(edge_index, x=x, edge_weight=None)
+        w = normalised_weight(edge_weight, edge_index[1], num_dst)
+        return self.propagate(edge_index, x=x, edge_weight=w, size=(x_src.size(0), num_dst))
 
     def message(self, x_j: Tensor, edge_weight: Optional[Tensor]) -> Tensor:  # type: ignore[override]
         return x_j if edge_weight is None else x_j * edge_weight.view(-1, 1)
@@ -152,6 +156,9 @@ class HeteroSAGE(nn.Module):
                                          for nt in (USER, BOOK) if nt not in self.shared}
                                         if m.id_dropout > 0 else {})
         self.dropout, self.skip = m.dropout, m.skip
+        # model.fused_layers: the same parameters, fewer dense FLOPs (models/hetero_layer.py).
+        self.fused = m.fused_layers and m.hetero_aggr in ("sum", "mean")
+        self.hetero_aggr, self.linear_aggr = m.hetero_aggr, m.aggr in ("sum", "mean")
         self.layers = nn.ModuleList()
         self.skips = nn.ModuleList()
         self.norms = nn.ModuleList()
@@ -203,8 +210,10 @@ class HeteroSAGE(nn.Module):
         """Layer ``i`` on node features ``x``: conv, skip, then (not last) norm, ReLU, dropout."""
         ets = self.layer_types[i]
         ei = {et: edge_index[et] for et in ets}
-        ew = {et: edge_weight.get(et) for et in ets}
-        h = self.layers[i](x, ei, ew)
+        if self.fused and not edge_weight:
+            h = fused_forward(self.layers[i], ets, x, ei, self.hetero_aggr, self.linear_aggr)
+        else:
+            h = self.layers[i](x, ei, {et: edge_weight.get(et) for et in ets})
         last = i == len(self.layer_types) - 1
         out = {}
         for nt, hv in h.items():
