@@ -113,6 +113,17 @@ class ModelConfig:
     # graphsage: a book->book relation from training co-interactions, each item's top ``co_items``
     # items by the cosine of their user sets (weighted edges; 0 = no such relation).
     co_items: int = 0
+    # graphsage: the high-rank path term user -> rated item -> related item over these item-item
+    # relations ("co_items": each item's top ``path_top_k`` co-interacted items from training pairs;
+    # "similar": the TF-IDF similarity edges), weighted by learned per-relation scales and (with
+    # ``path_edge_weights``) per-edge offsets; a user's sum is divided by |history|^path_norm.
+    path: list[str] = field(default_factory=list)
+    path_top_k: int = 50
+    path_norm: float = 0.5
+    path_edge_weights: bool = True
+    # share of each history's items dropped while training the path term (a denoising autoencoder's
+    # input dropout: the term must predict an item from part of the history, not lean on one item)
+    path_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         _require(self.emb_dim > 0, "model.emb_dim", "a positive integer")
@@ -126,6 +137,10 @@ class ModelConfig:
         _require(0.0 <= self.emb_dropout < 1.0, "model.emb_dropout", "a number in [0, 1)")
         _require(0.0 <= self.history_dropout < 1.0, "model.history_dropout", "a number in [0, 1)")
         _require(0.0 <= self.id_dropout < 1.0, "model.id_dropout", "a number in [0, 1)")
+        _require(set(self.path) <= {"co_items", "similar"} and len(set(self.path)) == len(self.path),
+                 "model.path", "a list of distinct relations out of co_items, similar")
+        _require(self.path_top_k >= 1, "model.path_top_k", "an integer >= 1")
+        _require(0.0 <= self.path_dropout < 1.0, "model.path_dropout", "a number in [0, 1)")
         _require(self.co_items >= 0, "model.co_items", "an integer >= 0 (0 = no co-interaction relation)")
         _require(self.lightgcn_layers >= 0, "model.lightgcn_layers", "an integer >= 0 (0 = matrix factorisation)")
 
@@ -299,6 +314,8 @@ def _sharding_requirements(cfg: Config) -> list[tuple[str, bool, str]]:
             ("model.dropout", m.dropout == 0, "0"),
             ("model.history_dropout", m.history_dropout == 0, "0"),
             ("model.co_items", m.co_items == 0, "0"),
+            # co-interaction paths are counted over all users' training pairs, which no rank holds
+            ("model.path", "co_items" not in m.path, "no co_items (similar paths are supported)"),
             ("eval.protocol", e.protocol == "full", "full"),
             ("eval.export_per_user", not e.export_per_user, "false")]
 

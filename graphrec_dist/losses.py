@@ -33,7 +33,8 @@ def sampled_softmax_loss(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
 
 def full_softmax_loss(user: torch.Tensor, items: torch.Tensor, pos_items: torch.Tensor,
                       user_ids: torch.Tensor | None = None,
-                      seen: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                      seen: tuple[torch.Tensor, torch.Tensor] | None = None,
+                      extra: torch.Tensor | None = None) -> torch.Tensor:
     """Mean cross-entropy of each (user, positive item) against every item.
 
     ``user``: [n, d], ``items``: [num_items, d] scoring vectors (scores = ``user @ items.T``);
@@ -42,14 +43,18 @@ def full_softmax_loss(user: torch.Tensor, items: torch.Tensor, pos_items: torch.
     the same loss with fewer scores when a batch holds several positives of a user. ``seen`` (CSR
     ``indptr``, ``items`` of every user's training items; needs ``user_ids``): each positive
     competes only with the items its user has not seen, as at evaluation, where the other
-    training items are masked.
+    training items are masked. ``extra``: [n, num_items] scores added to ``user @ items.T`` (rows
+    of the same id equal, like the user vectors).
     """
     if user_ids is None:
-        return F.cross_entropy(user @ items.T, pos_items)
+        logits = user @ items.T
+        return F.cross_entropy(logits if extra is None else logits + extra, pos_items)
     distinct, row = torch.unique(user_ids, return_inverse=True)
     first = torch.full((len(distinct),), len(user_ids), dtype=torch.long, device=user_ids.device)
     first.scatter_reduce_(0, row, torch.arange(len(user_ids), device=user_ids.device), reduce="amin")
     logits = user[first] @ items.T
+    if extra is not None:
+        logits = logits + extra[first]
     if seen is None:
         return -F.log_softmax(logits, dim=1)[row, pos_items].mean()
     indptr, seen_items = seen
@@ -61,7 +66,7 @@ def full_softmax_loss(user: torch.Tensor, items: torch.Tensor, pos_items: torch.
 
 
 def shared_softmax_loss(pos: torch.Tensor, user: torch.Tensor, items: torch.Tensor, pos_items: torch.Tensor,
-                        num_shared: int) -> torch.Tensor:
+                        num_shared: int, extra: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy of each positive against ``num_shared`` items drawn uniformly (torch's global
     RNG) and shared by the whole batch; a drawn item that is the row's own positive is masked.
 
@@ -70,6 +75,8 @@ def shared_softmax_loss(pos: torch.Tensor, user: torch.Tensor, items: torch.Tens
     """
     drawn = torch.randint(items.shape[0], (num_shared,), device=items.device)
     neg = user @ items[drawn].T
+    if extra is not None:
+        neg = neg + extra[:, drawn]
     neg = neg.masked_fill(drawn.unsqueeze(0) == pos_items.unsqueeze(1), float("-inf"))
     return sampled_softmax_loss(pos, neg)
 
@@ -77,16 +84,17 @@ def shared_softmax_loss(pos: torch.Tensor, user: torch.Tensor, items: torch.Tens
 def ranking_loss(name: str, pos: torch.Tensor, neg: torch.Tensor, user: torch.Tensor | None = None,
                  items: torch.Tensor | None = None, pos_items: torch.Tensor | None = None,
                  num_shared: int = 0, user_ids: torch.Tensor | None = None,
-                 seen: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                 seen: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 extra: torch.Tensor | None = None) -> torch.Tensor:
     """``train.loss``: "bpr", or "softmax" over every item (or ``num_shared`` shared uniform ones)
     when the model scores them all in the step (``user``/``items`` given), and over the sampled
-    negatives otherwise. ``user_ids``, ``seen``: see :func:`full_softmax_loss`."""
+    negatives otherwise. ``user_ids``, ``seen``, ``extra``: see :func:`full_softmax_loss`."""
     if name == "bpr":
         return bpr_loss(pos, neg)
     if name != "softmax":
         raise ValueError(f"unknown loss {name!r}; expected bpr or softmax")
     if user is not None and items is not None and pos_items is not None:
         if num_shared > 0:
-            return shared_softmax_loss(pos, user.float(), items.float(), pos_items, num_shared)
-        return full_softmax_loss(user.float(), items.float(), pos_items, user_ids, seen)
+            return shared_softmax_loss(pos, user.float(), items.float(), pos_items, num_shared, extra)
+        return full_softmax_loss(user.float(), items.float(), pos_items, user_ids, seen, extra)
     return sampled_softmax_loss(pos, neg)

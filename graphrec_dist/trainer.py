@@ -109,7 +109,7 @@ class _BPRModule(torch.nn.Module):
 
     def forward(self, batch):
         out = self.model.bpr_forward(batch)
-        return out.pos, out.neg, out.reg, out.user, out.items
+        return out.pos, out.neg, out.reg, out.user, out.items, out.extra
 
 
 def batch_loss(cfg: Config, outputs: tuple, batch, seen: Optional[tuple[torch.Tensor, torch.Tensor]] = None
@@ -117,11 +117,11 @@ def batch_loss(cfg: Config, outputs: tuple, batch, seen: Optional[tuple[torch.Te
     """``train.loss`` of a batch from ``_BPRModule``'s outputs, plus ``train.l2`` times the
     embedding penalty (in float32 whatever the autocast dtype). ``seen``: every user's training
     items as CSR (``train.mask_seen``)."""
-    pos, neg, reg, user, items = outputs
+    pos, neg, reg, user, items, extra = outputs
     pos_items = batch.pos if isinstance(batch, TripletBatch) else None
     user_ids = batch.users if cfg.train.softmax_per_user and pos_items is not None else None
     loss = ranking_loss(cfg.train.loss, pos.float(), neg.float(), user, items, pos_items,
-                        cfg.train.softmax_negatives, user_ids, seen)
+                        cfg.train.softmax_negatives, user_ids, seen, extra)
     return loss + cfg.train.l2 * reg.float()
 
 

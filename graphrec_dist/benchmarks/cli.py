@@ -29,6 +29,7 @@ from graphrec_dist.logging_utils import get_logger, setup_logging
 SECTIONS: dict[str, str] = {
     "quality": "graphrec_dist.benchmarks.quality:run_section",
     "realdata": "graphrec_dist.benchmarks.realdata:run_section",
+    "realbooks": "graphrec_dist.benchmarks.realdata:run_books_section",
     "inductive": "graphrec_dist.benchmarks.inductive:run_section",
     "sampled_speed": "graphrec_dist.benchmarks.sampled_speed:run_section",
     "serving": "graphrec_dist.benchmarks.serving:run_section",
@@ -69,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="epochs of every trained model in the quality table: a number, or 'preset' for each "
                         "preset's own epochs and validation schedule (default: 5 reduced, preset with --full)")
     p.add_argument("--models", default=None, metavar="M1,M2",
-                   help="quality and realdata sections: train only these models and keep the other models' rows "
+                   help="quality, realdata and realbooks sections: train only these models and keep the other models' rows "
                         "from the section's earlier JSON in --out, when that was measured on the same data (for "
                         f"one changed preset); any of {', '.join(QUALITY_MODELS)}")
     p.add_argument("--ablation", action="store_true",
@@ -81,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "../shared/data/movielens-100k)")
     p.add_argument("--real-spec", default=None, metavar="YAML",
                    help="realdata section: the CSV spec of --real-data (default configs/data/movielens-100k.yaml)")
+    p.add_argument("--real-books", default=None, metavar="DIR",
+                   help="realbooks section: the folder of real Goodbooks files (default ../shared/data/goodbooks-10k; "
+                        "its spec is configs/data/goodbooks-ratings.yaml)")
     p.add_argument("--report-only", action="store_true", help="only regenerate the report from existing JSON")
     p.add_argument("--no-report", action="store_true", help="write JSON only")
     return p
@@ -128,6 +132,8 @@ def make_plan(args: argparse.Namespace) -> BenchPlan:
         plan.real_data_dir = args.real_data
     if args.real_spec is not None:
         plan.real_spec = args.real_spec
+    if args.real_books is not None:
+        plan.real_books_dir = args.real_books
     for item in args.overrides:
         parse_override(item)  # a malformed override is the user's to fix, before hours of work
     plan.train_overrides = list(args.overrides)
@@ -170,6 +176,8 @@ def main(argv: list[str] | None = None) -> BenchResult:
         command += f" --real-data {args.real_data}"
     if args.real_spec is not None:
         command += f" --real-spec {args.real_spec}"
+    if args.real_books is not None:
+        command += f" --real-books {args.real_books}"
     result = BenchResult()
     for name in sections:
         log.info("bench section %s (%s)", name, plan.mode)

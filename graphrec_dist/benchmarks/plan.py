@@ -74,6 +74,9 @@ class BenchPlan:
     real_data_dir: str = "../shared/data/movielens-100k"
     real_spec: str = "configs/data/movielens-100k.yaml"
     real_seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    # realbooks: real Goodbooks-10k ratings (2,672 users) with the real books, tags and authors
+    real_books_dir: str = "../shared/data/goodbooks-10k"
+    real_books_spec: str = "configs/data/goodbooks-ratings.yaml"
     # inductive tables: the cold-item and new-user protocols on the real data and generated data.
     # Reduced: the real data over 2 split seeds (~7 minutes); the generated data only when the real
     # data is missing. --full: both datasets over 5 seeds (~57 minutes on 2 cores).

@@ -1,5 +1,7 @@
-"""The real-data quality table: every model, with its own preset, on real interaction data read
-through the bring-your-own-CSV builder (MovieLens 100K by default), over several split seeds.
+"""The real-data quality tables: every model, with its own preset, on real interaction data read
+through the bring-your-own-CSV builder, over several split seeds: section ``realdata`` (MovieLens
+100K by default) and section ``realbooks`` (real Goodbooks-10k ratings of 2,672 users with the real
+books, tags and authors: Graph3 on the product's own kind of data).
 
 Generated data cannot judge a model (a model can always be tuned to the generator), so this is the
 table that does. One leave-one-out split of ~1,000 users carries a standard error of ~0.013 on
@@ -10,6 +12,7 @@ test NDCG@10 (reported once per final model) are kept apart.
 from __future__ import annotations
 
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +24,27 @@ from graphrec_dist.benchmarks.runs import train_run
 METRICS = ("hit@10", "ndcg@10", "ndcg@20", "mrr")
 
 
-def data_overrides(plan: BenchPlan, seed: int) -> list[str]:
-    """Config overrides that point a run at the real data, split with ``seed``."""
-    bundle = plan.out_dir / "data" / f"real-{Path(plan.real_data_dir).name}-split{seed}"
-    return ["data.source=csv", f"data.csv_spec={plan.real_spec}", f"data.raw_dir={plan.real_data_dir}",
+@dataclass(frozen=True)
+class RealData:
+    """One real dataset: the section that reports it, its folder and its CSV spec."""
+
+    section: str
+    data_dir: str
+    spec: str
+
+
+def real_datasets(plan: BenchPlan) -> dict[str, RealData]:
+    """Section name -> the real dataset it runs on."""
+    return {"realdata": RealData("realdata", plan.real_data_dir, plan.real_spec),
+            "realbooks": RealData("realbooks", plan.real_books_dir, plan.real_books_spec)}
+
+
+def data_overrides(plan: BenchPlan, seed: int, data: RealData | None = None) -> list[str]:
+    """Config overrides that point a run at the real data (default: the realdata section's), split
+    with ``seed``."""
+    data = data or real_datasets(plan)["realdata"]
+    bundle = plan.out_dir / "data" / f"real-{Path(data.data_dir).name}-split{seed}"
+    return ["data.source=csv", f"data.csv_spec={data.spec}", f"data.raw_dir={data.data_dir}",
             f"data.bundle_dir={bundle}", f"data.split.seed={seed}", "train.seed=0"]
 
 
@@ -36,13 +56,14 @@ def mean_std(values: list[float]) -> dict[str, float | None]:
             "n": len(values)}
 
 
-def model_runs(plan: BenchPlan, model: str) -> dict[str, Any]:
+def model_runs(plan: BenchPlan, model: str, data: RealData) -> dict[str, Any]:
     """Train ``model`` once per split seed; per-seed results and their mean ± std."""
     preset, extra = preset_for(model)
     seeds: dict[str, Any] = {}
+    prefix = "real" if data.section == "realdata" else data.section
     for seed in plan.real_seeds:
-        overrides = extra + data_overrides(plan, seed) + list(plan.train_overrides)
-        name = run_name(f"real-{model}", seed, preset, overrides)
+        overrides = extra + data_overrides(plan, seed, data) + list(plan.train_overrides)
+        name = run_name(f"{prefix}-{model}", seed, preset, overrides)
         run = summarize_run(train_run(plan.out_dir, name, preset, overrides, timeout_s=4 * 3600,
                                       invocation=plan.invocation, reuse=plan.reuse))
         seeds[str(seed)] = {"val_ndcg@10": run["best_val_ndcg@10"], "test": run["test"],
@@ -57,25 +78,36 @@ def model_runs(plan: BenchPlan, model: str) -> dict[str, Any]:
 
 
 def run_section(plan: BenchPlan) -> dict[str, Any]:
-    """Every model of ``plan.quality_models`` on the real data, ``plan.real_seeds`` splits each (with
+    """Section ``realdata``: MovieLens 100K (or ``--real-data``)."""
+    return run_real(plan, real_datasets(plan)["realdata"])
+
+
+def run_books_section(plan: BenchPlan) -> dict[str, Any]:
+    """Section ``realbooks``: real Goodbooks-10k ratings (``--real-books``)."""
+    return run_real(plan, real_datasets(plan)["realbooks"])
+
+
+def run_real(plan: BenchPlan, data: RealData) -> dict[str, Any]:
+    """Every model of ``plan.quality_models`` on ``data``, ``plan.real_seeds`` splits each (with
     ``--models``, the other models' rows come from the section's earlier JSON on the same data)."""
-    raw = Path(plan.real_data_dir)
+    raw = Path(data.data_dir)
+    option = "--real-data" if data.section == "realdata" else "--real-books"
     if not raw.is_dir():  # the default folder sits outside the project: no table, and say why
-        return {"skipped": f"real data not found: {raw} (pass --real-data DIR, a folder with the files "
-                           f"{plan.real_spec} names)", "data_dir": str(raw), "spec": plan.real_spec}
+        return {"skipped": f"real data not found: {raw} (pass {option} DIR, a folder with the files "
+                           f"{data.spec} names)", "data_dir": str(raw), "spec": data.spec}
     models: dict[str, Any] = {}
     # The main model first, then the cheap baselines: an interrupted run still has the rows that matter.
     order = sorted(plan.quality_models, key=lambda m: (not m.startswith("graphsage"), m))
     for m in order:
         try:
-            models[m] = model_runs(plan, m)
+            models[m] = model_runs(plan, m, data)
         except BenchError as exc:  # one model failing must not cost the table the others
             models[m] = {"error": str(exc)}
-    common = data_overrides(plan, plan.real_seeds[0])
+    common = data_overrides(plan, plan.real_seeds[0], data)
     same_data = {"common_overrides": common, "seeds": list(plan.real_seeds)}
-    models.update(carried_models(plan, "realdata", models, same_data))
+    models.update(carried_models(plan, data.section, models, same_data))
     ranked = sorted((m for m in models if "summary" in models[m]
                      and models[m]["summary"]["test_ndcg@10"]["mean"] is not None),
                     key=lambda m: -models[m]["summary"]["test_ndcg@10"]["mean"])
-    return {"data_dir": str(raw), "spec": plan.real_spec, "seeds": list(plan.real_seeds), "models": models,
+    return {"data_dir": str(raw), "spec": data.spec, "seeds": list(plan.real_seeds), "models": models,
             "ranking": ranked, "common_overrides": common}

@@ -32,7 +32,7 @@ from graphrec_dist.benchmarks.report_text import (
 )
 from graphrec_dist.io_utils import write_text_atomic
 
-SECTION_NAMES = ("quality", "realdata", "inductive", "sampled_speed", "serving", "training", "evaluation", "sampling",
+SECTION_NAMES = ("quality", "realdata", "realbooks", "inductive", "sampled_speed", "serving", "training", "evaluation", "sampling",
                  "scaling", "sharding", "memory", "sweep")
 
 
@@ -86,6 +86,7 @@ def generate(out_dir: str | Path, docs_dir: str | Path) -> Path:
         headline(sections),
         "",
         realdata_part(sections.get("realdata")),
+        realdata_part(sections.get("realbooks"), "realbooks"),
         "",
         inductive_part(sections.get("inductive")),
         "",

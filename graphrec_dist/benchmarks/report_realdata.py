@@ -52,14 +52,15 @@ def realdata_verdict(res: dict[str, Any]) -> list[str]:
     return lines
 
 
-def realdata_part(payload: Section) -> str:
+def realdata_part(payload: Section, section: str = "realdata") -> str:
+    title = "Quality on real data" if section == "realdata" else "Quality on real Goodbooks Graph3"
     if not payload:
-        return not_run("Quality on real data", "realdata")
+        return not_run(title, section)
     res = payload["results"]
     if res.get("skipped"):
-        return f"## Quality on real data\n\nNot run: {res['skipped']}."
+        return f"## {title}\n\nNot run: {res['skipped']}."
     seeds = res.get("seeds", [])
-    lines = [f"## Quality on real data ({res.get('data_dir')}, spec `{res.get('spec')}`)", "",
+    lines = [f"## {title} ({res.get('data_dir')}, spec `{res.get('spec')}`)", "",
              f"Every model with its own preset, on real interactions read by the bring-your-own-CSV builder, "
              f"over {len(seeds)} leave-one-out splits (`data.split.seed` in {seeds}); mean ± standard deviation "
              "over the splits. Presets were chosen on validation NDCG@10 (docs/BASELINES.md, docs/TRAINING.md); "
@@ -72,5 +73,5 @@ def realdata_part(payload: Section) -> str:
         lines += ["", "`…` = the overrides of split seed " f"{seeds[0] if seeds else ''}: `"
                   + " ".join(res["common_overrides"]) + "` (other seeds change `data.split.seed` and the bundle "
                                  "folder)."]
-    lines += ["", f"Reproduce: {reproduce(payload, 'realdata')}."]
+    lines += ["", f"Reproduce: {reproduce(payload, section)}."]
     return "\n".join(lines)

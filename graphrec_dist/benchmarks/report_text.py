@@ -69,7 +69,7 @@ def _section_scale(name: str, res: dict[str, Any]) -> str:
     plan = res.get("plan", {})
     if name == "quality":
         return scale_of(res.get("num_users"))
-    if name == "realdata":
+    if name in ("realdata", "realbooks"):
         return f"{res.get('data_dir')}, {len(res.get('seeds', []))} split seeds"
     if name == "sampled_speed":
         return scale_of(res.get("num_users"))

@@ -51,6 +51,8 @@ class BPROutput:
     reg: torch.Tensor  # float scalar: sum of squared input embeddings used by the batch / n
     user: Optional[torch.Tensor] = None  # float [n, d] the batch users' scoring vectors
     items: Optional[torch.Tensor] = None  # float [num_items, d] every item's scoring vector
+    # float [n, num_items] a score added to ``user @ items.T`` (graphsage's path term), or None
+    extra: Optional[torch.Tensor] = None
 
 
 def training_graph(bundle: Bundle, user_book_only: bool = False, exclude: Sequence[str] = ()) -> HeteroData:

@@ -34,6 +34,7 @@ from graphrec_dist.data.bundle import BOOK, RATES, REV_RATES, USER, Bundle
 from graphrec_dist.data.graph3 import co_interaction_edges
 from graphrec_dist.distributed import DistContext, all_gather_rows, all_reduce_sum, shard, sum_over_ranks
 from graphrec_dist.models.hetero_layer import fused_forward
+from graphrec_dist.models.paths import PathScorer, build_path_term, history_csr
 from graphrec_dist.models.base import BPROutput, EmbeddingScorer, Recommender, TripletBatch, training_graph
 from graphrec_dist.models.mf import ego_reg, triplet_scores
 from graphrec_dist.models.sparse import (
@@ -329,6 +330,9 @@ class GraphSAGERecommender(Recommender):
                        else self.shard.book_train_counts)
         self._unseen = {USER: torch.bincount(bundle.train[:, 0], minlength=bundle.num_users) == 0,
                         BOOK: book_counts == 0}
+        # model.path: the high-rank path term over each user's training items (models/paths.py).
+        self.path = build_path_term(cfg, bundle)
+        self._history = history_csr(bundle.train, bundle.num_users) if self.path is not None else None
 
     def use_context(self, ctx: DistContext) -> None:
         """The process group whose ranks hold the other users (``dist.sharding=users``)."""
@@ -446,8 +450,10 @@ class GraphSAGERecommender(Recommender):
         neg = batch[BOOK].dst_neg_index.view(len(src), -1)
         hu, hb = self.scoring_vectors(h[USER][src], h[BOOK], batch[BOOK].n_id)
         pos_score, neg_score = triplet_scores(hu, hb[pos], hb[neg])
+        book_ids = batch[BOOK].n_id
+        pos_path, neg_path, _ = self.path_scores(batch[USER].n_id[src], book_ids[pos], book_ids[neg], {})
         reg = ego_reg(x[USER][src], x[BOOK][pos], x[BOOK][neg], batch_size=len(src))
-        return BPROutput(pos_score, neg_score, reg)
+        return BPROutput(pos_score + pos_path, neg_score + neg_path, reg)
 
     def block_forward(self, batch: TripletBatch) -> BPROutput:
         """Sampled training on per-layer blocks (:mod:`graphrec_dist.block_sampler`): each layer
@@ -474,8 +480,24 @@ class GraphSAGERecommender(Recommender):
         pos, neg = torch.searchsorted(books, batch.pos), torch.searchsorted(books, batch.neg)
         hu, hb = self.scoring_vectors(h[USER][u], h[BOOK], books)
         pos_score, neg_score = triplet_scores(hu, hb[pos], hb[neg])
+        # Book ids are global, so the path term reads the global ones (its new mask: all books).
+        pos_path, neg_path, _ = self.path_scores(batch.users, batch.pos, batch.neg, {})
         reg = ego_reg(x[USER][u], x[BOOK][pos], x[BOOK][neg], batch_size=len(u))
-        return BPROutput(pos_score, neg_score, reg)
+        return BPROutput(pos_score + pos_path, neg_score + neg_path, reg)
+
+    def path_scores(self, users: Tensor, pos: Tensor, neg: Tensor, new: dict[str, Tensor]
+                    ) -> tuple[Tensor, Tensor, Optional[Tensor]]:
+        """The path term's (pos, neg) scores and [n, num_books] scores of the batch rows: each user
+        is scored from its training items less all of its positives in the batch."""
+        if self.path is None:
+            return pos.new_zeros(()), neg.new_zeros(()), None
+        distinct, row = torch.unique(users.cpu(), return_inverse=True)
+        exclude = torch.stack([row, pos.cpu()], dim=1)
+        new_items = new.get(BOOK).cpu() if self.training and BOOK in new else None
+        dropout = self.path.dropout if self.training else 0.0
+        extra = self.path.scores(*self._history, distinct, exclude, new_items, dropout)[row].to(users.device)
+        n = torch.arange(len(users), device=users.device)
+        return extra[n, pos], extra.gather(1, neg), extra
 
     def full_graph_forward(self, batch: TripletBatch) -> BPROutput:
         """The layers over the whole graph, then the batch's scores (and every book's vector).
@@ -522,8 +544,9 @@ class GraphSAGERecommender(Recommender):
             h = self.encoder.layer(i, h, per_layer[i], {})
         hu, hb = self.scoring_vectors(h[USER][batch.users], h[BOOK])
         pos_score, neg_score = triplet_scores(hu, hb[batch.pos], hb[batch.neg])
+        pos_path, neg_path, extra = self.path_scores(batch.users, batch.pos, batch.neg, new)
         reg = ego_reg(x[USER][batch.users], x[BOOK][batch.pos], x[BOOK][batch.neg], batch_size=len(batch.users))
-        return BPROutput(pos_score, neg_score, reg, hu, hb)
+        return BPROutput(pos_score + pos_path, neg_score + neg_path, reg, hu, hb, extra)
 
     def forward(self, batch) -> BPROutput:
         return self.bpr_forward(batch)
@@ -559,9 +582,14 @@ class GraphSAGERecommender(Recommender):
         return x
 
     @torch.no_grad()
-    def scorer(self, bundle: Bundle, ctx) -> EmbeddingScorer:
+    def scorer(self, bundle: Bundle, ctx) -> EmbeddingScorer | PathScorer:
         out = self.embed_all(bundle, ctx)
-        return EmbeddingScorer(*self.scoring_vectors(out[USER], out[BOOK]))
+        return self._scorer(out[USER], out[BOOK], self._history)
+
+    def _scorer(self, user: Tensor, book: Tensor, history) -> EmbeddingScorer | PathScorer:
+        """Dot products of the outputs, plus (``model.path``) the path term of ``history``."""
+        vectors = self.scoring_vectors(user, book)
+        return EmbeddingScorer(*vectors) if self.path is None else PathScorer(*vectors, self.path, history)
 
     scores_new_users = True
 
@@ -572,7 +600,7 @@ class GraphSAGERecommender(Recommender):
         self._frozen = (self.embed_all(bundle, DistContext()), list(self._layer_inputs))
 
     @torch.no_grad()
-    def history_scorer(self, bundle: Bundle, history: tuple, ctx) -> EmbeddingScorer:
+    def history_scorer(self, bundle: Bundle, history: tuple, ctx) -> EmbeddingScorer | PathScorer:
         """Users scored from ``history`` (indptr, items) as new users: nothing is trained.
 
         Fold-in: each user starts from the new-node input and passes through the same layers with
@@ -600,7 +628,7 @@ class GraphSAGERecommender(Recommender):
                 ei = hist_edges if et == REV_RATES else hist_edges.new_zeros(2, 0)
                 adj[et] = adjacency(ei, None, num_src, num_dst)
             h = self.encoder.layer(i, x, adj, {})[USER]
-        return EmbeddingScorer(*self.scoring_vectors(h, out[BOOK]))
+        return self._scorer(h, out[BOOK], (indptr, items))
 
 
 def build(cfg, bundle: Bundle) -> GraphSAGERecommender:

@@ -1,0 +1,171 @@
+"""graphsage's high-rank graph-path term: user -> rated item -> related item.
+
+A score that is a dot product of d-dimensional embeddings has rank at most d. This term adds, for
+user u and item i, the weights of the paths from u's training items to i over item-item relations
+of the graph itself (``model.path``):
+
+    path(u, i) = |N(u)|^-norm  *  sum over relations r, items j in N(u), edges j -> i of r:
+                 alpha_r * a_e + delta_e
+
+``a_e`` is the edge's own weight (the TF-IDF cosine of ``similar``; the co-interaction cosine of
+``co_items``, each item's top ``model.path_top_k`` from training pairs only), ``alpha_r`` a learned
+per-relation scale and ``delta_e`` a learned per-edge offset (``model.path_edge_weights``): both
+are trained end to end by graphsage's own loss, as its embeddings are. Its rank is bounded by the
+number of items, not by the embedding width.
+
+Cold items keep their ``similar`` in-edges (text needs no interactions) and have no ``co_items``
+ones; while training, a book that ``model.id_dropout`` treats as new loses its co-interaction
+edges and its place in histories, as its ratings are hidden from message passing.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from graphrec_dist.data.bundle import SIMILAR, Bundle
+from graphrec_dist.data.graph3 import co_interaction_edges
+from graphrec_dist.models.sparse import csr_rows
+
+RELATIONS = ("co_items", "similar")
+
+
+def path_relations(bundle: Bundle, names: list[str], top_k: int) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
+    """Per relation name, its (src, dst, weight) item-item edges (training data only)."""
+    out = {}
+    for name in names:
+        if name == "co_items":
+            train = bundle.train.numpy()
+            src, dst, w = co_interaction_edges(train[:, 0], train[:, 1], bundle.num_books, top_k)
+            out[name] = (torch.from_numpy(src), torch.from_numpy(dst), torch.from_numpy(w).float())
+        elif name == "similar":
+            store = bundle.graph[SIMILAR] if SIMILAR in bundle.graph.edge_types else None
+            if store is None:  # a dataset without item text: the relation is empty
+                out[name] = (torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), torch.zeros(0))
+            else:
+                ei = store.edge_index
+                w = store.get("edge_weight")
+                out[name] = (ei[0], ei[1], torch.ones(ei.size(1)) if w is None else w.float())
+        else:
+            raise ValueError(f"unknown path relation {name!r}; expected one of {', '.join(RELATIONS)}")
+    return out
+
+
+def history_csr(pairs: Tensor, num_users: int) -> tuple[Tensor, Tensor]:
+    """(indptr, items) of each user's items from (user, item) rows."""
+    order = torch.argsort(pairs[:, 0], stable=True)
+    counts = torch.bincount(pairs[:, 0], minlength=num_users)
+    indptr = torch.zeros(num_users + 1, dtype=torch.long)
+    indptr[1:] = torch.cumsum(counts, 0)
+    return indptr, pairs[order, 1].contiguous()
+
+
+class _PathSpMM(torch.autograd.Function):
+    """``W^T @ x`` for a CSR ``W^T`` whose values are learned: the forward is torch's CSR x dense
+    kernel; the backward gives the values their gradient, ``dL/dw_e = <g[dst_e], x[src_e]>``, in
+    chunks of edges (never one [edges x columns] product at once). ``x`` gets no gradient."""
+
+    CHUNK = 16384  # edges per chunk of the values' gradient
+
+    @staticmethod
+    def forward(ctx, values: Tensor, crow: Tensor, col: Tensor, row: Tensor, x: Tensor) -> Tensor:
+        ctx.save_for_backward(row, col, x)
+        with warnings.catch_warnings():  # "sparse CSR support is in beta": the kernel is what we need
+            warnings.simplefilter("ignore", UserWarning)
+            adj = torch.sparse_csr_tensor(crow, col, values.detach(), size=(x.size(0), x.size(0)))
+        return adj @ x
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        row, col, x = ctx.saved_tensors
+        out = torch.empty(len(row), dtype=grad.dtype, device=grad.device)
+        for a in range(0, len(row), _PathSpMM.CHUNK):
+            b = min(a + _PathSpMM.CHUNK, len(row))
+            out[a:b] = (grad[row[a:b]] * x[col[a:b]]).sum(dim=1)
+        return out, None, None, None, None
+
+
+class PathTerm(nn.Module):
+    """The learned path weights and the scores they give; see the module docstring."""
+
+    def __init__(self, num_items: int, relations: dict[str, tuple[Tensor, Tensor, Tensor]], norm: float,
+                 edge_weights: bool):
+        super().__init__()
+        self.num_items, self.norm, self.names = num_items, norm, list(relations)
+        src = torch.cat([r[0] for r in relations.values()]).long()
+        dst = torch.cat([r[1] for r in relations.values()]).long()
+        base = torch.cat([r[2] for r in relations.values()]).float()
+        rel = torch.cat([torch.full((len(r[0]),), k, dtype=torch.long) for k, r in enumerate(relations.values())])
+        # W^T as CSR: row = the item scored (dst), column = the history item (src).
+        order = torch.argsort(dst * num_items + src, stable=True)
+        self._src, self._dst, self._base, self._rel = src[order], dst[order], base[order], rel[order]
+        self._crow = torch.zeros(num_items + 1, dtype=torch.long)
+        self._crow[1:] = torch.cumsum(torch.bincount(self._dst, minlength=num_items), 0)
+        co = torch.tensor([n == "co_items" for n in self.names], dtype=torch.bool)
+        self._co = co[self._rel] if len(self._rel) else torch.zeros(0, dtype=torch.bool)
+        self.alpha = nn.Parameter(torch.ones(len(relations)))
+        self.delta = nn.Parameter(torch.zeros(len(src))) if edge_weights else None
+        self.dropout = 0.0  # model.path_dropout, applied by the model while training
+
+    @property
+    def num_edges(self) -> int:
+        return int(self._src.numel())
+
+    def edge_values(self) -> Tensor:
+        w = self.alpha[self._rel] * self._base
+        return w if self.delta is None else w + self.delta
+
+    def scores(self, indptr: Tensor, items: Tensor, rows: Tensor, exclude: Optional[Tensor] = None,
+               new_items: Optional[Tensor] = None, dropout: float = 0.0) -> Tensor:
+        """[len(rows), num_items] path scores of the users ``rows`` of history CSR (indptr, items).
+
+        ``exclude``: int64 [n, 2] (row position, item) pairs left out of the histories (training:
+        each positive is scored from the rest of its user's history). ``new_items``: bool
+        [num_items], items treated as new (no history entries, no co-interaction edges).
+        ``dropout``: share of history entries dropped at random (training).
+        Costs one sparse x dense product: edges x len(rows) multiply-adds."""
+        owner, entry = csr_rows(indptr, rows)
+        hist = items[entry]
+        if dropout > 0:
+            keep = torch.rand(len(hist)) >= dropout
+            owner, hist = owner[keep], hist[keep]
+        # x^T: [num_items, len(rows)], a user's column holds |history|^-norm at its history items.
+        x = torch.zeros(self.num_items, len(rows))
+        x[hist, owner] = 1.0
+        if exclude is not None and len(exclude):
+            x[exclude[:, 1], exclude[:, 0]] = 0.0
+        if new_items is not None:
+            x[new_items] = 0.0
+        if self.norm:
+            x = x * x.sum(dim=0).clamp(min=1.0).pow(-self.norm)
+        values = self.edge_values()
+        if new_items is not None and self._co.any():
+            values = values.masked_fill(self._co & new_items[self._dst], 0.0)
+        return _PathSpMM.apply(values, self._crow, self._src, self._dst, x).T
+
+
+def build_path_term(cfg, bundle: Bundle) -> Optional[PathTerm]:
+    """The :class:`PathTerm` of ``cfg.model`` (None when ``model.path`` is empty)."""
+    m = cfg.model
+    if not m.path:
+        return None
+    term = PathTerm(bundle.num_books, path_relations(bundle, list(m.path), m.path_top_k), m.path_norm,
+                    m.path_edge_weights)
+    term.dropout = m.path_dropout
+    return term
+
+
+class PathScorer:
+    """Dot products of the GNN outputs plus the path term of each user's history."""
+
+    def __init__(self, user_emb: Tensor, item_emb: Tensor, path: PathTerm, history: tuple[Tensor, Tensor]):
+        self.user_emb, self.item_emb, self.path = user_emb, item_emb, path
+        self.indptr, self.items = history
+        self.num_items = int(item_emb.shape[0])
+
+    @torch.no_grad()
+    def scores(self, users: Tensor) -> Tensor:
+        users = users.to(self.user_emb.device)
+        return self.user_emb[users] @ self.item_emb.T + self.path.scores(self.indptr, self.items, users.cpu())

@@ -1,0 +1,95 @@
+import pytest
+import torch
+from test_graphsage import _model
+
+from graphrec_dist.config import load_config
+from graphrec_dist.distributed import DistContext
+from graphrec_dist.errors import ConfigError
+from graphrec_dist.losses import full_softmax_loss
+from graphrec_dist.models.base import TripletBatch
+from graphrec_dist.models.paths import PathScorer, PathTerm, history_csr
+
+
+def _term(edge_weights: bool = False, norm: float = 0.0) -> PathTerm:
+    # 4 items; co_items: 0->1 (0.5), 0->2 (0.25), 3->1 (1.0); similar: 2->1 (0.8)
+    rel = {"co_items": (torch.tensor([0, 0, 3]), torch.tensor([1, 2, 1]), torch.tensor([0.5, 0.25, 1.0])),
+           "similar": (torch.tensor([2]), torch.tensor([1]), torch.tensor([0.8]))}
+    return PathTerm(4, rel, norm, edge_weights)
+
+
+def test_path_scores_sum_the_weights_of_paths_from_the_history_by_hand() -> None:
+    term = _term()
+    with torch.no_grad():
+        term.alpha.copy_(torch.tensor([2.0, 10.0]))
+    indptr, items = history_csr(torch.tensor([[0, 0], [0, 3], [1, 2]]), 2)  # user 0: {0, 3}; user 1: {2}
+    s = term.scores(indptr, items, torch.tensor([0, 1]))
+    # user 0 -> item 1 via 0 (2*0.5) and via 3 (2*1.0); -> item 2 via 0 (2*0.25); user 1 -> 1 via 2 (10*0.8)
+    assert torch.allclose(s, torch.tensor([[0.0, 3.0, 0.5, 0.0], [0.0, 8.0, 0.0, 0.0]]))
+    # history length normalisation: user 0 has 2 items
+    normed = _term(norm=1.0)
+    assert torch.allclose(normed.scores(indptr, items, torch.tensor([0]))[0, 1], torch.tensor(0.75))
+
+
+def test_excluded_pairs_and_new_items_leave_the_history_and_new_items_lose_co_edges() -> None:
+    term = _term()
+    indptr, items = history_csr(torch.tensor([[0, 0], [0, 3], [0, 2]]), 1)
+    full = term.scores(indptr, items, torch.tensor([0]))[0]
+    assert torch.allclose(full, torch.tensor([0.0, 2.3, 0.25, 0.0]))
+    no_three = term.scores(indptr, items, torch.tensor([0]), exclude=torch.tensor([[0, 3]]))[0]
+    assert torch.allclose(no_three, torch.tensor([0.0, 1.3, 0.25, 0.0]))
+    new = torch.tensor([False, True, False, False])  # item 1 new: its co in-edges vanish, similar stays
+    assert torch.allclose(term.scores(indptr, items, torch.tensor([0]), new_items=new)[0],
+                          torch.tensor([0.0, 0.8, 0.25, 0.0]))
+
+
+def test_per_edge_offsets_are_learned_from_the_loss() -> None:
+    term = _term(edge_weights=True)
+    indptr, items = history_csr(torch.tensor([[0, 0]]), 1)
+    loss = -torch.log_softmax(term.scores(indptr, items, torch.tensor([0])), dim=1)[0, 2]
+    loss.backward()
+    def edge(src: int, dst: int) -> int:
+        return int(((term._src == src) & (term._dst == dst)).nonzero())
+    assert term.delta.grad[edge(0, 2)] < 0  # the 0->2 edge leads to the positive: pushed up
+    assert term.delta.grad[edge(0, 1)] > 0  # 0->1 leads to a competitor: pushed down
+    assert term.delta.grad[edge(2, 1)] == 0  # on no path of this history
+
+
+@pytest.mark.parametrize("mode", ["train.mode=full_graph", "train.num_neighbors=[-1,-1]"])
+def test_graphsage_with_paths_scores_training_and_ranking_alike(mode) -> None:
+    """A positive's training score leaves it out of its user's history; with no self loops that
+    changes no path into it, so with one positive per user training and ranking scores agree (with
+    path_norm 0: the normaliser counts the history, which is one item shorter in training)."""
+    model, bundle = _model("graphsage", "train.mode=sampled", mode, "model.path=[co_items,similar]", "model.path_top_k=5",
+                           "model.path_norm=0")
+    assert model.path is not None and model.path.num_edges > 0
+    with torch.no_grad():
+        model.path.alpha.fill_(3.0)  # a term large enough to matter
+    model.eval()
+    first = torch.unique(bundle.train[:, 0], return_inverse=True)[1]
+    rows = bundle.train[torch.tensor([int((first == u).nonzero()[0]) for u in range(int(first.max()) + 1)])]
+    batch = TripletBatch(rows[:, 0].contiguous(), rows[:, 1].contiguous(),
+                         torch.randint(bundle.num_books, (len(rows), 3)))
+    out = model.bpr_forward(batch)
+    scorer = model.scorer(bundle, DistContext())
+    assert isinstance(scorer, PathScorer)
+    full = scorer.scores(batch.users)
+    assert torch.allclose(out.pos, full[torch.arange(len(rows)), batch.pos], atol=1e-5)
+    # Paths out of the positive do change: its negatives are scored without them.
+    n = torch.arange(len(rows))
+    rest = model.path.scores(*history_csr(bundle.train, bundle.num_users), batch.users,
+                             exclude=torch.stack([n, batch.pos], dim=1))
+    emb = scorer.user_emb[batch.users] @ scorer.item_emb.T
+    assert torch.allclose(out.neg, (emb + rest).gather(1, batch.neg), atol=1e-5)
+    path_only = full - emb
+    assert float(path_only.abs().max()) > 0.1
+    if out.extra is not None:
+        model.train()
+        out = model.bpr_forward(batch)
+        full_softmax_loss(out.user, out.items, batch.pos, extra=out.extra).backward()
+        assert float(model.path.alpha.grad.abs().sum()) > 0 and float(model.path.delta.grad.abs().sum()) > 0
+
+
+def test_path_co_items_is_refused_under_user_sharding() -> None:
+    with pytest.raises(ConfigError, match="model.path"):
+        load_config("configs/debug.yaml", ["dist.sharding=users", "train.mode=full_graph", "model.path=[co_items]"])
+    load_config("configs/debug.yaml", ["dist.sharding=users", "train.mode=full_graph", "model.path=[similar]"])
