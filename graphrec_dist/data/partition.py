@@ -11,7 +11,9 @@ normalisers of a mean over all users). Nothing here talks to other processes.
 
 On disk (``data build --partitions N``, or the first sharded run on N ranks), a bundle keeps its
 whole files and adds ``partitions/<N>/<p>/`` for p < N: the user-touching edge types, the splits,
-``users.csv`` and ``shard.pt`` (the :class:`UserShard` tensors) of partition p. A rank of W loads
+``users.csv`` and ``shard.pt`` (the :class:`UserShard` tensors) of partition p, streamed from the
+raw files by :mod:`graphrec_dist.data.stream_build` (or cut from the loaded bundle by
+:func:`write_partitions` where streaming does not apply; the same files either way). A rank of W loads
 the item side from the bundle's own files and only its partitions: P/W consecutive ones of a
 P-partition set, P a multiple of W (:func:`load_user_shard`). Rebuilding the bundle replaces the
 whole directory, partitions included, so they never outlive the bundle they were cut from.
