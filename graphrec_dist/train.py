@@ -22,9 +22,10 @@ import torch
 
 from graphrec_dist import launch_ray, run_dir
 from graphrec_dist.config import Config, load_config
-from graphrec_dist.data.partition import load_user_shard, partition_counts, write_partitions
+from graphrec_dist.data.partition import load_user_shard, partition_counts
 from graphrec_dist.data.prepare import ensure_bundle, prepare_bundle
 from graphrec_dist.data.store import load_bundle
+from graphrec_dist.data.stream_build import build_partitioned
 from graphrec_dist.distributed import DistContext, barrier, broadcast_object, cleanup, init_distributed
 from graphrec_dist.errors import DataError
 from graphrec_dist.evaluate import evaluate_model
@@ -50,7 +51,7 @@ def load_data(cfg: Config, ctx: DistContext):
                 path = ensure_bundle(cfg.data)
                 if not any(n % ctx.world_size == 0 for n in partition_counts(path)):
                     log.info("cutting %s into %d user partitions", path, ctx.world_size)
-                    write_partitions(load_bundle(path), ctx.world_size)
+                    build_partitioned(cfg.data, ctx.world_size)  # streamed when it can be
             else:
                 bundle = prepare_bundle(cfg.data)
                 path = bundle.path

@@ -215,7 +215,8 @@ def _sections() -> dict:
         "memory": {**point, "users": 53424, "training_under_target": True},
         "sweep": {"points": [point, {**point, "users": 1603, "percent": 3.0}]},
         "sharding": {"users": 5342, "steps": 4, "preset": "configs/demo.yaml",
-                     "build": {"partitions": 2, "peak_rss_gib": 0.9, "wall_s": 20.0},
+                     "build": {"partitions": 2, "peak_rss_gib": 0.45, "wall_s": 20.0, "peak_vs_in_memory": 0.5,
+                               "in_memory": {"peak_rss_gib": 0.9, "wall_s": 25.0}},
                      "rows": [{"run": "replicated", "ranks": 1, "peak_rss_gib": 1.2, "s_per_step": 0.3,
                                "allreduce_mb_per_step": None, "allreduce_s_per_step": None,
                                "val_ndcg@10": 0.001, "test_ndcg@10": 0.001},
@@ -236,6 +237,7 @@ def test_report_draws_every_figure_and_names_the_commands(tmp_path):
     assert "graphsage is NOT the best model" in text and "ease leads" in text
     assert "1.20×" in text  # the evaluator ratio
     assert "| sharded-w2 | 2 | 0.8 | 0.2 | 9.03 | 0.05 |" in text
+    assert "streamed: peak 0.45 GiB, 20 s; in memory" in text and "streamed peak 0.50× in memory" in text
     pngs = sorted(p.name for p in (docs / "img").glob("*.png"))
     assert pngs == ["evaluation.png", "quality_bars.png", "sampling.png", "scaling.png", "sweep.png",
                     "time_to_quality.png", "training_curves.png", "training_phases.png", "training_race.png"]

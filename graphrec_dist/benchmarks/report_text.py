@@ -288,10 +288,20 @@ def sharding_part(payload: Section) -> str:
         "## User-sharded training (`dist.sharding=users`, gloo, CPU)", "",
         f"{scale_of(res['users'])}, {res['preset']}'s model and train sections, {res['steps']} steps then "
         f"validation and test; peak RSS of the largest process (the busiest rank). The data build and its "
-        f"{build['partitions']} user partitions first: peak {fmt(build['peak_rss_gib'], 2)} GiB, "
-        f"{fmt(build['wall_s'], 0)} s. Command: `{payload.get('command') or 'graphrec-dist bench --sections sharding'}`"
+        f"{build['partitions']} user partitions first, {_build_figures(build)}. "
+        f"Command: `{payload.get('command') or 'graphrec-dist bench --sections sharding'}`"
         " (what it measures and the refit memory model: [SCALING.md](SCALING.md#user-sharded-training-measured)).", "",
         sharding_table(res["rows"])])
+
+
+def _build_figures(build: dict) -> str:
+    text = f"streamed: peak {fmt(build['peak_rss_gib'], 2)} GiB, {fmt(build['wall_s'], 0)} s"
+    if "in_memory" in build:  # sections run before the streamed build have its figures only
+        old = build["in_memory"]
+        text += (f"; in memory (the whole bundle, then the partitions cut from it): peak "
+                 f"{fmt(old['peak_rss_gib'], 2)} GiB, {fmt(old['wall_s'], 0)} s; streamed peak "
+                 f"{fmt(build['peak_vs_in_memory'], 2)}× in memory")
+    return text
 
 
 def scaling_part(payload: Section, rel: dict[str, str]) -> str:

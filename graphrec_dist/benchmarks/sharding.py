@@ -9,10 +9,13 @@ whose peak RSS is read from ``getrusage(RUSAGE_CHILDREN)`` by a wrapper process:
 process of the run, i.e. the busiest rank (torchrun's own agent is smaller). The preset is
 configs/demo.yaml's model and train sections (full-graph graphsage, softmax over every item) on
 generated Goodbooks-shaped data of ``--users`` users, stopped after ``--steps`` steps, then
-validated and tested (so the peak includes evaluation). The data are generated and built first,
-in their own measured child, and cut into as many user partitions as the least common multiple
-of ``--ranks``, so no sharded run loads the whole bundle. Rows are printed as a Markdown table
-and written to ``OUT/sharding.json``.
+validated and tested (so the peak includes evaluation). The data are generated first, then built
+with as many user partitions as the least common multiple of ``--ranks`` (so no sharded run loads
+the whole bundle) twice, each in its own measured child: in memory (``data build --partitions P
+--in-memory``: the whole bundle, then the partitions cut from it) and streamed (``data build
+--partitions P``, :mod:`graphrec_dist.data.stream_build`), whose bundle the runs train on.
+``--build-only`` stops there. Rows are printed as a Markdown table and written to
+``OUT/sharding.json``.
 """
 from __future__ import annotations
 
@@ -29,6 +32,8 @@ from typing import Any, Optional
 from graphrec_dist.io_utils import write_json_atomic
 
 PRESET = "configs/demo.yaml"
+GENERATE = ("import sys; from graphrec_dist.config import load_config; from graphrec_dist.data.prepare import "
+            "ensure_synth; ensure_synth(load_config(sys.argv[1], sys.argv[2:]).data)")
 WRAPPER = ("import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:]).returncode; "
            "print('PEAK_RSS_KIB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(rc)")
 
@@ -54,11 +59,28 @@ def peak_of(cmd: list[str], timeout_s: float) -> tuple[subprocess.CompletedProce
 
 
 def build_data(common: list[str], partitions: int, timeout_s: float) -> dict[str, Any]:
-    """Generate and build the bundle and cut its user partitions, in a measured child."""
+    """Generate the data, then build the bundle with its user partitions in memory and streamed,
+    each in a measured child; the streamed figures, with the others beside them."""
     data = [o for o in common if o.startswith("data.")]
-    _, peak, wall = peak_of([sys.executable, "-m", "graphrec_dist", "data", "build", PRESET, *data,
-                             "--partitions", str(partitions)], timeout_s)
-    return {"run": "data build + partitions", "partitions": partitions, "peak_rss_gib": peak, "wall_s": wall}
+    _, gen_peak, gen_wall = peak_of([sys.executable, "-c", GENERATE, PRESET, *data], timeout_s)
+    build = [sys.executable, "-m", "graphrec_dist", "data", "build", PRESET, *data, "--partitions",
+             str(partitions), "--force"]
+    _, mem_peak, mem_wall = peak_of([*build, "--in-memory"], timeout_s)
+    _, peak, wall = peak_of(build, timeout_s)
+    return {"run": "data build + partitions (streamed)", "partitions": partitions, "peak_rss_gib": peak,
+            "wall_s": wall, "in_memory": {"peak_rss_gib": mem_peak, "wall_s": mem_wall},
+            "peak_vs_in_memory": round(peak / mem_peak, 3), "generate": {"peak_rss_gib": gen_peak, "wall_s": gen_wall}}
+
+
+def build_line(build: dict[str, Any]) -> str:
+    """One sentence with the build figures (the streamed ones, and the in-memory ones when measured)."""
+    text = (f"data build + {build['partitions']} user partitions, streamed: peak RSS {build['peak_rss_gib']} GiB, "
+            f"{build['wall_s']} s")
+    if "in_memory" in build:
+        old = build["in_memory"]
+        text += (f"; in memory: {old['peak_rss_gib']} GiB, {old['wall_s']} s (streamed peak "
+                 f"{build['peak_vs_in_memory']}× in memory)")
+    return text
 
 
 def run_one(name: str, world: int, sharding: str, common: list[str], out: Path, timeout_s: float) -> dict[str, Any]:
@@ -93,12 +115,15 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def measure(users: int, worlds: list[int], steps: int, out: Path, timeout_s: float) -> dict[str, Any]:
+def measure(users: int, worlds: list[int], steps: int, out: Path, timeout_s: float,
+            build_only: bool = False) -> dict[str, Any]:
     """The data build and the replicated and sharded runs at ``users``; the section's results."""
     data = out / "data"
     common = [f"data.synth_users={users}", f"data.raw_dir={data / 'raw'}", f"data.bundle_dir={data / 'bundle'}",
               f"train.max_steps={steps}", "run.progress=false", "train.num_threads=1"]
     build = build_data(common, math.lcm(*worlds), timeout_s)
+    if build_only:
+        return {"users": users, "steps": steps, "preset": PRESET, "build": build, "rows": []}
     rows = [run_one("replicated", 1, "replicate", common, out, timeout_s)]
     rows += [run_one(f"sharded-w{world}", world, "users", common, out, timeout_s) for world in worlds]
     return {"users": users, "steps": steps, "preset": PRESET, "build": build, "rows": rows}
@@ -118,15 +143,16 @@ def main(argv: Optional[list[str]] = None) -> list[dict[str, Any]]:
     parser.add_argument("--steps", type=int, default=4, help="training steps per run")
     parser.add_argument("--out", default="bench_out/sharding")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per run")
+    parser.add_argument("--build-only", action="store_true", help="measure the data builds only, no training")
     args = parser.parse_args(argv)
     out = Path(args.out)
-    res = measure(args.users, [int(w) for w in args.ranks.split(",")], args.steps, out, args.timeout)
+    res = measure(args.users, [int(w) for w in args.ranks.split(",")], args.steps, out, args.timeout,
+                  args.build_only)
     command = " ".join(["python -m graphrec_dist.benchmarks.sharding", *(argv or sys.argv[1:])])
     write_json_atomic(out / "sharding.json", {**res, "command": command})
-    build = res["build"]
-    print(f"data build + {build['partitions']} user partitions: peak RSS {build['peak_rss_gib']} GiB, "
-          f"{build['wall_s']} s")
-    print(table(res["rows"]))
+    print(build_line(res["build"]))
+    if res["rows"]:
+        print(table(res["rows"]))
     return res["rows"]
 
 

@@ -59,9 +59,9 @@ def input_files(raw_dir: str | Path, spec: SourceSpec) -> dict[str, Path]:
 
 def check_columns(files: dict[str, Path], spec: SourceSpec) -> None:
     """Check every file has the columns the spec names, before any heavy work."""
-    wanted: dict[str, list[str]] = {"interactions": _interaction_columns(spec.interactions)}
+    wanted: dict[str, list[str]] = {"interactions": interaction_columns(spec.interactions)}
     if spec.extra_interactions is not None:
-        wanted["extra_interactions"] = _interaction_columns(spec.extra_interactions)
+        wanted["extra_interactions"] = interaction_columns(spec.extra_interactions)
     wanted["items"] = _item_columns(spec)
     if spec.item_tags is not None:
         t = spec.item_tags
@@ -72,7 +72,7 @@ def check_columns(files: dict[str, Path], spec: SourceSpec) -> None:
         read_header(files[name], cols)
 
 
-def _interaction_columns(ispec: InteractionsSpec) -> list[str]:
+def interaction_columns(ispec: InteractionsSpec) -> list[str]:
     return [ispec.user, ispec.item] + [c for c in (ispec.rating, ispec.timestamp) if c]
 
 
@@ -97,20 +97,25 @@ def _stem(name: str) -> str:
 
 def read_interactions(path: Path, ispec: InteractionsSpec) -> pd.DataFrame:
     """(user, item, rating) rows in file order, or in timestamp order (stable) when one is named."""
-    frame = read_table(path, _interaction_columns(ispec), int_columns=[ispec.user, ispec.item])
+    frame = read_table(path, interaction_columns(ispec), int_columns=[ispec.user, ispec.item])
     if ispec.rating:
-        rating = pd.to_numeric(frame[ispec.rating], errors="coerce")
-        if rating.isna().any():
-            pos = int(np.flatnonzero(rating.isna().to_numpy())[0])
-            raise DataError(f"{path}: column {ispec.rating!r}, line {pos + 2}: expected a number, "
-                            f"got {frame[ispec.rating].iloc[pos]!r}")
-        check_range(rating, ispec.rating_min, ispec.rating_max, path, ispec.rating)
-        frame[ispec.rating] = rating
+        frame[ispec.rating] = checked_ratings(frame[ispec.rating], ispec, path)
     if ispec.timestamp:
         frame = frame.iloc[np.argsort(frame[ispec.timestamp].to_numpy(), kind="stable")]
     out = pd.DataFrame({"user": frame[ispec.user].to_numpy(np.int64), "item": frame[ispec.item].to_numpy(np.int64)})
     out["rating"] = frame[ispec.rating].to_numpy(np.float64) if ispec.rating else np.inf
     return out
+
+
+def checked_ratings(values: pd.Series, ispec: InteractionsSpec, path: Path, first_line: int = 2) -> pd.Series:
+    """The rating column as numbers; DataError naming the first line that is not one or lies out of range."""
+    rating = pd.to_numeric(values, errors="coerce")
+    if rating.isna().any():
+        pos = int(np.flatnonzero(rating.isna().to_numpy())[0])
+        raise DataError(f"{path}: column {ispec.rating!r}, line {pos + first_line}: expected a number, "
+                        f"got {values.iloc[pos]!r}")
+    check_range(rating, ispec.rating_min, ispec.rating_max, path, ispec.rating, first_line)
+    return rating
 
 
 def build_arrays(raw_dir: str | Path, spec: SourceSpec, cfg: DataConfig) -> BuiltGraph:
@@ -125,20 +130,32 @@ def build_arrays(raw_dir: str | Path, spec: SourceSpec, cfg: DataConfig) -> Buil
                                    extra["user"].to_numpy(), extra["item"].to_numpy(), cfg.min_rating)
     keep = inter.k_core(users, items, cfg.min_user_interactions, cfg.min_book_interactions)
     if not keep.any():
-        raise DataError(f"{files['interactions']}: no interactions left after keeping rating >= "
-                        f"{cfg.min_rating} and users/items with >= {cfg.min_user_interactions}/"
-                        f"{cfg.min_book_interactions} interactions")
+        raise no_rows_error(files["interactions"], cfg)
     pairs = inter.remap(users[keep], items[keep])
-    n_users, n_books = len(pairs.user_ids), len(pairs.book_ids)
     splits = _splits(pairs, cfg)
     train = splits["train"]
-    item_table = _item_table(files["items"], spec, pairs.book_ids)
-    built = BuiltGraph({USER: n_users, BOOK: n_books}, {}, splits,
-                       _books_frame(item_table, spec), pd.DataFrame({"user_id": pairs.user_ids}))
+    built = item_side(files, spec, cfg, pairs.book_ids, pairs.user_ids)
+    built.splits = splits
     _add(built, RATES, train[:, 0], train[:, 1], np.ones(len(train), np.float32), None)
-    _add_side_relations(built, item_table, spec, cfg, files)
     if spec.users is not None:
         _add_user_relations(built, files["users"], spec.users, pairs.user_ids)
+    return built
+
+
+def no_rows_error(path: Path, cfg: DataConfig) -> DataError:
+    """The error when the k-core filter leaves nothing."""
+    return DataError(f"{path}: no interactions left after keeping rating >= {cfg.min_rating} and users/items "
+                     f"with >= {cfg.min_user_interactions}/{cfg.min_book_interactions} interactions")
+
+
+def item_side(files: dict[str, Path], spec: SourceSpec, cfg: DataConfig, book_ids: np.ndarray,
+              user_ids: np.ndarray) -> BuiltGraph:
+    """The graph's item side for the kept items ``book_ids`` (sorted original ids): books.csv's
+    table, every side relation and the similarity edges; the user map; no interactions or splits."""
+    table = _item_table(files["items"], spec, book_ids)
+    built = BuiltGraph({USER: len(user_ids), BOOK: len(book_ids)}, {}, {}, _books_frame(table, spec),
+                       pd.DataFrame({"user_id": user_ids}))
+    _add_side_relations(built, table, spec, cfg, files)
     return built
 
 

@@ -6,6 +6,7 @@ Examples::
     graphrec-dist data synth --out data/raw/synth-2000 --users 2000 --books-from ../shared/data/goodbooks-10k
     graphrec-dist data build --source goodbooks --raw-dir data/raw/goodbooks --out data/bundles/goodbooks
     graphrec-dist data build configs/demo.yaml data.min_rating=3 --force
+    graphrec-dist data build configs/demo.yaml --partitions 4   # streamed: bundle + 4 user partitions
 """
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ from typing import Any
 
 from graphrec_dist.config import load_config
 from graphrec_dist.data.download import DEFAULT_BASE_URL, download
-from graphrec_dist.data.partition import partition_counts, write_partitions
+from graphrec_dist.data.partition import PARTITIONS, partition_counts, write_partitions
 from graphrec_dist.data.prepare import build_bundle, ensure_synth
 from graphrec_dist.data.store import load_bundle, read_meta
+from graphrec_dist.data.stream_build import build_partitioned
 from graphrec_dist.data.synth import generate
 from graphrec_dist.errors import ConfigError
 from graphrec_dist.logging_utils import setup_logging
@@ -58,7 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     bu.add_argument("--csv-spec", default=None, help="bring-your-own-data spec YAML (source csv)")
     bu.add_argument("--force", action="store_true", help="rebuild even when the cache is valid")
     bu.add_argument("--partitions", type=int, default=0, metavar="N",
-                    help="also cut the users into N partitions for dist.sharding=users on N (or N/k) ranks")
+                    help="also cut the users into N partitions for dist.sharding=users on N (or N/k) ranks; "
+                         "the build then streams the interactions (peak: one partition plus the item side)")
+    bu.add_argument("--in-memory", action="store_true",
+                    help="with --partitions: build the whole bundle in memory and cut the partitions from it "
+                         "(the path before streaming, kept for comparison)")
     return parser
 
 
@@ -73,12 +79,19 @@ def _build(args: argparse.Namespace) -> DataResult:
     cfg = load_config(config, overrides).data
     if cfg.source == "synth":
         ensure_synth(cfg)
-    path, built = build_bundle(cfg, force=args.force)
+    if args.partitions and not args.in_memory:
+        res = build_partitioned(cfg, args.partitions, force=args.force)
+        path, built = res.path, res.built
+        print(f"{'built' if built else 'up to date (cache hit)'} ({res.how}): {path}")
+        if res.wrote_partitions:
+            print(f"  user partitions: {args.partitions} in {path / PARTITIONS / str(args.partitions)}")
+    else:
+        path, built = build_bundle(cfg, force=args.force)
+        print(f"{'built' if built else 'up to date (cache hit)'}{' (in memory)' if args.partitions else ''}: {path}")
+        if args.partitions and args.partitions not in partition_counts(path):
+            written = write_partitions(load_bundle(path), args.partitions)
+            print(f"  user partitions: {args.partitions} in {written}")
     counts = read_meta(path)["counts"]
-    print(f"{'built' if built else 'up to date (cache hit)'}: {path}")
-    if args.partitions and args.partitions not in partition_counts(path):
-        written = write_partitions(load_bundle(path), args.partitions)
-        print(f"  user partitions: {args.partitions} in {written}")
     for kind in ("num_nodes", "num_edges", "splits"):
         print(f"  {kind}: " + ", ".join(f"{k}={v}" for k, v in counts[kind].items()))
     return DataResult("build", path, built, counts)

@@ -73,9 +73,18 @@ def leave_one_out(users: np.ndarray, num_users: int, mode: str = "random", seed:
     last row is test, the one before it validation. Users with fewer than ``min_interactions``
     rows are train-only (and draw nothing from the generator). Val/test come out users ascending.
     """
-    order = np.argsort(users, kind="stable")  # rows grouped by user, file order within a user
     counts = np.bincount(users, minlength=num_users)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    eligible, test_pos, val_pos = held_out_positions(counts, mode, seed, min_interactions)
+    return split_rows(users, counts, eligible, test_pos, val_pos)
+
+
+def held_out_positions(counts: np.ndarray, mode: str = "random", seed: int = 42,
+                       min_interactions: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(eligible users ascending, each one's test position, its validation position) among its rows.
+
+    The draws depend on the per-user row counts only, so a streamed build that knows the counts
+    makes exactly :func:`leave_one_out`'s draws without holding the rows (O(users) memory).
+    """
     eligible = np.flatnonzero(counts >= min_interactions)
     test_pos = np.empty(len(eligible), dtype=np.int64)
     val_pos = np.empty(len(eligible), dtype=np.int64)
@@ -89,6 +98,17 @@ def leave_one_out(users: np.ndarray, num_users: int, mode: str = "random", seed:
         val_pos[:] = counts[eligible] - 2
     else:
         raise ValueError(f"unknown split mode {mode!r}; expected random or last")
+    return eligible, test_pos, val_pos
+
+
+def split_rows(users: np.ndarray, counts: np.ndarray, eligible: np.ndarray, test_pos: np.ndarray,
+               val_pos: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train, val, test) row indices into ``users`` from :func:`held_out_positions`' picks.
+
+    ``counts`` are ``users``' row counts per user index; positions count a user's rows in order.
+    """
+    order = np.argsort(users, kind="stable")  # rows grouped by user, file order within a user
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     test_rows = order[starts[eligible] + test_pos]
     val_rows = order[starts[eligible] + val_pos]
     held = np.zeros(len(users), dtype=bool)

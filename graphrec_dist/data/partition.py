@@ -11,7 +11,9 @@ normalisers of a mean over all users). Nothing here talks to other processes.
 
 On disk (``data build --partitions N``, or the first sharded run on N ranks), a bundle keeps its
 whole files and adds ``partitions/<N>/<p>/`` for p < N: the user-touching edge types, the splits,
-``users.csv`` and ``shard.pt`` (the :class:`UserShard` tensors) of partition p. A rank of W loads
+``users.csv`` and ``shard.pt`` (the :class:`UserShard` tensors) of partition p, streamed from the
+raw files by :mod:`graphrec_dist.data.stream_build` (or cut from the loaded bundle by
+:func:`write_partitions` where streaming does not apply; the same files either way). A rank of W loads
 the item side from the bundle's own files and only its partitions: P/W consecutive ones of a
 P-partition set, P a multiple of W (:func:`load_user_shard`). Rebuilding the bundle replaces the
 whole directory, partitions included, so they never outlive the bundle they were cut from.
@@ -149,16 +151,26 @@ def write_partitions(bundle: Bundle, n: int) -> Path:
 
 def _write_part(part: Bundle, out: Path) -> None:
     g = part.graph
-    for et in g.edge_types:
-        if _user_side(et):
-            _save_npy(out / "graph" / f"{edge_key(et)}.edge_index.npy", g[et].edge_index.numpy())
-            _save_npy(out / "graph" / f"{edge_key(et)}.edge_weight.npy", g[et].edge_weight.numpy())
+    edges = {et: (g[et].edge_index.numpy(), g[et].edge_weight.numpy()) for et in g.edge_types if _user_side(et)}
+    write_part_arrays(out, edges, {name: part.split(name).numpy() for name in SPLITS + COLD_SPLITS}, part.users)
+    write_part_shard(out, part.shard)
+
+
+def write_part_arrays(out: Path, edges: dict[EdgeType, tuple], splits: dict[str, object], users: pd.DataFrame) -> None:
+    """A partition's user-touching edge types (local user indices), its splits and its users.csv."""
+    for et, (edge_index, weight) in edges.items():
+        _save_npy(out / "graph" / f"{edge_key(et)}.edge_index.npy", edge_index)
+        _save_npy(out / "graph" / f"{edge_key(et)}.edge_weight.npy", weight)
     for name in SPLITS + COLD_SPLITS:
-        _save_npy(out / "splits" / f"{name}.npy", part.split(name).numpy())
-    part.users.to_csv(out / "users.csv", index=False, lineterminator="\n")
-    shard = asdict(part.shard)
-    shard["dst_stats"] = {edge_key(et): v for et, v in part.shard.dst_stats.items()}
-    torch.save(shard, out / "shard.pt")
+        _save_npy(out / "splits" / f"{name}.npy", splits[name])
+    users.to_csv(out / "users.csv", index=False, lineterminator="\n")
+
+
+def write_part_shard(out: Path, shard: UserShard) -> None:
+    """A partition's ``shard.pt``: the :class:`UserShard` tensors, relations keyed as in meta.json."""
+    state = asdict(shard)
+    state["dst_stats"] = {edge_key(et): v for et, v in shard.dst_stats.items()}
+    torch.save(state, out / "shard.pt")
 
 
 def load_user_shard(path: str | Path, rank: int, world_size: int) -> Bundle:
@@ -240,4 +252,4 @@ def _join(path: Path, parts: list[dict], rank: int, world_size: int) -> Bundle:
 
 
 __all__ = ["UserShard", "destination_stats", "load_user_shard", "partition_counts", "shard_bundle",
-           "user_block", "write_partitions"]
+           "user_block", "write_part_arrays", "write_part_shard", "write_partitions"]

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,12 +72,30 @@ def _locked(target: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def build_bundle(cfg: DataConfig, raw_dir: str | Path | None = None, out: str | Path | None = None,
-                 force: bool = False) -> tuple[Path, bool]:
-    """Build Graph3 from ``raw_dir`` into ``out`` unless a valid cached bundle is there.
+@dataclass
+class BuildPlan:
+    """What a build of one bundle directory needs, found under its lock."""
 
-    Returns (bundle path, built) where ``built`` is False on a cache hit.
-    """
+    raw_dir: Path
+    out: Path
+    spec: SourceSpec
+    recipe: dict[str, Any]
+    key: str
+    checksums: dict[str, dict[str, Any]]
+    current: bool  # a valid cached bundle is there (and ``force`` was not given)
+
+    def meta(self, cfg: DataConfig, counts: dict[str, Any]) -> dict[str, Any]:
+        """The bundle's meta.json for ``counts`` (``BuiltGraph.counts``)."""
+        return {"schema_version": SCHEMA_VERSION, "source": cfg.source, "recipe": self.recipe,
+                "recipe_hash": self.key, "inputs": self.checksums, "counts": counts,
+                "item_label": self.spec.items.label}
+
+
+@contextlib.contextmanager
+def build_lock(cfg: DataConfig, raw_dir: str | Path | None = None, out: str | Path | None = None,
+               force: bool = False) -> Iterator[BuildPlan]:
+    """Hold the bundle directory's lock and yield its :class:`BuildPlan` (cache key, checksums and
+    whether the cached bundle is current)."""
     raw_dir = Path(raw_dir if raw_dir is not None else cfg.raw_dir)
     out = Path(out if out is not None else cfg.bundle_dir)
     spec = source_spec(cfg)
@@ -87,17 +106,27 @@ def build_bundle(cfg: DataConfig, raw_dir: str | Path | None = None, out: str | 
         # A garbled meta.json stops here (exit 2) unless ``force``: rebuilding would replace a
         # bundle nobody can identify any more, which a run's checkpoints may have been trained on.
         old = read_meta_strict(out) if not force and (out / "meta.json").exists() else read_meta(out)
-        if (not force and old is not None and old.get("schema_version") == SCHEMA_VERSION
-                and old.get("recipe_hash") == key and old.get("inputs") == checksums):
-            log.info("bundle %s is up to date (cache hit)", out)
-            return out, False
-        log.info("building Graph3 from %s into %s", raw_dir, out)
-        built = build_arrays(raw_dir, spec, cfg)
-        meta = {"schema_version": SCHEMA_VERSION, "source": cfg.source, "recipe": rec, "recipe_hash": key,
-                "inputs": checksums, "counts": built.counts(), "item_label": spec.items.label}
-        with atomic_dir(out) as tmp:
-            write_bundle_dir(tmp, built.edges, built.splits, built.books, built.users, built.vocab, meta)
-    return out, True
+        current = (not force and old is not None and old.get("schema_version") == SCHEMA_VERSION
+                   and old.get("recipe_hash") == key and old.get("inputs") == checksums)
+        yield BuildPlan(raw_dir, out, spec, rec, key, checksums, current)
+
+
+def build_bundle(cfg: DataConfig, raw_dir: str | Path | None = None, out: str | Path | None = None,
+                 force: bool = False) -> tuple[Path, bool]:
+    """Build Graph3 from ``raw_dir`` into ``out`` unless a valid cached bundle is there.
+
+    Returns (bundle path, built) where ``built`` is False on a cache hit.
+    """
+    with build_lock(cfg, raw_dir, out, force) as plan:
+        if plan.current:
+            log.info("bundle %s is up to date (cache hit)", plan.out)
+            return plan.out, False
+        log.info("building Graph3 from %s into %s", plan.raw_dir, plan.out)
+        built = build_arrays(plan.raw_dir, plan.spec, cfg)
+        with atomic_dir(plan.out) as tmp:
+            write_bundle_dir(tmp, built.edges, built.splits, built.books, built.users, built.vocab,
+                             plan.meta(cfg, built.counts()))
+    return plan.out, True
 
 
 def ensure_synth(cfg: DataConfig) -> None:

@@ -4,10 +4,11 @@ Every failure here is a :class:`DataError` (exit code 2) that says what to fix; 
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -56,14 +57,33 @@ def read_header(path: str | Path, columns: Iterable[str] = ()) -> list[str]:
 
 def _read(path: Path, **kwargs) -> pd.DataFrame:
     """pd.read_csv with every failure turned into a DataError naming the file."""
-    try:
+    with _read_errors(path):
         return pd.read_csv(path, low_memory=False, **kwargs)
+
+
+@contextlib.contextmanager
+def _read_errors(path: Path) -> Iterator[None]:
+    try:
+        yield
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: file is empty (expected a header line with column names)") from None
     except (EOFError, OSError, zlib.error, gzip.BadGzipFile) as exc:
         raise DataError(f"{path}: cannot read the file (truncated or garbled gzip?): {exc}") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
         raise DataError(f"{path}: cannot parse as CSV: {exc}") from None
+
+
+def read_chunks(path: str | Path, columns: Iterable[str], chunk_rows: int) -> Iterator[tuple[int, pd.DataFrame]]:
+    """``read_table``'s columns in frames of at most ``chunk_rows`` rows, each with the file line
+    of its first row (the header is line 1), so that checks name the right line."""
+    path = Path(path)
+    columns = list(columns)
+    read_header(path, columns)
+    line = 2
+    with _read_errors(path), pd.read_csv(path, usecols=lambda c: c in columns, chunksize=chunk_rows) as reader:
+        for frame in reader:
+            yield line, frame[columns]
+            line += len(frame)
 
 
 def read_table(path: str | Path, columns: Iterable[str], int_columns: Iterable[str] = (),
@@ -82,24 +102,25 @@ def read_table(path: str | Path, columns: Iterable[str], int_columns: Iterable[s
     return frame[columns]
 
 
-def to_int_column(series: pd.Series, path: Path | str, col: str) -> pd.Series:
-    """Whole-number int64 column, or a DataError naming the first bad line (1 = header)."""
+def to_int_column(series: pd.Series, path: Path | str, col: str, first_line: int = 2) -> pd.Series:
+    """Whole-number int64 column, or a DataError naming the first bad line (1 = header; the
+    series' first row is line ``first_line``)."""
     if pd.api.types.is_integer_dtype(series.dtype):
         return series.astype(np.int64)
     numeric = pd.to_numeric(series, errors="coerce")
     bad = numeric.isna() | (numeric != np.floor(numeric))
     if bad.any():
         pos = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(f"{path}: column {col!r}, line {pos + 2}: expected an integer id, "
+        raise DataError(f"{path}: column {col!r}, line {pos + first_line}: expected an integer id, "
                         f"got {series.iloc[pos]!r}")
     return numeric.astype(np.int64)
 
 
-def check_range(series: pd.Series, lo: float, hi: float, path: Path | str, col: str) -> None:
+def check_range(series: pd.Series, lo: float, hi: float, path: Path | str, col: str, first_line: int = 2) -> None:
     """DataError naming the first line whose value lies outside [lo, hi]."""
     values = series.to_numpy()
     bad = (values < lo) | (values > hi)
     if bad.any():
         pos = int(np.flatnonzero(bad)[0])
-        raise DataError(f"{path}: column {col!r}, line {pos + 2}: value {values[pos].item()!r} outside "
+        raise DataError(f"{path}: column {col!r}, line {pos + first_line}: value {values[pos].item()!r} outside "
                         f"the allowed range {lo}..{hi}")

@@ -38,14 +38,38 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
 
 
+class NpyWriter:
+    """An .npy file of a known shape, written piece by piece at element offsets of its C-order
+    data, so that an array nobody holds whole is saved with the bytes ``np.save`` would write."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...], dtype: Any) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.dtype = np.dtype(dtype)
+        self._fh = open(path, "wb")
+        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
+                  "shape": tuple(int(n) for n in shape)}
+        np.lib.format.write_array_header_1_0(self._fh, header)
+        self._base = self._fh.tell()
+        self._fh.truncate(self._base + int(np.prod(shape, dtype=np.int64)) * self.dtype.itemsize)
+
+    def write(self, offset: int, values: np.ndarray) -> None:
+        self._fh.seek(self._base + int(offset) * self.dtype.itemsize)
+        self._fh.write(np.ascontiguousarray(values, dtype=self.dtype).data)
+
+    def close(self) -> None:
+        self._fh.close()
+
+
 def write_bundle_dir(out: Path, edges: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]],
                      splits: dict[str, np.ndarray], books: pd.DataFrame, users: pd.DataFrame,
-                     vocab: dict[str, list[str]], meta: dict[str, Any]) -> None:
-    """Write a bundle into ``out`` (an existing, empty directory; the caller renames it into place)."""
+                     vocab: dict[str, list[str]], meta: dict[str, Any], on_disk: tuple[str, ...] = ()) -> None:
+    """Write a bundle into ``out`` (an existing, empty directory; the caller renames it into place).
+
+    ``on_disk``: names of splits whose file the caller has already written (a streamed build)."""
     for etype, (edge_index, weight) in sorted(edges.items()):
         _save_npy(out / "graph" / f"{edge_key(etype)}.edge_index.npy", edge_index.astype(np.int64))
         _save_npy(out / "graph" / f"{edge_key(etype)}.edge_weight.npy", weight.astype(np.float32))
-    for name in SPLITS + COLD_SPLITS:
+    for name in (s for s in SPLITS + COLD_SPLITS if s not in on_disk):
         pairs = splits.get(name, np.zeros((0, 2), dtype=np.int64))
         _save_npy(out / "splits" / f"{name}.npy", pairs.astype(np.int64).reshape(-1, 2))
     _save_npy(out / "splits" / "cold_items.npy", np.asarray(splits.get("cold_items", []), dtype=np.int64))
