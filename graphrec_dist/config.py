@@ -124,6 +124,10 @@ class ModelConfig:
     # share of each history's items dropped while training the path term (a denoising autoencoder's
     # input dropout: the term must predict an item from part of the history, not lean on one item)
     path_dropout: float = 0.0
+    # score a training positive with co-interaction weights that leave its own user out
+    path_leave_user_out: bool = True
+    path_init: float = 1.0  # initial per-relation scale alpha_r
+    path_decay: float = 0.0  # AdamW decoupled decay of the per-edge offsets (path_edge_weights)
 
     def __post_init__(self) -> None:
         _require(self.emb_dim > 0, "model.emb_dim", "a positive integer")

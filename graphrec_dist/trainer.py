@@ -125,6 +125,16 @@ def batch_loss(cfg: Config, outputs: tuple, batch, seen: Optional[tuple[torch.Te
     return loss + cfg.train.l2 * reg.float()
 
 
+def decay_groups(model: Recommender, default: float) -> list[dict[str, Any]]:
+    """AdamW parameter groups: ``train.weight_decay``, except where the model names its own decay
+    for a parameter (``model.decay_overrides()``: name -> decay, e.g. graphsage's path offsets)."""
+    own = model.decay_overrides() if hasattr(model, "decay_overrides") else {}
+    groups: dict[float, list[torch.nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        groups.setdefault(own.get(name, default), []).append(p)
+    return [{"params": ps, "weight_decay": wd} for wd, ps in groups.items()]
+
+
 def metric_key(cfg: Config) -> str:
     """Early stopping watches NDCG@10 (or NDCG at the first K when 10 is not evaluated)."""
     return "ndcg@10" if 10 in cfg.eval.ks else f"ndcg@{cfg.eval.ks[0]}"
@@ -181,7 +191,7 @@ class Trainer:
         else:
             self.steps = steps_per_epoch(len(bundle.train), tc.batch_size, ctx.world_size, tc.edges_per_epoch)
         self.replicated = [p for name, p in model.named_parameters() if name not in self.owned]
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+        self.optimizer = torch.optim.AdamW(decay_groups(model, tc.weight_decay), lr=tc.lr, weight_decay=tc.weight_decay)
         self.scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=tc.epochs * self.steps)
                           if tc.lr_schedule == "cosine" else None)
         self.state = TrainState()

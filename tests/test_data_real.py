@@ -37,3 +37,27 @@ def test_real_metadata_counts(tmp_path) -> None:
     assert edges["book__in_language__language"] == edges["book__published_in__year_bin"] == 10000
     assert "unk" in load_vocab(path, "language")
     assert load_vocab(path, "author")[:1] != [""]
+
+
+def test_the_real_ratings_spec_is_the_goodbooks_recipe_with_another_ratings_file() -> None:
+    import dataclasses
+
+    from graphrec_dist.data.spec import goodbooks_spec, load_spec
+
+    spec = load_spec(Path(__file__).resolve().parents[1] / "configs" / "data" / "goodbooks-ratings.yaml")
+    preset = goodbooks_spec()
+    assert spec.interactions == dataclasses.replace(preset.interactions, file="ratings_subset")
+    assert spec.extra_interactions is None  # the subset has no to_read.csv
+    assert (spec.items, spec.item_tags, spec.users, spec.extra_files) == (
+        preset.items, preset.item_tags, preset.users, preset.extra_files)
+
+
+@pytest.mark.skipif(not (SHARED / "ratings_subset.csv").is_file(), reason="real ratings not present")
+def test_real_goodbooks_ratings_build_graph3(tmp_path) -> None:
+    """The real ratings (2,672 users) with the real metadata: the counts docs/DATA.md records."""
+    cfg = DataConfig(source="csv", csv_spec="configs/data/goodbooks-ratings.yaml")
+    path, _ = build_bundle(cfg, SHARED, tmp_path / "bundle")
+    counts = load_bundle(path).meta["counts"]
+    assert counts["num_nodes"]["user"] == 2668 and counts["num_nodes"]["book"] == 7770
+    assert counts["splits"] == {"train": 192177, "val": 2668, "test": 2668}
+    assert counts["num_edges"]["book__has_tag__tag"] == 388453

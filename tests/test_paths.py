@@ -42,6 +42,18 @@ def test_excluded_pairs_and_new_items_leave_the_history_and_new_items_lose_co_ed
                           torch.tensor([0.0, 0.8, 0.25, 0.0]))
 
 
+def test_a_positive_is_scored_with_co_weights_that_leave_its_user_out() -> None:
+    # items 0, 1 with 3 and 2 users, 2 users having both: cosine 2 / sqrt(6); without one of them
+    # 1 / sqrt(2 * 1)
+    cos = 2 / 6 ** 0.5
+    rel = {"co_items": (torch.tensor([0]), torch.tensor([1]), torch.tensor([cos]))}
+    term = PathTerm(2, rel, 0.0, False, item_counts=torch.tensor([3.0, 2.0]))
+    indptr, items = history_csr(torch.tensor([[0, 0], [0, 1]]), 1)
+    plain = term.scores(indptr, items, torch.tensor([0]))[0, 1]
+    trained = term.scores(indptr, items, torch.tensor([0]), exclude=torch.tensor([[0, 1]]))[0, 1]
+    assert torch.isclose(plain, torch.tensor(cos)) and torch.isclose(trained, torch.tensor(1 / 2 ** 0.5))
+
+
 def test_per_edge_offsets_are_learned_from_the_loss() -> None:
     term = _term(edge_weights=True)
     indptr, items = history_csr(torch.tensor([[0, 0]]), 1)
@@ -60,7 +72,7 @@ def test_graphsage_with_paths_scores_training_and_ranking_alike(mode) -> None:
     changes no path into it, so with one positive per user training and ranking scores agree (with
     path_norm 0: the normaliser counts the history, which is one item shorter in training)."""
     model, bundle = _model("graphsage", "train.mode=sampled", mode, "model.path=[co_items,similar]", "model.path_top_k=5",
-                           "model.path_norm=0")
+                           "model.path_norm=0", "model.path_leave_user_out=false")
     assert model.path is not None and model.path.num_edges > 0
     with torch.no_grad():
         model.path.alpha.fill_(3.0)  # a term large enough to matter

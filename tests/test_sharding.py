@@ -34,12 +34,14 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "debug.yaml"
 RUN_TIMEOUT_S = 300
 # The full-graph regime of configs/demo.yaml (softmax over every item, mask_seen, cosine, item
-# bias, id_dropout: its random draws must stay in step) on the debug data, in seconds. 1,024
+# bias, id_dropout: its random draws must stay in step), plus the path term, on the debug data. 1,024
 # seed edges an epoch in batches of 256: 4 global steps an epoch, 8 in all.
 SHARDED = ["dist.sharding=users", "train.mode=full_graph", "train.loss=softmax", "train.softmax_per_user=true",
            "train.mask_seen=true", "model.score=cosine", "model.temperature=0.2", "model.item_bias=true",
            "model.id_dropout=0.1", "train.l2=0", "train.edges_per_epoch=1024", "train.lr=0.005",
-           "train.checkpoint_every=2", "train.resume=auto"]
+           "train.checkpoint_every=2", "train.resume=auto",
+           # the path term over TF-IDF similar books: item-side parameters fed by every rank's users
+           "model.path=[similar]"]
 TIMING = ("epoch_time_s", "edges_per_s", "allreduce_s_per_step", "peak_rss_mib")
 
 

@@ -11,17 +11,36 @@ test NDCG@10 (reported once per final model) are kept apart.
 """
 from __future__ import annotations
 
+import json
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from graphrec_dist.benchmarks.common import BenchError, carried_models
+from graphrec_dist.benchmarks.common import BenchError, carried_models, python_cmd, run_child
 from graphrec_dist.benchmarks.plan import BenchPlan
 from graphrec_dist.benchmarks.quality import preset_for, run_name, summarize_run
 from graphrec_dist.benchmarks.runs import train_run
 
 METRICS = ("hit@10", "ndcg@10", "ndcg@20", "mrr")
+POPULARITY_GROUPS = 5  # test rows cut by their item's training count (graphrec-dist evaluate --by-popularity)
+
+
+def popularity_breakdown(run_dir: str | Path, groups: int = POPULARITY_GROUPS) -> list[dict[str, Any]]:
+    """Test metrics of a finished run per popularity group of the held-out items, from
+    ``graphrec-dist evaluate --by-popularity`` in a child (cached beside the run)."""
+    cache = Path(run_dir) / f"by_popularity_test_{groups}.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    log = Path(run_dir) / "by_popularity.log"
+    res = run_child(python_cmd("-m", "graphrec_dist", "evaluate", "--run", str(run_dir), "--split", "test",
+                               "--by-popularity", str(groups)), 1800, log)
+    if res.returncode != 0:
+        raise BenchError(f"evaluate --by-popularity on {run_dir} failed (exit code {res.returncode}); see {log}.err")
+    text = log.read_text()
+    groups_out = json.loads(text[text.index("{"):])["by_popularity"]
+    cache.write_text(json.dumps(groups_out))
+    return groups_out
 
 
 @dataclass(frozen=True)
@@ -68,11 +87,18 @@ def model_runs(plan: BenchPlan, model: str, data: RealData) -> dict[str, Any]:
                                       invocation=plan.invocation, reuse=plan.reuse))
         seeds[str(seed)] = {"val_ndcg@10": run["best_val_ndcg@10"], "test": run["test"],
                             "best_val_epoch": run["best_val_epoch"], "train_s": run["train_s"],
-                            "wall_s": run["wall_s"], "command": run["command"]}
+                            "wall_s": run["wall_s"], "command": run["command"],
+                            "by_popularity": popularity_breakdown(run["run_dir"])}
     summary = {"val_ndcg@10": mean_std([s["val_ndcg@10"] for s in seeds.values() if s["val_ndcg@10"] is not None])}
     for m in METRICS:
         summary[f"test_{m}"] = mean_std([s["test"][m] for s in seeds.values() if s["test"].get(m) is not None])
     summary["wall_s"] = mean_std([s["wall_s"] for s in seeds.values()])
+    # Group g's NDCG@10 over seeds (the groups' count ranges differ a little per split).
+    per_group = [[s["by_popularity"][g]["ndcg@10"] for s in seeds.values() if len(s["by_popularity"]) > g]
+                 for g in range(max(len(s["by_popularity"]) for s in seeds.values()))]
+    summary["by_popularity_ndcg@10"] = [mean_std(v) for v in per_group]
+    first = next(iter(seeds.values()))["by_popularity"]
+    summary["by_popularity_train_count"] = [g["train_count"] for g in first]
     return {"preset": preset, "short_command": " ".join(["graphrec-dist train", preset, *extra, "…"]),
             "seeds": seeds, "summary": summary}
 

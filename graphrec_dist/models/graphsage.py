@@ -332,6 +332,7 @@ class GraphSAGERecommender(Recommender):
                         BOOK: book_counts == 0}
         # model.path: the high-rank path term over each user's training items (models/paths.py).
         self.path = build_path_term(cfg, bundle)
+        self.path_decay = cfg.model.path_decay
         self._history = history_csr(bundle.train, bundle.num_users) if self.path is not None else None
 
     def use_context(self, ctx: DistContext) -> None:
@@ -340,6 +341,11 @@ class GraphSAGERecommender(Recommender):
             raise ValueError(f"the model holds users of a {self.shard.world_size}-rank shard, "
                              f"not of {ctx.world_size} ranks")
         self.dist = ctx
+
+    def decay_overrides(self) -> dict[str, float]:
+        """AdamW decay of the path term's per-edge offsets (``model.path_decay``): a free weight per
+        edge would otherwise fit the training pairs (an unregularised sparse item-item model)."""
+        return {"path.delta": self.path_decay} if self.path is not None and self.path.delta is not None else {}
 
     def owned_parameters(self) -> set[str]:
         """Names of the parameters whose rows are this rank's users alone (no gradient all-reduce;

@@ -91,7 +91,9 @@ class PathTerm(nn.Module):
     """The learned path weights and the scores they give; see the module docstring."""
 
     def __init__(self, num_items: int, relations: dict[str, tuple[Tensor, Tensor, Tensor]], norm: float,
-                 edge_weights: bool):
+                 edge_weights: bool, item_counts: Optional[Tensor] = None):
+        """``item_counts``: training interactions per item, for the leave-user-out correction of
+        co-interaction weights (see :meth:`scores`); None: no correction."""
         super().__init__()
         self.num_items, self.norm, self.names = num_items, norm, list(relations)
         src = torch.cat([r[0] for r in relations.values()]).long()
@@ -105,9 +107,25 @@ class PathTerm(nn.Module):
         self._crow[1:] = torch.cumsum(torch.bincount(self._dst, minlength=num_items), 0)
         co = torch.tensor([n == "co_items" for n in self.names], dtype=torch.bool)
         self._co = co[self._rel] if len(self._rel) else torch.zeros(0, dtype=torch.bool)
+        self._loo = self._leave_user_out(item_counts)
         self.alpha = nn.Parameter(torch.ones(len(relations)))
         self.delta = nn.Parameter(torch.zeros(len(src))) if edge_weights else None
         self.dropout = 0.0  # model.path_dropout, applied by the model while training
+
+    def _leave_user_out(self, item_counts: Optional[Tensor]) -> Tensor:
+        """Per edge, how its co-interaction cosine ``c / sqrt(n_src n_dst)`` changes when one user
+        who has both items is left out: ``(c-1) / sqrt((n_src-1)(n_dst-1))`` minus the cosine
+        (0 off co_items edges). A training positive would otherwise be predicted by co-counts
+        that its own interaction made, which a held-out item never is."""
+        out = torch.zeros(len(self._src))
+        if item_counts is None or not self._co.any():
+            return out
+        n_src, n_dst = item_counts[self._src].double(), item_counts[self._dst].double()
+        cos = self._base.double()
+        count = torch.round(cos * torch.sqrt(n_src * n_dst))
+        rest = torch.sqrt((n_src - 1).clamp(min=0) * (n_dst - 1).clamp(min=0))
+        left = torch.where(rest > 0, (count - 1).clamp(min=0) / rest.clamp(min=1e-12), torch.zeros_like(rest))
+        return torch.where(self._co, left - cos, torch.zeros_like(cos)).float()
 
     @property
     def num_edges(self) -> int:
@@ -122,7 +140,8 @@ class PathTerm(nn.Module):
         """[len(rows), num_items] path scores of the users ``rows`` of history CSR (indptr, items).
 
         ``exclude``: int64 [n, 2] (row position, item) pairs left out of the histories (training:
-        each positive is scored from the rest of its user's history). ``new_items``: bool
+        each positive is scored from the rest of its user's history, and the co-interaction
+        weights into it leave its user out). ``new_items``: bool
         [num_items], items treated as new (no history entries, no co-interaction edges).
         ``dropout``: share of history entries dropped at random (training).
         Costs one sparse x dense product: edges x len(rows) multiply-adds."""
@@ -143,7 +162,18 @@ class PathTerm(nn.Module):
         values = self.edge_values()
         if new_items is not None and self._co.any():
             values = values.masked_fill(self._co & new_items[self._dst], 0.0)
-        return _PathSpMM.apply(values, self._crow, self._src, self._dst, x).T
+        out = _PathSpMM.apply(values, self._crow, self._src, self._dst, x)  # [num_items, len(rows)]
+        if exclude is not None and len(exclude) and bool(self._loo.any()):
+            out = out + self._positive_correction(exclude, x, out.shape)
+        return out.T
+
+    def _positive_correction(self, pairs: Tensor, x: Tensor, shape: torch.Size) -> Tensor:
+        """[num_items, rows] the leave-user-out change of the scores of ``pairs`` (row, item): the
+        in-edges of each pair's item from its row's (weighted) history."""
+        owner, edge = csr_rows(self._crow, pairs[:, 1])
+        row, item = pairs[owner, 0], pairs[owner, 1]
+        change = self.alpha[self._rel[edge]] * self._loo[edge] * x[self._src[edge], row]
+        return torch.zeros(shape).index_put((item, row), change, accumulate=True)
 
 
 def build_path_term(cfg, bundle: Bundle) -> Optional[PathTerm]:
@@ -151,9 +181,12 @@ def build_path_term(cfg, bundle: Bundle) -> Optional[PathTerm]:
     m = cfg.model
     if not m.path:
         return None
+    counts = torch.bincount(bundle.train[:, 1], minlength=bundle.num_books)
     term = PathTerm(bundle.num_books, path_relations(bundle, list(m.path), m.path_top_k), m.path_norm,
-                    m.path_edge_weights)
+                    m.path_edge_weights, counts if m.path_leave_user_out else None)
     term.dropout = m.path_dropout
+    with torch.no_grad():
+        term.alpha.fill_(m.path_init)
     return term
 
 
