@@ -72,6 +72,8 @@ def test_machine_info_describes_cpu_libraries_and_backends():
 
 def test_sections_parse_in_canonical_order_and_unknown_ones_are_user_errors():
     assert parse_sections("sampling,quality") == ["quality", "sampling"]
+    assert "realbooks" in parse_sections("all") and "realbooks" not in parse_sections("all", full=False)
+    assert parse_sections("realbooks", full=False) == ["realbooks"]
     with pytest.raises(UserError, match="nope"):
         parse_sections("sampling,nope")
     assert top_cli.main(["bench", "--sections", "nope", "--no-report"]) == 2
@@ -438,6 +440,9 @@ def test_realdata_runs_every_model_on_every_split_seed_and_reports_mean_and_std(
                 "test_metrics": {"ndcg@10": ndcg, "hit@10": 2 * ndcg, "ndcg@20": ndcg, "mrr": ndcg, "best_epoch": 0}}
 
     monkeypatch.setattr(realdata, "train_run", fake_train_run)
+    monkeypatch.setattr(realdata, "popularity_breakdown",
+                        lambda run_dir: [{"train_count": [1, 9], "rows": 5, "ndcg@10": 0.1},
+                                         {"train_count": [10, 99], "rows": 5, "ndcg@10": 0.3}])
     raw = tmp_path / "ml"
     plan = BenchPlan(mode="reduced", out_dir=tmp_path / "bench_out", real_data_dir=str(raw), real_seeds=[0, 1, 2],
                      quality_models=["ease", "graphsage_ui", "graphsage"])
@@ -461,6 +466,7 @@ def test_realdata_runs_every_model_on_every_split_seed_and_reports_mean_and_std(
     text = report.generate(out, docs).read_text()
     assert "| ease | 0.1850 ± 0.0100 | **0.1900 ± 0.0100** |" in text
     assert "graphsage trails the best baseline, ease (0.1800 vs 0.1900 test NDCG@10, 95%)" in text
+    assert "| model | 1–9 | 10–99 |" in text and "| ease | 0.1000 ± 0.0000 | 0.3000 ± 0.0000 |" in text
 
     # --models graphsage: only graphsage trains; the other rows come from the JSON just written
     calls.clear()
