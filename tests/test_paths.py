@@ -71,8 +71,8 @@ def test_graphsage_with_paths_scores_training_and_ranking_alike(mode) -> None:
     """A positive's training score leaves it out of its user's history; with no self loops that
     changes no path into it, so with one positive per user training and ranking scores agree (with
     path_norm 0: the normaliser counts the history, which is one item shorter in training)."""
-    model, bundle = _model("graphsage", "train.mode=sampled", mode, "model.path=[co_items,similar]", "model.path_top_k=5",
-                           "model.path_norm=0", "model.path_leave_user_out=false")
+    model, bundle = _model("graphsage", "train.mode=sampled", mode, "model.path=[co_items,similar]",
+                           "model.path_top_k=5", "model.path_norm=0", "model.path_leave_user_out=false")
     assert model.path is not None and model.path.num_edges > 0
     with torch.no_grad():
         model.path.alpha.fill_(3.0)  # a term large enough to matter

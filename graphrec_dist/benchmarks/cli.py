@@ -70,9 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="epochs of every trained model in the quality table: a number, or 'preset' for each "
                         "preset's own epochs and validation schedule (default: 5 reduced, preset with --full)")
     p.add_argument("--models", default=None, metavar="M1,M2",
-                   help="quality, realdata and realbooks sections: train only these models and keep the other models' rows "
-                        "from the section's earlier JSON in --out, when that was measured on the same data (for "
-                        f"one changed preset); any of {', '.join(QUALITY_MODELS)}")
+                   help="quality, realdata and realbooks sections: train only these models and keep the other "
+                        "models' rows from the section's earlier JSON in --out, when that was measured on the "
+                        f"same data (for one changed preset); any of {', '.join(QUALITY_MODELS)}")
     p.add_argument("--ablation", action="store_true",
                    help="quality section: also train graphsage without each side relation")
     p.add_argument("--jobs", type=int, default=None,

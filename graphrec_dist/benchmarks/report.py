@@ -32,8 +32,8 @@ from graphrec_dist.benchmarks.report_text import (
 )
 from graphrec_dist.io_utils import write_text_atomic
 
-SECTION_NAMES = ("quality", "realdata", "realbooks", "inductive", "sampled_speed", "serving", "training", "evaluation", "sampling",
-                 "scaling", "sharding", "memory", "sweep")
+SECTION_NAMES = ("quality", "realdata", "realbooks", "inductive", "sampled_speed", "serving", "training",
+                 "evaluation", "sampling", "scaling", "sharding", "memory", "sweep")
 
 
 def draw(sections: dict[str, dict[str, Any] | None], img_dir: Path) -> dict[str, Path]:

@@ -33,10 +33,10 @@ from graphrec_dist.block_sampler import BlockSampler
 from graphrec_dist.data.bundle import BOOK, RATES, REV_RATES, USER, Bundle
 from graphrec_dist.data.graph3 import co_interaction_edges
 from graphrec_dist.distributed import DistContext, all_gather_rows, all_reduce_sum, shard, sum_over_ranks
-from graphrec_dist.models.hetero_layer import fused_forward
-from graphrec_dist.models.paths import PathScorer, build_path_term, history_csr
 from graphrec_dist.models.base import BPROutput, EmbeddingScorer, Recommender, TripletBatch, training_graph
+from graphrec_dist.models.hetero_layer import fused_forward
 from graphrec_dist.models.mf import ego_reg, triplet_scores
+from graphrec_dist.models.paths import PathScorer, build_path_term, history_csr
 from graphrec_dist.models.sparse import (
     AdjPair,
     PartialAdj,

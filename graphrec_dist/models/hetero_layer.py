@@ -17,10 +17,9 @@ from __future__ import annotations
 
 from typing import Optional
 
-import torch
 from torch import Tensor, nn
 
-from graphrec_dist.models.sparse import AdjPair, PartialAdj, RowTotals
+from graphrec_dist.models.sparse import AdjPair, RowTotals
 
 EdgeType = tuple[str, str, str]
 
