@@ -132,8 +132,10 @@ class PathTerm(nn.Module):
         return int(self._src.numel())
 
     def edge_values(self) -> Tensor:
-        w = self.alpha[self._rel] * self._base
-        return w if self.delta is None else w + self.delta
+        """Every edge's weight, on the CPU with the graph (the parameters may live on a GPU; the
+        gradient flows back through the copy)."""
+        w = self.alpha.cpu()[self._rel] * self._base
+        return w if self.delta is None else w + self.delta.cpu()
 
     def scores(self, indptr: Tensor, items: Tensor, rows: Tensor, exclude: Optional[Tensor] = None,
                new_items: Optional[Tensor] = None, dropout: float = 0.0) -> Tensor:
@@ -172,7 +174,7 @@ class PathTerm(nn.Module):
         in-edges of each pair's item from its row's (weighted) history."""
         owner, edge = csr_rows(self._crow, pairs[:, 1])
         row, item = pairs[owner, 0], pairs[owner, 1]
-        change = self.alpha[self._rel[edge]] * self._loo[edge] * x[self._src[edge], row]
+        change = self.alpha.cpu()[self._rel[edge]] * self._loo[edge] * x[self._src[edge], row]
         return torch.zeros(shape).index_put((item, row), change, accumulate=True)
 
 
@@ -200,5 +202,5 @@ class PathScorer:
 
     @torch.no_grad()
     def scores(self, users: Tensor) -> Tensor:
-        users = users.to(self.user_emb.device)
-        return self.user_emb[users] @ self.item_emb.T + self.path.scores(self.indptr, self.items, users.cpu())
+        dot = self.user_emb[users.to(self.user_emb.device)] @ self.item_emb.T
+        return dot + self.path.scores(self.indptr.cpu(), self.items.cpu(), users.cpu()).to(dot.device)
