@@ -306,8 +306,9 @@ def _sharding_requirements(cfg: Config) -> list[tuple[str, bool, str]]:
     """What user-sharded training supports, as (key, holds, expected). Why each one:
     - full-graph graphsage only: a sampled subgraph needs neighbours that live on other ranks;
     - sum/mean aggregation: a rank's partial sums over its users add up to the exact aggregate;
-    - the random ops left out (dropouts, co_items) would draw differently on each rank, so the
+    - the random ops left out (dropouts, path_dropout) would draw differently on each rank, so the
       replicated item side would drift apart between ranks;
+    - co-interaction relations (model.co_items, co_items paths) count every user's training pairs;
     - the evaluator's sampled protocol and per-user export deal out global user blocks."""
     m, t, e = cfg.model, cfg.train, cfg.eval
     return [("model.name", m.name in ("graphsage", "graphsage_ui"), "graphsage or graphsage_ui"),
@@ -318,8 +319,8 @@ def _sharding_requirements(cfg: Config) -> list[tuple[str, bool, str]]:
             ("model.dropout", m.dropout == 0, "0"),
             ("model.history_dropout", m.history_dropout == 0, "0"),
             ("model.co_items", m.co_items == 0, "0"),
-            # co-interaction paths are counted over all users' training pairs, which no rank holds
             ("model.path", "co_items" not in m.path, "no co_items (similar paths are supported)"),
+            ("model.path_dropout", m.path_dropout == 0, "0"),
             ("eval.protocol", e.protocol == "full", "full"),
             ("eval.export_per_user", not e.export_per_user, "false")]
 
