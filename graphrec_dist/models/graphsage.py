@@ -457,9 +457,10 @@ class GraphSAGERecommender(Recommender):
         hu, hb = self.scoring_vectors(h[USER][src], h[BOOK], batch[BOOK].n_id)
         pos_score, neg_score = triplet_scores(hu, hb[pos], hb[neg])
         book_ids = batch[BOOK].n_id
-        pos_path, neg_path, _ = self.path_scores(batch[USER].n_id[src], book_ids[pos], book_ids[neg], {})
+        pos_score, neg_score, _ = self.with_path(batch[USER].n_id[src], book_ids[pos], book_ids[neg],
+                                                 pos_score, neg_score, {})
         reg = ego_reg(x[USER][src], x[BOOK][pos], x[BOOK][neg], batch_size=len(src))
-        return BPROutput(pos_score + pos_path, neg_score + neg_path, reg)
+        return BPROutput(pos_score, neg_score, reg)
 
     def block_forward(self, batch: TripletBatch) -> BPROutput:
         """Sampled training on per-layer blocks (:mod:`graphrec_dist.block_sampler`): each layer
@@ -487,23 +488,24 @@ class GraphSAGERecommender(Recommender):
         hu, hb = self.scoring_vectors(h[USER][u], h[BOOK], books)
         pos_score, neg_score = triplet_scores(hu, hb[pos], hb[neg])
         # Book ids are global, so the path term reads the global ones (its new mask: all books).
-        pos_path, neg_path, _ = self.path_scores(batch.users, batch.pos, batch.neg, {})
+        pos_score, neg_score, _ = self.with_path(batch.users, batch.pos, batch.neg, pos_score, neg_score, {})
         reg = ego_reg(x[USER][u], x[BOOK][pos], x[BOOK][neg], batch_size=len(u))
-        return BPROutput(pos_score + pos_path, neg_score + neg_path, reg)
+        return BPROutput(pos_score, neg_score, reg)
 
-    def path_scores(self, users: Tensor, pos: Tensor, neg: Tensor, new: dict[str, Tensor]
-                    ) -> tuple[Tensor, Tensor, Optional[Tensor]]:
-        """The path term's (pos, neg) scores and [n, num_books] scores of the batch rows: each user
-        is scored from its training items less all of its positives in the batch."""
+    def with_path(self, users: Tensor, pos: Tensor, neg: Tensor, pos_score: Tensor, neg_score: Tensor,
+                  new: dict[str, Tensor]) -> tuple[Tensor, Tensor, Optional[Tensor]]:
+        """(pos, neg) scores plus the path term, and its [n, num_books] scores of the batch rows
+        (None without ``model.path``): each user is scored from its training items less all of its
+        positives in the batch."""
         if self.path is None:
-            return pos.new_zeros(()), neg.new_zeros(()), None
+            return pos_score, neg_score, None
         distinct, row = torch.unique(users.cpu(), return_inverse=True)
         exclude = torch.stack([row, pos.cpu()], dim=1)
         new_items = new.get(BOOK).cpu() if self.training and BOOK in new else None
         dropout = self.path.dropout if self.training else 0.0
         extra = self.path.scores(*self._history, distinct, exclude, new_items, dropout)[row].to(users.device)
         n = torch.arange(len(users), device=users.device)
-        return extra[n, pos], extra.gather(1, neg), extra
+        return pos_score + extra[n, pos], neg_score + extra.gather(1, neg), extra
 
     def full_graph_forward(self, batch: TripletBatch) -> BPROutput:
         """The layers over the whole graph, then the batch's scores (and every book's vector).
@@ -550,9 +552,9 @@ class GraphSAGERecommender(Recommender):
             h = self.encoder.layer(i, h, per_layer[i], {})
         hu, hb = self.scoring_vectors(h[USER][batch.users], h[BOOK])
         pos_score, neg_score = triplet_scores(hu, hb[batch.pos], hb[batch.neg])
-        pos_path, neg_path, extra = self.path_scores(batch.users, batch.pos, batch.neg, new)
+        pos_score, neg_score, extra = self.with_path(batch.users, batch.pos, batch.neg, pos_score, neg_score, new)
         reg = ego_reg(x[USER][batch.users], x[BOOK][batch.pos], x[BOOK][batch.neg], batch_size=len(batch.users))
-        return BPROutput(pos_score + pos_path, neg_score + neg_path, reg, hu, hb, extra)
+        return BPROutput(pos_score, neg_score, reg, hu, hb, extra)
 
     def forward(self, batch) -> BPROutput:
         return self.bpr_forward(batch)
