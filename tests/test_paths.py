@@ -66,6 +66,30 @@ def test_per_edge_offsets_are_learned_from_the_loss() -> None:
     assert term.delta.grad[edge(2, 1)] == 0  # on no path of this history
 
 
+def test_both_products_give_the_same_scores_and_gradients() -> None:
+    """The CSR kernel and the enumeration of history entries' out-edges are one product."""
+    g = torch.Generator().manual_seed(0)
+    n, e = 30, 200
+    rel = {"co_items": (torch.randint(0, n, (e,), generator=g), torch.randint(0, n, (e,), generator=g),
+                        torch.rand(e, generator=g))}
+    term = PathTerm(n, rel, 0.5, True)
+    with torch.no_grad():
+        term.delta.copy_(torch.randn(term.num_edges, generator=g))
+    x = (torch.rand(n, 7, generator=g) < 0.2).float() * torch.rand(n, 7, generator=g)
+    weight = torch.randn(n, 7, generator=g)
+    grads = []
+    for cost in (1e12, 0.0):  # a scatter priced out (the CSR kernel), then free (enumerated)
+        term.SCATTER_COST = cost
+        values = term.edge_values()
+        values.retain_grad()
+        out = term._product(values, x)
+        (out * weight).sum().backward()
+        grads.append((out.detach(), values.grad.clone()))
+    assert torch.allclose(grads[0][0], grads[1][0], atol=1e-5)
+    assert torch.allclose(grads[0][1], grads[1][1], atol=1e-5)
+    assert float(grads[0][0].abs().sum()) > 0 and float(grads[0][1].abs().sum()) > 0
+
+
 @pytest.mark.parametrize("mode", ["train.mode=full_graph", "train.num_neighbors=[-1,-1]"])
 def test_graphsage_with_paths_scores_training_and_ranking_alike(mode) -> None:
     """A positive's training score leaves it out of its user's history; with no self loops that

@@ -1,0 +1,69 @@
+"""The path term's two products, side by side, on a config's data and batch size.
+
+    python -m graphrec_dist.benchmarks.path_product CONFIG [overrides ...] [--rounds 6]
+
+The term (``model.path``, default ``[co_items]`` if the config has none) scores a training batch's
+distinct users over every item: forward and the values' gradient, as training does. Rounds
+alternate between the CSR kernel (edges x users multiply-adds) and the enumeration of history
+entries' out-edges, so that a busy machine slows both alike. Prints the mean milliseconds of each
+(fastest and slowest round dropped), their multiply-add counts and the cost ratio per multiply-add,
+which is what ``PathTerm.SCATTER_COST`` stands for.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from graphrec_dist.config import load_config
+from graphrec_dist.data.prepare import prepare_bundle
+from graphrec_dist.models.paths import build_path_term, history_csr
+
+
+def compare(config: str, overrides: list[str], rounds: int = 6) -> dict[str, float]:
+    torch.set_num_threads(1)
+    cfg = load_config(config, overrides)
+    if not cfg.model.path:
+        cfg = load_config(config, [*overrides, "model.path=[co_items]"])
+    bundle = prepare_bundle(cfg.data)
+    term = build_path_term(cfg, bundle)
+    indptr, items = history_csr(bundle.train, bundle.num_users)
+    gen = torch.Generator().manual_seed(0)
+    times: dict[str, list[float]] = {"csr": [], "enumerated": []}
+    counts: dict[str, list[int]] = {"csr": [], "enumerated": []}
+    for _ in range(rounds):
+        rows = bundle.train[torch.randint(len(bundle.train), (cfg.train.batch_size,), generator=gen)]
+        users = torch.unique(rows[:, 0])
+        for product, cost in (("csr", float("inf")), ("enumerated", 0.0)):
+            term.SCATTER_COST = cost
+            start = time.perf_counter()
+            out = term.scores(indptr, items, users)
+            out.sum().backward()
+            times[product].append(1000 * (time.perf_counter() - start))
+        counts["csr"].append(term.num_edges * len(users))
+        hist = items[torch.cat([torch.arange(indptr[u], indptr[u + 1]) for u in users.tolist()])]
+        counts["enumerated"].append(int((term._out_ptr[hist + 1] - term._out_ptr[hist]).sum()))
+    ms = {p: sum(sorted(t)[1:-1]) / max(len(t) - 2, 1) for p, t in times.items()}
+    madds = {p: sum(c) / len(c) for p, c in counts.items()}
+    per_madd = {p: ms[p] / madds[p] for p in ms}
+    return {"csr_ms": ms["csr"], "enumerated_ms": ms["enumerated"], "csr_madds": madds["csr"],
+            "enumerated_madds": madds["enumerated"], "scatter_cost": per_madd["enumerated"] / per_madd["csr"]}
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    p = argparse.ArgumentParser(prog="python -m graphrec_dist.benchmarks.path_product", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--rounds", type=int, default=6)
+    args = p.parse_args(argv)
+    r = compare(args.config, args.overrides, args.rounds)
+    print(f"csr {r['csr_ms']:.1f} ms ({r['csr_madds'] / 1e6:.1f}M multiply-adds), enumerated "
+          f"{r['enumerated_ms']:.1f} ms ({r['enumerated_madds'] / 1e6:.1f}M); one scattered multiply-add "
+          f"costs {r['scatter_cost']:.1f} of the kernel's")
+    return r
+
+
+if __name__ == "__main__":
+    main()
