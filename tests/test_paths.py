@@ -1,11 +1,14 @@
 import pytest
 import torch
 from test_graphsage import _model
+from test_sampling import toy_bundle
 
 from graphrec_dist.config import load_config
+from graphrec_dist.data.bundle import SIMILAR
 from graphrec_dist.distributed import DistContext
 from graphrec_dist.errors import ConfigError
 from graphrec_dist.losses import full_softmax_loss
+from graphrec_dist.models import build_model
 from graphrec_dist.models.base import TripletBatch
 from graphrec_dist.models.paths import PathScorer, PathTerm, history_csr
 
@@ -129,3 +132,19 @@ def test_path_co_items_is_refused_under_user_sharding() -> None:
     with pytest.raises(ConfigError, match="model.path"):
         load_config("configs/debug.yaml", ["dist.sharding=users", "train.mode=full_graph", "model.path=[co_items]"])
     load_config("configs/debug.yaml", ["dist.sharding=users", "train.mode=full_graph", "model.path=[similar]"])
+
+
+def test_a_model_without_side_relations_gets_no_similar_paths() -> None:
+    """graphsage_ui (and model.exclude_relations=[similar]) leave the TF-IDF edges out of their graph,
+    so their path term cannot bring them back in."""
+    bundle = toy_bundle()
+    bundle.graph[SIMILAR].edge_index = torch.tensor([[0, 1, 2], [1, 2, 0]])
+    bundle.graph[SIMILAR].edge_weight = torch.tensor([0.5, 0.4, 0.3])
+
+    def path_edges(name: str, *extra: str) -> int:
+        cfg = load_config(None, [f"model.name={name}", "model.emb_dim=8", "model.path=[similar]", *extra])
+        return build_model(cfg, bundle).path.num_edges
+
+    assert path_edges("graphsage") == 3
+    assert path_edges("graphsage_ui") == 0
+    assert path_edges("graphsage", "model.exclude_relations=[similar]") == 0

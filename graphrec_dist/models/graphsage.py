@@ -331,7 +331,7 @@ class GraphSAGERecommender(Recommender):
         self._unseen = {USER: torch.bincount(bundle.train[:, 0], minlength=bundle.num_users) == 0,
                         BOOK: book_counts == 0}
         # model.path: the high-rank path term over each user's training items (models/paths.py).
-        self.path = build_path_term(cfg, bundle)
+        self.path = build_path_term(cfg, bundle, graph)
         self.path_decay = cfg.model.path_decay
         self._history = history_csr(bundle.train, bundle.num_users) if self.path is not None else None
 

@@ -32,8 +32,12 @@ from graphrec_dist.models.sparse import csr_rows
 RELATIONS = ("co_items", "similar")
 
 
-def path_relations(bundle: Bundle, names: list[str], top_k: int) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
-    """Per relation name, its (src, dst, weight) item-item edges (training data only)."""
+def path_relations(bundle: Bundle, names: list[str], top_k: int,
+                   graph=None) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
+    """Per relation name, its (src, dst, weight) item-item edges (training data only). ``graph``:
+    the model's message graph (default the bundle's): a model that leaves ``similar`` out of it
+    (graphsage_ui, ``model.exclude_relations``) gets that relation empty here too."""
+    graph = bundle.graph if graph is None else graph
     out = {}
     for name in names:
         if name == "co_items":
@@ -41,7 +45,7 @@ def path_relations(bundle: Bundle, names: list[str], top_k: int) -> dict[str, tu
             src, dst, w = co_interaction_edges(train[:, 0], train[:, 1], bundle.num_books, top_k)
             out[name] = (torch.from_numpy(src), torch.from_numpy(dst), torch.from_numpy(w).float())
         elif name == "similar":
-            store = bundle.graph[SIMILAR] if SIMILAR in bundle.graph.edge_types else None
+            store = graph[SIMILAR] if SIMILAR in graph.edge_types else None
             if store is None:  # a dataset without item text: the relation is empty
                 out[name] = (torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), torch.zeros(0))
             else:
@@ -208,13 +212,14 @@ class PathTerm(nn.Module):
         return torch.zeros(shape).index_put((item, row), change, accumulate=True)
 
 
-def build_path_term(cfg, bundle: Bundle) -> Optional[PathTerm]:
-    """The :class:`PathTerm` of ``cfg.model`` (None when ``model.path`` is empty)."""
+def build_path_term(cfg, bundle: Bundle, graph=None) -> Optional[PathTerm]:
+    """The :class:`PathTerm` of ``cfg.model`` over ``graph``'s relations (see :func:`path_relations`;
+    None when ``model.path`` is empty)."""
     m = cfg.model
     if not m.path:
         return None
     counts = torch.bincount(bundle.train[:, 1], minlength=bundle.num_books)
-    term = PathTerm(bundle.num_books, path_relations(bundle, list(m.path), m.path_top_k), m.path_norm,
+    term = PathTerm(bundle.num_books, path_relations(bundle, list(m.path), m.path_top_k, graph), m.path_norm,
                     m.path_edge_weights, counts if m.path_leave_user_out else None)
     term.dropout = m.path_dropout
     with torch.no_grad():
