@@ -10,7 +10,7 @@ from graphrec_dist.errors import ConfigError
 from graphrec_dist.losses import full_softmax_loss
 from graphrec_dist.models import build_model
 from graphrec_dist.models.base import TripletBatch
-from graphrec_dist.models.paths import PathScorer, PathTerm, history_csr
+from graphrec_dist.models.paths import PathScorer, PathTerm, _PathSpMM, history_csr
 
 
 def _term(edge_weights: bool = False, norm: float = 0.0) -> PathTerm:
@@ -69,8 +69,11 @@ def test_per_edge_offsets_are_learned_from_the_loss() -> None:
     assert term.delta.grad[edge(2, 1)] == 0  # on no path of this history
 
 
-def test_both_products_give_the_same_scores_and_gradients() -> None:
-    """The CSR kernel and the enumeration of history entries' out-edges are one product."""
+@pytest.mark.parametrize("dense_grad", [0, 10**9])
+def test_both_products_give_the_same_scores_and_gradients(dense_grad: int, monkeypatch) -> None:
+    """The CSR kernel (its gradient chunked by edges or from one dense product) and the
+    enumeration of history entries' out-edges are one product."""
+    monkeypatch.setattr(_PathSpMM, "DENSE_GRAD_RATIO", dense_grad)
     g = torch.Generator().manual_seed(0)
     n, e = 30, 200
     rel = {"co_items": (torch.randint(0, n, (e,), generator=g), torch.randint(0, n, (e,), generator=g),
