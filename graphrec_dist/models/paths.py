@@ -186,7 +186,8 @@ class PathTerm(nn.Module):
 
     # A scattered multiply-add costs about this many of the CSR kernel's (12.5 and 13.8 on real
     # Goodbooks and MovieLens 100K, 2026-12-03, with
-    # ``python -m graphrec_dist.benchmarks.path_product``).
+    # ``python -m graphrec_dist.benchmarks.path_product``, before the kernel's dense gradient made
+    # it cheaper still: 29 on MovieLens after; the choice is the same on both and on the demo data).
     SCATTER_COST = 12.0
 
     def _product(self, values: Tensor, x: Tensor) -> Tensor:
