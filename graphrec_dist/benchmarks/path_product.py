@@ -19,6 +19,7 @@ import torch
 from graphrec_dist.config import load_config
 from graphrec_dist.data.prepare import prepare_bundle
 from graphrec_dist.models.paths import build_path_term, history_csr
+from graphrec_dist.models.sparse import csr_rows
 
 
 def compare(config: str, overrides: list[str], rounds: int = 6) -> dict[str, float]:
@@ -42,7 +43,7 @@ def compare(config: str, overrides: list[str], rounds: int = 6) -> dict[str, flo
             out.sum().backward()
             times[product].append(1000 * (time.perf_counter() - start))
         counts["csr"].append(term.num_edges * len(users))
-        hist = items[torch.cat([torch.arange(indptr[u], indptr[u + 1]) for u in users.tolist()])]
+        hist = items[csr_rows(indptr, users)[1]]
         counts["enumerated"].append(int((term._out_ptr[hist + 1] - term._out_ptr[hist]).sum()))
     ms = {p: sum(sorted(t)[1:-1]) / max(len(t) - 2, 1) for p, t in times.items()}
     madds = {p: sum(c) / len(c) for p, c in counts.items()}
