@@ -63,7 +63,8 @@ def test_per_edge_offsets_are_learned_from_the_loss() -> None:
     loss = -torch.log_softmax(term.scores(indptr, items, torch.tensor([0])), dim=1)[0, 2]
     loss.backward()
     def edge(src: int, dst: int) -> int:
-        return int(((term._src == src) & (term._dst == dst)).nonzero())
+        srcs, dsts = term.edges()
+        return int(((srcs == src) & (dsts == dst)).nonzero())
     assert term.delta.grad[edge(0, 2)] < 0  # the 0->2 edge leads to the positive: pushed up
     assert term.delta.grad[edge(0, 1)] > 0  # 0->1 leads to a competitor: pushed down
     assert term.delta.grad[edge(2, 1)] == 0  # on no path of this history
@@ -88,12 +89,39 @@ def test_both_products_give_the_same_scores_and_gradients(dense_grad: int, monke
         term.SCATTER_COST = cost
         values = term.edge_values()
         values.retain_grad()
-        out = term._product(values, x)
+        out = term._product(x, values=values)
         (out * weight).sum().backward()
         grads.append((out.detach(), values.grad.clone()))
     assert torch.allclose(grads[0][0], grads[1][0], atol=1e-5)
     assert torch.allclose(grads[0][1], grads[1][1], atol=1e-5)
     assert float(grads[0][0].abs().sum()) > 0 and float(grads[0][1].abs().sum()) > 0
+
+
+@pytest.mark.parametrize("scatter_cost", [0.0, 1e12])
+def test_fixed_weights_give_the_differentiated_products_scores_and_scale_gradients(scatter_cost: float) -> None:
+    """Without per-edge offsets each relation's product is taken without autograd and only its
+    scale is differentiated: the same scores and alpha gradients as differentiating every edge
+    weight, with new items' co-interaction edges masked alike."""
+    g = torch.Generator().manual_seed(1)
+    n, e = 30, 200
+    rel = {name: (torch.randint(0, n, (e,), generator=g), torch.randint(0, n, (e,), generator=g),
+                  torch.rand(e, generator=g)) for name in ("co_items", "similar")}
+    term = PathTerm(n, rel, 0.5, False)
+    term.SCATTER_COST = term.FIXED_SCATTER_COST = scatter_cost
+    with torch.no_grad():
+        term.alpha.copy_(torch.tensor([0.7, -1.3]))
+    x = (torch.rand(n, 7, generator=g) < 0.2).float()
+    new = torch.rand(n, generator=g) < 0.3
+    weight = torch.randn(n, 7, generator=g)
+    results = []
+    for values in (None, "every edge"):
+        term.alpha.grad = None
+        out = term._product(x, new, None if values is None else term.edge_values())
+        (out * weight).sum().backward()
+        results.append((out.detach(), term.alpha.grad.clone()))
+    assert torch.allclose(results[0][0], results[1][0], atol=1e-5)
+    assert torch.allclose(results[0][1], results[1][1], atol=1e-4)
+    assert bool((results[0][1] != 0).all())
 
 
 @pytest.mark.parametrize("mode", ["train.mode=full_graph", "train.num_neighbors=[-1,-1]"])

@@ -98,6 +98,49 @@ class _PathSpMM(torch.autograd.Function):
         return out, None, None, None, None
 
 
+class _Relation:
+    """One relation's edges as ``W^T`` in CSR (row = the item scored, column = the history item)
+    and the same edges by source, for the enumerated product."""
+
+    def __init__(self, num_items: int, src: Tensor, dst: Tensor, base: Tensor, co: bool):
+        order = torch.argsort(dst * num_items + src, stable=True)
+        self.num_items, self.co = num_items, co
+        self.src, self.dst, self.base = src[order], dst[order], base[order]
+        self.crow = torch.zeros(num_items + 1, dtype=torch.long)
+        self.crow[1:] = torch.cumsum(torch.bincount(self.dst, minlength=num_items), 0)
+        self.by_src = torch.argsort(self.src, stable=True)
+        self.out_ptr = torch.zeros(num_items + 1, dtype=torch.long)
+        self.out_ptr[1:] = torch.cumsum(torch.bincount(self.src, minlength=num_items), 0)
+        self.loo = torch.zeros(len(self.src))  # the leave-user-out change of each weight (co_items)
+
+    def __len__(self) -> int:
+        return int(self.src.numel())
+
+    def out_degree(self, item: Tensor) -> int:
+        """Out-edges of the history entries ``item``, summed: the enumerated product's multiply-adds."""
+        return int((self.out_ptr[item + 1] - self.out_ptr[item]).sum())
+
+    def product(self, values: Tensor, x: Tensor, scatter_cost: float) -> Tensor:
+        """``W^T @ x`` by whichever costs fewer multiply-adds: the CSR kernel, edges x columns, or
+        enumerating each nonzero of ``x`` (a history entry) with its item's out-edges, which is far
+        cheaper where histories are short against the number of items (real Goodbooks: ~72 of
+        7,770 books a user). A scattered multiply-add is priced at ``scatter_cost`` kernel ones."""
+        item, col = x.nonzero(as_tuple=True)
+        if self.out_degree(item) * scatter_cost < len(self) * x.size(1):
+            return self._enumerated(values, x, item, col)
+        return _PathSpMM.apply(values, self.crow, self.src, self.dst, x)
+
+    def _enumerated(self, values: Tensor, x: Tensor, item: Tensor, col: Tensor) -> Tensor:
+        """``W^T @ x`` from x's nonzeros (item, col): each adds ``x * w_e`` at (dst_e, col) for every
+        out-edge e of its item. Plain autograd gives the values their gradient."""
+        owner, pos = csr_rows(self.out_ptr, item)
+        edge = self.by_src[pos]
+        target = self.dst[edge] * x.size(1) + col[owner]
+        contrib = x[item, col][owner] * values[edge]
+        out = torch.zeros(self.num_items * x.size(1), dtype=contrib.dtype).index_add(0, target, contrib)
+        return out.view(self.num_items, x.size(1))
+
+
 class PathTerm(nn.Module):
     """The learned path weights and the scores they give; see the module docstring."""
 
@@ -107,49 +150,49 @@ class PathTerm(nn.Module):
         co-interaction weights (see :meth:`scores`); None: no correction."""
         super().__init__()
         self.num_items, self.norm, self.names = num_items, norm, list(relations)
-        src = torch.cat([r[0] for r in relations.values()]).long()
-        dst = torch.cat([r[1] for r in relations.values()]).long()
-        base = torch.cat([r[2] for r in relations.values()]).float()
-        rel = torch.cat([torch.full((len(r[0]),), k, dtype=torch.long) for k, r in enumerate(relations.values())])
-        # W^T as CSR: row = the item scored (dst), column = the history item (src).
-        order = torch.argsort(dst * num_items + src, stable=True)
-        self._src, self._dst, self._base, self._rel = src[order], dst[order], base[order], rel[order]
-        self._crow = torch.zeros(num_items + 1, dtype=torch.long)
-        self._crow[1:] = torch.cumsum(torch.bincount(self._dst, minlength=num_items), 0)
-        # The same edges by source, for the enumerated product (:meth:`_enumerated`).
-        self._by_src = torch.argsort(self._src, stable=True)
-        self._out_ptr = torch.zeros(num_items + 1, dtype=torch.long)
-        self._out_ptr[1:] = torch.cumsum(torch.bincount(self._src, minlength=num_items), 0)
-        co = torch.tensor([n == "co_items" for n in self.names], dtype=torch.bool)
-        self._co = co[self._rel] if len(self._rel) else torch.zeros(0, dtype=torch.bool)
-        self._loo = self._leave_user_out(item_counts)
+        self.relations = [_Relation(num_items, r[0].long(), r[1].long(), r[2].float(), name == "co_items")
+                          for name, r in relations.items()]
+        if item_counts is not None:
+            for rel in self.relations:
+                if rel.co:
+                    rel.loo = self._leave_user_out(rel, item_counts)
+        ends = torch.cumsum(torch.tensor([0] + [len(r) for r in self.relations]), 0).tolist()
+        self._slices = [slice(a, b) for a, b in zip(ends[:-1], ends[1:])]  # each relation's share of delta
+        self._corrects = any(bool(r.loo.any()) for r in self.relations)
         self.alpha = nn.Parameter(torch.ones(len(relations)))
-        self.delta = nn.Parameter(torch.zeros(len(src))) if edge_weights else None
+        self.delta = nn.Parameter(torch.zeros(ends[-1])) if edge_weights else None
         self.dropout = 0.0  # model.path_dropout, applied by the model while training
 
-    def _leave_user_out(self, item_counts: Optional[Tensor]) -> Tensor:
+    @staticmethod
+    def _leave_user_out(rel: _Relation, item_counts: Tensor) -> Tensor:
         """Per edge, how its co-interaction cosine ``c / sqrt(n_src n_dst)`` changes when one user
-        who has both items is left out: ``(c-1) / sqrt((n_src-1)(n_dst-1))`` minus the cosine
-        (0 off co_items edges). A training positive would otherwise be predicted by co-counts
-        that its own interaction made, which a held-out item never is."""
-        out = torch.zeros(len(self._src))
-        if item_counts is None or not self._co.any():
-            return out
-        n_src, n_dst = item_counts[self._src].double(), item_counts[self._dst].double()
-        cos = self._base.double()
+        who has both items is left out: ``(c-1) / sqrt((n_src-1)(n_dst-1))`` minus the cosine.
+        A training positive would otherwise be predicted by co-counts that its own interaction
+        made, which a held-out item never is."""
+        n_src, n_dst = item_counts[rel.src].double(), item_counts[rel.dst].double()
+        cos = rel.base.double()
         count = torch.round(cos * torch.sqrt(n_src * n_dst))
         rest = torch.sqrt((n_src - 1).clamp(min=0) * (n_dst - 1).clamp(min=0))
         left = torch.where(rest > 0, (count - 1).clamp(min=0) / rest.clamp(min=1e-12), torch.zeros_like(rest))
-        return torch.where(self._co, left - cos, torch.zeros_like(cos)).float()
+        return (left - cos).float()
 
     @property
     def num_edges(self) -> int:
-        return int(self._src.numel())
+        return sum(len(r) for r in self.relations)
+
+    def edges(self) -> tuple[Tensor, Tensor]:
+        """(src, dst) of every edge, in the order of :meth:`edge_values` and ``delta``."""
+        return (torch.cat([r.src for r in self.relations]), torch.cat([r.dst for r in self.relations]))
+
+    def enumerated_madds(self, hist: Tensor) -> int:
+        """Multiply-adds of the enumerated product over the history entries ``hist``."""
+        return sum(r.out_degree(hist) for r in self.relations)
 
     def edge_values(self) -> Tensor:
         """Every edge's weight, on the CPU with the graph (the parameters may live on a GPU; the
         gradient flows back through the copy)."""
-        w = self.alpha.cpu()[self._rel] * self._base
+        alpha = self.alpha.cpu()
+        w = torch.cat([alpha[k] * r.base for k, r in enumerate(self.relations)])
         return w if self.delta is None else w + self.delta.cpu()
 
     def scores(self, indptr: Tensor, items: Tensor, rows: Tensor, exclude: Optional[Tensor] = None,
@@ -161,7 +204,7 @@ class PathTerm(nn.Module):
         weights into it leave its user out). ``new_items``: bool
         [num_items], items treated as new (no history entries, no co-interaction edges).
         ``dropout``: share of history entries dropped at random (training).
-        Costs the cheaper of two products (:meth:`_product`)."""
+        Costs the cheaper of two products per relation (:meth:`_Relation.product`)."""
         owner, entry = csr_rows(indptr, rows)
         hist = items[entry]
         if dropout > 0:
@@ -176,48 +219,62 @@ class PathTerm(nn.Module):
             x[new_items] = 0.0
         if self.norm:
             x = x * x.sum(dim=0).clamp(min=1.0).pow(-self.norm)
-        values = self.edge_values()
-        if new_items is not None and self._co.any():
-            values = values.masked_fill(self._co & new_items[self._dst], 0.0)
-        out = self._product(values, x)  # [num_items, len(rows)]
-        if exclude is not None and len(exclude) and bool(self._loo.any()):
+        out = self._product(x, new_items)  # [num_items, len(rows)]
+        if exclude is not None and len(exclude) and self._corrects:
             out = out + self._positive_correction(exclude, x, out.shape)
         return out.T
 
-    # A scattered multiply-add costs about this many of the CSR kernel's (12.5 and 13.8 on real
-    # Goodbooks and MovieLens 100K, 2026-12-03, with
-    # ``python -m graphrec_dist.benchmarks.path_product``, before the kernel's dense gradient made
-    # it cheaper still: 29 on MovieLens after; the choice is the same on both and on the demo data).
+    # A scattered multiply-add costs about this many of the CSR kernel's where the edge weights are
+    # differentiated (the kernel's backward forms a gradient per edge): 12.5 and 13.8 on real
+    # Goodbooks and MovieLens 100K, 2026-12-03, with ``python -m graphrec_dist.benchmarks.
+    # path_product``, before the kernel's dense gradient made it cheaper still (29 on MovieLens
+    # after; the choice is the same on both and on the demo data).
     SCATTER_COST = 12.0
+    # ... and where they are not (no per-edge offsets: only the kernel's forward runs, ~10x cheaper):
+    # 220 on real Goodbooks, 68 on MovieLens 100K, 84 on the demo data (2026-12-03, the same
+    # benchmark; the kernel wins on all three, by 2.3x, 6.2x and 9.2x).
+    FIXED_SCATTER_COST = 150.0
 
-    def _product(self, values: Tensor, x: Tensor) -> Tensor:
-        """``W^T @ x`` by whichever costs fewer multiply-adds: the CSR kernel, edges x columns, or
-        enumerating each nonzero of ``x`` (a history entry) with its item's out-edges, which is far
-        cheaper where histories are short against the number of items (real Goodbooks: ~72 of
-        7,770 books a user)."""
-        item, col = x.nonzero(as_tuple=True)
-        enumerated = int((self._out_ptr[item + 1] - self._out_ptr[item]).sum())
-        if enumerated * self.SCATTER_COST < self.num_edges * x.size(1):
-            return self._enumerated(values, x, item, col)
-        return _PathSpMM.apply(values, self._crow, self._src, self._dst, x)
+    def _product(self, x: Tensor, new_items: Optional[Tensor] = None, values: Optional[Tensor] = None) -> Tensor:
+        """``W^T @ x``, summed over the relations. Without per-edge offsets a relation's weights are
+        ``alpha_r`` times fixed ones, so its product is taken without autograd and only the
+        scale is differentiated (``dL/dalpha_r = <dL/dout, P_r>``): no gradient per edge is ever
+        formed. ``values``: every edge's weight (default :meth:`edge_values`), which forces the
+        differentiated product."""
+        if values is None and self.delta is None:
+            alpha, out = self.alpha.cpu(), None
+            for k, rel in enumerate(self.relations):
+                with torch.no_grad():
+                    part = rel.product(self._masked(rel, rel.base, new_items), x, self.FIXED_SCATTER_COST)
+                out = alpha[k] * part if out is None else out + alpha[k] * part
+            return out if out is not None else torch.zeros_like(x)
+        values = self.edge_values() if values is None else values
+        out = torch.zeros_like(x)
+        for rel, part in zip(self.relations, self._slices):
+            out = out + rel.product(self._masked(rel, values[part], new_items), x, self.SCATTER_COST)
+        return out
 
-    def _enumerated(self, values: Tensor, x: Tensor, item: Tensor, col: Tensor) -> Tensor:
-        """``W^T @ x`` from x's nonzeros (item, col): each adds ``x * w_e`` at (dst_e, col) for every
-        out-edge e of its item. Plain autograd gives the values their gradient."""
-        owner, pos = csr_rows(self._out_ptr, item)
-        edge = self._by_src[pos]
-        target = self._dst[edge] * x.size(1) + col[owner]
-        contrib = x[item, col][owner] * values[edge]
-        out = torch.zeros(self.num_items * x.size(1), dtype=contrib.dtype).index_add(0, target, contrib)
-        return out.view(self.num_items, x.size(1))
+    @staticmethod
+    def _masked(rel: _Relation, values: Tensor, new_items: Optional[Tensor]) -> Tensor:
+        """A co-interaction relation's weights with the edges into new items at 0 (a new item has no
+        interactions to have co-occurred in)."""
+        if new_items is None or not rel.co:
+            return values
+        return values.masked_fill(new_items[rel.dst], 0.0)
 
     def _positive_correction(self, pairs: Tensor, x: Tensor, shape: torch.Size) -> Tensor:
         """[num_items, rows] the leave-user-out change of the scores of ``pairs`` (row, item): the
-        in-edges of each pair's item from its row's (weighted) history."""
-        owner, edge = csr_rows(self._crow, pairs[:, 1])
-        row, item = pairs[owner, 0], pairs[owner, 1]
-        change = self.alpha.cpu()[self._rel[edge]] * self._loo[edge] * x[self._src[edge], row]
-        return torch.zeros(shape).index_put((item, row), change, accumulate=True)
+        in-edges of each pair's item from its row's (weighted) history (co_items only)."""
+        out = torch.zeros(shape)
+        alpha = self.alpha.cpu()
+        for k, rel in enumerate(self.relations):
+            if not bool(rel.loo.any()):
+                continue
+            owner, edge = csr_rows(rel.crow, pairs[:, 1])
+            row, item = pairs[owner, 0], pairs[owner, 1]
+            change = alpha[k] * rel.loo[edge] * x[rel.src[edge], row]
+            out = out.index_put((item, row), change, accumulate=True)
+        return out
 
 
 def build_path_term(cfg, bundle: Bundle, graph=None) -> Optional[PathTerm]:
