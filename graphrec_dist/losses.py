@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from graphrec_dist.models.base import RowScores
 from graphrec_dist.models.sparse import csr_rows
 
 
@@ -34,7 +35,7 @@ def sampled_softmax_loss(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
 def full_softmax_loss(user: torch.Tensor, items: torch.Tensor, pos_items: torch.Tensor,
                       user_ids: torch.Tensor | None = None,
                       seen: tuple[torch.Tensor, torch.Tensor] | None = None,
-                      extra: torch.Tensor | None = None) -> torch.Tensor:
+                      extra: RowScores | None = None) -> torch.Tensor:
     """Mean cross-entropy of each (user, positive item) against every item.
 
     ``user``: [n, d], ``items``: [num_items, d] scoring vectors (scores = ``user @ items.T``);
@@ -48,13 +49,13 @@ def full_softmax_loss(user: torch.Tensor, items: torch.Tensor, pos_items: torch.
     """
     if user_ids is None:
         logits = user @ items.T
-        return F.cross_entropy(logits if extra is None else logits + extra, pos_items)
+        return F.cross_entropy(logits if extra is None else logits + extra.rows(), pos_items)
     distinct, row = torch.unique(user_ids, return_inverse=True)
     first = torch.full((len(distinct),), len(user_ids), dtype=torch.long, device=user_ids.device)
     first.scatter_reduce_(0, row, torch.arange(len(user_ids), device=user_ids.device), reduce="amin")
     logits = user[first] @ items.T
     if extra is not None:
-        logits = logits + extra[first]
+        logits = logits + extra.at(first)
     if seen is None:
         return -F.log_softmax(logits, dim=1)[row, pos_items].mean()
     indptr, seen_items = seen
@@ -66,7 +67,7 @@ def full_softmax_loss(user: torch.Tensor, items: torch.Tensor, pos_items: torch.
 
 
 def shared_softmax_loss(pos: torch.Tensor, user: torch.Tensor, items: torch.Tensor, pos_items: torch.Tensor,
-                        num_shared: int, extra: torch.Tensor | None = None) -> torch.Tensor:
+                        num_shared: int, extra: RowScores | None = None) -> torch.Tensor:
     """Cross-entropy of each positive against ``num_shared`` items drawn uniformly (torch's global
     RNG) and shared by the whole batch; a drawn item that is the row's own positive is masked.
 
@@ -76,7 +77,7 @@ def shared_softmax_loss(pos: torch.Tensor, user: torch.Tensor, items: torch.Tens
     drawn = torch.randint(items.shape[0], (num_shared,), device=items.device)
     neg = user @ items[drawn].T
     if extra is not None:
-        neg = neg + extra[:, drawn]
+        neg = neg + extra.table[:, drawn][extra.index]
     neg = neg.masked_fill(drawn.unsqueeze(0) == pos_items.unsqueeze(1), float("-inf"))
     return sampled_softmax_loss(pos, neg)
 
@@ -85,7 +86,7 @@ def ranking_loss(name: str, pos: torch.Tensor, neg: torch.Tensor, user: torch.Te
                  items: torch.Tensor | None = None, pos_items: torch.Tensor | None = None,
                  num_shared: int = 0, user_ids: torch.Tensor | None = None,
                  seen: tuple[torch.Tensor, torch.Tensor] | None = None,
-                 extra: torch.Tensor | None = None) -> torch.Tensor:
+                 extra: RowScores | None = None) -> torch.Tensor:
     """``train.loss``: "bpr", or "softmax" over every item (or ``num_shared`` shared uniform ones)
     when the model scores them all in the step (``user``/``items`` given), and over the sampled
     negatives otherwise. ``user_ids``, ``seen``, ``extra``: see :func:`full_softmax_loss`."""

@@ -36,7 +36,7 @@ from graphrec_dist.evaluate import evaluate_model
 from graphrec_dist.io_utils import write_text_atomic
 from graphrec_dist.logging_utils import get_logger, progress
 from graphrec_dist.losses import ranking_loss
-from graphrec_dist.models.base import Recommender, TripletBatch
+from graphrec_dist.models.base import Recommender, RowScores, TripletBatch
 from graphrec_dist.sampling import (
     ShardedTripletLoader,
     TripletLoader,
@@ -109,7 +109,9 @@ class _BPRModule(torch.nn.Module):
 
     def forward(self, batch):
         out = self.model.bpr_forward(batch)
-        return out.pos, out.neg, out.reg, out.user, out.items, out.extra
+        # Tensors only (DDP looks through the outputs): the path scores' table and row index apart.
+        table, index = (out.extra.table, out.extra.index) if out.extra is not None else (None, None)
+        return out.pos, out.neg, out.reg, out.user, out.items, table, index
 
 
 def batch_loss(cfg: Config, outputs: tuple, batch, seen: Optional[tuple[torch.Tensor, torch.Tensor]] = None
@@ -117,7 +119,8 @@ def batch_loss(cfg: Config, outputs: tuple, batch, seen: Optional[tuple[torch.Te
     """``train.loss`` of a batch from ``_BPRModule``'s outputs, plus ``train.l2`` times the
     embedding penalty (in float32 whatever the autocast dtype). ``seen``: every user's training
     items as CSR (``train.mask_seen``)."""
-    pos, neg, reg, user, items, extra = outputs
+    pos, neg, reg, user, items, table, index = outputs
+    extra = RowScores(table, index) if table is not None else None
     pos_items = batch.pos if isinstance(batch, TripletBatch) else None
     user_ids = batch.users if cfg.train.softmax_per_user and pos_items is not None else None
     loss = ranking_loss(cfg.train.loss, pos.float(), neg.float(), user, items, pos_items,

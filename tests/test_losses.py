@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from graphrec_dist.losses import bpr_loss, full_softmax_loss, ranking_loss, sampled_softmax_loss, shared_softmax_loss
+from graphrec_dist.models.base import RowScores
 
 
 def test_bpr_loss_by_hand() -> None:
@@ -120,3 +121,29 @@ def test_full_softmax_with_seen_items_masked_matches_a_hand_computation() -> Non
     got = full_softmax_loss(user, items, pos, user_ids, seen=seen)
     assert torch.allclose(got, torch.stack(expected).mean(), atol=1e-6)
     assert got < full_softmax_loss(user, items, pos, user_ids)  # fewer competitors, lower loss
+
+
+@pytest.mark.parametrize("table_order", ["sorted users", "shuffled"])
+def test_extra_scores_kept_once_per_user_give_the_loss_and_gradient_of_their_rows(table_order: str) -> None:
+    """RowScores (a table of distinct rows and each batch row's index into it) is the same extra
+    score as its [n, num_items] rows, per distinct user, per row, with seen items masked or not."""
+    g = torch.Generator().manual_seed(0)
+    user_ids = torch.tensor([3, 1, 3, 0, 1, 3])
+    distinct, row = torch.unique(user_ids, return_inverse=True)
+    perm = torch.arange(len(distinct)) if table_order == "sorted users" else torch.tensor([2, 0, 1])
+    table = torch.randn(len(distinct), 5, generator=g)[perm].requires_grad_()
+    index = torch.argsort(perm)[row]  # row r's table row, wherever the table holds its user
+    user = torch.randn(4, 3, generator=g)[user_ids]
+    items = torch.randn(5, 3, generator=g)
+    pos = torch.tensor([0, 2, 4, 1, 3, 2])
+    seen = (torch.tensor([0, 1, 2, 2, 4]), torch.tensor([3, 0, 1, 4]))
+    for ids, mask in ((None, None), (user_ids, None), (user_ids, seen)):
+        table.grad = None
+        full_softmax_loss(user, items, pos, ids, mask, RowScores(table, index)).backward()
+        kept = table.grad.clone()
+        dense = table.detach().clone().requires_grad_()
+        rows = RowScores(dense, index).rows()
+        assert torch.equal(rows[2], rows[0]) and torch.equal(rows[4], rows[1])
+        loss = full_softmax_loss(user, items, pos, ids, mask, RowScores(rows, torch.arange(len(pos))))
+        loss.backward()
+        assert torch.allclose(kept, dense.grad, atol=1e-6) and float(kept.abs().sum()) > 0

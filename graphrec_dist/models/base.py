@@ -37,6 +37,27 @@ class TripletBatch:
         return TripletBatch(self.users.to(device), self.pos.to(device), self.neg.to(device), self.seed, self.total)
 
 
+@dataclass(frozen=True)
+class RowScores:
+    """[n, num_items] scores kept once per distinct row: batch row r is ``table[index[r]]``. A batch
+    holds several positives of a user, whose rows are equal; gathering the table out to n rows
+    and back per distinct user would copy [n x num_items] twice each way, for nothing."""
+
+    table: torch.Tensor  # float [m, num_items]
+    index: torch.Tensor  # int64 [n], values in [0, m)
+
+    def rows(self) -> torch.Tensor:
+        """The [n, num_items] rows themselves."""
+        return self.table[self.index]
+
+    def at(self, rows: torch.Tensor) -> torch.Tensor:
+        """The table rows of batch rows ``rows``, with no copy where they are the table's own order."""
+        which = self.index[rows]
+        if len(which) == len(self.table) and torch.equal(which, torch.arange(len(which), device=which.device)):
+            return self.table
+        return self.table[which]
+
+
 @dataclass
 class BPROutput:
     """What the ranking losses need from a model's forward pass on one batch.
@@ -51,8 +72,8 @@ class BPROutput:
     reg: torch.Tensor  # float scalar: sum of squared input embeddings used by the batch / n
     user: Optional[torch.Tensor] = None  # float [n, d] the batch users' scoring vectors
     items: Optional[torch.Tensor] = None  # float [num_items, d] every item's scoring vector
-    # float [n, num_items] a score added to ``user @ items.T`` (graphsage's path term), or None
-    extra: Optional[torch.Tensor] = None
+    # [n, num_items] a score added to ``user @ items.T`` (graphsage's path term), or None
+    extra: Optional[RowScores] = None
 
 
 def training_graph(bundle: Bundle, user_book_only: bool = False, exclude: Sequence[str] = ()) -> HeteroData:

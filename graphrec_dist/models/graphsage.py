@@ -33,7 +33,7 @@ from graphrec_dist.block_sampler import BlockSampler
 from graphrec_dist.data.bundle import BOOK, RATES, REV_RATES, USER, Bundle
 from graphrec_dist.data.graph3 import co_interaction_edges
 from graphrec_dist.distributed import DistContext, all_gather_rows, all_reduce_sum, shard, sum_over_ranks
-from graphrec_dist.models.base import BPROutput, EmbeddingScorer, Recommender, TripletBatch, training_graph
+from graphrec_dist.models.base import BPROutput, EmbeddingScorer, Recommender, RowScores, TripletBatch, training_graph
 from graphrec_dist.models.hetero_layer import fused_forward
 from graphrec_dist.models.mf import ego_reg, triplet_scores
 from graphrec_dist.models.paths import PathScorer, build_path_term, history_csr
@@ -493,19 +493,19 @@ class GraphSAGERecommender(Recommender):
         return BPROutput(pos_score, neg_score, reg)
 
     def with_path(self, users: Tensor, pos: Tensor, neg: Tensor, pos_score: Tensor, neg_score: Tensor,
-                  new: dict[str, Tensor]) -> tuple[Tensor, Tensor, Optional[Tensor]]:
+                  new: dict[str, Tensor]) -> tuple[Tensor, Tensor, Optional[RowScores]]:
         """(pos, neg) scores plus the path term, and its [n, num_books] scores of the batch rows
-        (None without ``model.path``): each user is scored from its training items less all of its
-        positives in the batch."""
+        (None without ``model.path``), kept once per distinct user: each user is scored from its
+        training items less all of its positives in the batch."""
         if self.path is None:
             return pos_score, neg_score, None
         distinct, row = torch.unique(users.cpu(), return_inverse=True)
         exclude = torch.stack([row, pos.cpu()], dim=1)
         new_items = new.get(BOOK).cpu() if self.training and BOOK in new else None
         dropout = self.path.dropout if self.training else 0.0
-        extra = self.path.scores(*self._history, distinct, exclude, new_items, dropout)[row].to(users.device)
-        n = torch.arange(len(users), device=users.device)
-        return pos_score + extra[n, pos], neg_score + extra.gather(1, neg), extra
+        table = self.path.scores(*self._history, distinct, exclude, new_items, dropout).to(users.device)
+        row = row.to(users.device)
+        return pos_score + table[row, pos], neg_score + table[row.unsqueeze(1), neg], RowScores(table, row)
 
     def full_graph_forward(self, batch: TripletBatch) -> BPROutput:
         """The layers over the whole graph, then the batch's scores (and every book's vector).
