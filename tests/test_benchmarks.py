@@ -461,6 +461,10 @@ def test_realdata_runs_every_model_on_every_split_seed_and_reports_mean_and_std(
     s = res["models"]["graphsage"]["summary"]
     assert s["test_ndcg@10"]["mean"] == pytest.approx(0.18) and s["test_ndcg@10"]["std"] == pytest.approx(0.01)
     assert s["val_ndcg@10"]["mean"] == pytest.approx(0.175)
+    # --jobs 3: the same runs, three at once, the same table
+    calls.clear()
+    parallel = realdata.run_section(dataclasses.replace(plan, quality_jobs=3))
+    assert len(calls) == 9 and parallel["models"] == res["models"]
     out, docs = tmp_path / "bench_out", tmp_path / "docs"
     common.write_section(out, _payload("realdata", res))
     text = report.generate(out, docs).read_text()

@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ablation", action="store_true",
                    help="quality section: also train graphsage without each side relation")
     p.add_argument("--jobs", type=int, default=None,
-                   help="quality section: models trained at once, one process each (default 1; 2 with --full)")
+                   help="quality, realdata and realbooks sections: training runs at once, one process each "
+                        "(default 1; 2 with --full)")
     p.add_argument("--real-data", default=None, metavar="DIR",
                    help="realdata section: the folder of real interaction files (default "
                         "../shared/data/movielens-100k)")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,20 +76,23 @@ def mean_std(values: list[float]) -> dict[str, float | None]:
             "n": len(values)}
 
 
-def model_runs(plan: BenchPlan, model: str, data: RealData) -> dict[str, Any]:
-    """Train ``model`` once per split seed; per-seed results and their mean ± std."""
+def seed_run(plan: BenchPlan, model: str, data: RealData, seed: int) -> dict[str, Any]:
+    """Train ``model`` on split ``seed`` of ``data``; its validation, test and popularity figures."""
     preset, extra = preset_for(model)
-    seeds: dict[str, Any] = {}
     prefix = "real" if data.section == "realdata" else data.section
-    for seed in plan.real_seeds:
-        overrides = extra + data_overrides(plan, seed, data) + list(plan.train_overrides)
-        name = run_name(f"{prefix}-{model}", seed, preset, overrides)
-        run = summarize_run(train_run(plan.out_dir, name, preset, overrides, timeout_s=4 * 3600,
-                                      invocation=plan.invocation, reuse=plan.reuse))
-        seeds[str(seed)] = {"val_ndcg@10": run["best_val_ndcg@10"], "test": run["test"],
-                            "best_val_epoch": run["best_val_epoch"], "train_s": run["train_s"],
-                            "wall_s": run["wall_s"], "command": run["command"],
-                            "by_popularity": popularity_breakdown(run["run_dir"])}
+    overrides = extra + data_overrides(plan, seed, data) + list(plan.train_overrides)
+    name = run_name(f"{prefix}-{model}", seed, preset, overrides)
+    run = summarize_run(train_run(plan.out_dir, name, preset, overrides, timeout_s=4 * 3600,
+                                  invocation=plan.invocation, reuse=plan.reuse))
+    return {"val_ndcg@10": run["best_val_ndcg@10"], "test": run["test"],
+            "best_val_epoch": run["best_val_epoch"], "train_s": run["train_s"],
+            "wall_s": run["wall_s"], "command": run["command"],
+            "by_popularity": popularity_breakdown(run["run_dir"])}
+
+
+def model_summary(model: str, seeds: dict[str, Any]) -> dict[str, Any]:
+    """One model's per-seed results and their mean ± std."""
+    preset, extra = preset_for(model)
     summary = {"val_ndcg@10": mean_std([s["val_ndcg@10"] for s in seeds.values() if s["val_ndcg@10"] is not None])}
     for m in METRICS:
         summary[f"test_{m}"] = mean_std([s["test"][m] for s in seeds.values() if s["test"].get(m) is not None])
@@ -101,6 +105,28 @@ def model_runs(plan: BenchPlan, model: str, data: RealData) -> dict[str, Any]:
     summary["by_popularity_train_count"] = [g["train_count"] for g in first]
     return {"preset": preset, "short_command": " ".join(["graphrec-dist train", preset, *extra, "…"]),
             "seeds": seeds, "summary": summary}
+
+
+def model_runs(plan: BenchPlan, models: list[str], data: RealData) -> dict[str, Any]:
+    """Every model of ``models`` on every split seed, ``plan.quality_jobs`` runs at once (each its
+    own process; splits that share a bundle wait on its build lock); a model whose run fails gets
+    an error row and costs the table none of the others."""
+    tasks = [(m, seed) for m in models for seed in plan.real_seeds]
+
+    def one(task: tuple[str, int]) -> dict[str, Any]:
+        try:
+            return seed_run(plan, task[0], data, task[1])
+        except BenchError as exc:
+            return {"error": str(exc)}
+
+    with ThreadPoolExecutor(max_workers=max(1, plan.quality_jobs)) as pool:
+        results = dict(zip(tasks, pool.map(one, tasks)))
+    out: dict[str, Any] = {}
+    for m in models:
+        seeds = {str(seed): results[(m, seed)] for seed in plan.real_seeds}
+        errors = [r["error"] for r in seeds.values() if "error" in r]
+        out[m] = {"error": errors[0]} if errors else model_summary(m, seeds)
+    return out
 
 
 def run_section(plan: BenchPlan) -> dict[str, Any]:
@@ -121,14 +147,9 @@ def run_real(plan: BenchPlan, data: RealData) -> dict[str, Any]:
     if not raw.is_dir():  # the default folder sits outside the project: no table, and say why
         return {"skipped": f"real data not found: {raw} (pass {option} DIR, a folder with the files "
                            f"{data.spec} names)", "data_dir": str(raw), "spec": data.spec}
-    models: dict[str, Any] = {}
     # The main model first, then the cheap baselines: an interrupted run still has the rows that matter.
     order = sorted(plan.quality_models, key=lambda m: (not m.startswith("graphsage"), m))
-    for m in order:
-        try:
-            models[m] = model_runs(plan, m, data)
-        except BenchError as exc:  # one model failing must not cost the table the others
-            models[m] = {"error": str(exc)}
+    models = model_runs(plan, order, data)
     common = data_overrides(plan, plan.real_seeds[0], data)
     same_data = {"common_overrides": common, "seeds": list(plan.real_seeds)}
     models.update(carried_models(plan, data.section, models, same_data))
