@@ -47,6 +47,8 @@ def full_softmax_loss(user: torch.Tensor, items: torch.Tensor, pos_items: torch.
     training items are masked. ``extra``: [n, num_items] scores added to ``user @ items.T`` (rows
     of the same id equal, like the user vectors).
     """
+    if extra is not None and extra.columns is not None:
+        raise ValueError("full_softmax_loss: the extra scores cover only some items; every item's are needed")
     if user_ids is None:
         logits = user @ items.T
         return F.cross_entropy(logits if extra is None else logits + extra.rows(), pos_items)
@@ -72,12 +74,16 @@ def shared_softmax_loss(pos: torch.Tensor, user: torch.Tensor, items: torch.Tens
     RNG) and shared by the whole batch; a drawn item that is the row's own positive is masked.
 
     ``pos``: [n] the positives' scores (= ``user[r] @ items[pos_items[r]]``). Costs n x num_shared
-    scores instead of n x num_items: the catalogue-size knob for large catalogues.
+    scores instead of n x num_items: the catalogue-size knob for large catalogues. ``extra`` with
+    ``columns``: the model drew the shared items (and scored only those): they are these.
     """
-    drawn = torch.randint(items.shape[0], (num_shared,), device=items.device)
+    if extra is not None and extra.columns is not None:
+        drawn = extra.columns.to(items.device)
+    else:
+        drawn = torch.randint(items.shape[0], (num_shared,), device=items.device)
     neg = user @ items[drawn].T
     if extra is not None:
-        neg = neg + extra.table[:, drawn][extra.index]
+        neg = neg + (extra.rows() if extra.columns is not None else extra.table[:, drawn][extra.index])
     neg = neg.masked_fill(drawn.unsqueeze(0) == pos_items.unsqueeze(1), float("-inf"))
     return sampled_softmax_loss(pos, neg)
 

@@ -110,8 +110,8 @@ class _BPRModule(torch.nn.Module):
     def forward(self, batch):
         out = self.model.bpr_forward(batch)
         # Tensors only (DDP looks through the outputs): the path scores' table and row index apart.
-        table, index = (out.extra.table, out.extra.index) if out.extra is not None else (None, None)
-        return out.pos, out.neg, out.reg, out.user, out.items, table, index
+        extra = (out.extra.table, out.extra.index, out.extra.columns) if out.extra is not None else (None,) * 3
+        return out.pos, out.neg, out.reg, out.user, out.items, *extra
 
 
 def batch_loss(cfg: Config, outputs: tuple, batch, seen: Optional[tuple[torch.Tensor, torch.Tensor]] = None
@@ -119,8 +119,8 @@ def batch_loss(cfg: Config, outputs: tuple, batch, seen: Optional[tuple[torch.Te
     """``train.loss`` of a batch from ``_BPRModule``'s outputs, plus ``train.l2`` times the
     embedding penalty (in float32 whatever the autocast dtype). ``seen``: every user's training
     items as CSR (``train.mask_seen``)."""
-    pos, neg, reg, user, items, table, index = outputs
-    extra = RowScores(table, index) if table is not None else None
+    pos, neg, reg, user, items, table, index, columns = outputs
+    extra = RowScores(table, index, columns) if table is not None else None
     pos_items = batch.pos if isinstance(batch, TripletBatch) else None
     user_ids = batch.users if cfg.train.softmax_per_user and pos_items is not None else None
     loss = ranking_loss(cfg.train.loss, pos.float(), neg.float(), user, items, pos_items,

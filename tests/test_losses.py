@@ -147,3 +147,22 @@ def test_extra_scores_kept_once_per_user_give_the_loss_and_gradient_of_their_row
         loss = full_softmax_loss(user, items, pos, ids, mask, RowScores(rows, torch.arange(len(pos))))
         loss.backward()
         assert torch.allclose(kept, dense.grad, atol=1e-6) and float(kept.abs().sum()) > 0
+
+
+def test_shared_softmax_with_scores_of_the_drawn_items_only_equals_it_with_every_items_scores() -> None:
+    """A model that drew the shared items and scored only those (RowScores.columns) gives the loss
+    that the whole table gives when the loss draws the same items."""
+    g = torch.Generator().manual_seed(3)
+    user, items = torch.randn(6, 4, generator=g), torch.randn(30, 4, generator=g)
+    pos_items = torch.randint(0, 30, (6,), generator=g)
+    pos = (user * items[pos_items]).sum(1)
+    table, index = torch.randn(4, 30, generator=g), torch.tensor([0, 1, 1, 2, 3, 3])
+    torch.manual_seed(7)
+    drawn = torch.randint(30, (10,))
+    torch.manual_seed(7)
+    every = shared_softmax_loss(pos, user, items, pos_items, 10, RowScores(table, index))
+    some = shared_softmax_loss(pos, user, items, pos_items, 10, RowScores(table[:, drawn], index, drawn))
+    assert torch.isclose(every, some)
+    assert not torch.isclose(every, shared_softmax_loss(pos, user, items, pos_items, 10))
+    with pytest.raises(ValueError, match="only some items"):
+        full_softmax_loss(user, items, pos_items, extra=RowScores(table[:, drawn], index, drawn))

@@ -10,7 +10,7 @@ from graphrec_dist.errors import ConfigError
 from graphrec_dist.losses import full_softmax_loss
 from graphrec_dist.models import build_model
 from graphrec_dist.models.base import TripletBatch
-from graphrec_dist.models.paths import PathScorer, PathTerm, _PathSpMM, history_csr
+from graphrec_dist.models.paths import PathScorer, PathTerm, _PathSpMM, _Relation, history_csr
 
 
 def _term(edge_weights: bool = False, norm: float = 0.0) -> PathTerm:
@@ -85,20 +85,24 @@ def test_both_products_give_the_same_scores_and_gradients(dense_grad: int, monke
     x = (torch.rand(n, 7, generator=g) < 0.2).float() * torch.rand(n, 7, generator=g)
     weight = torch.randn(n, 7, generator=g)
     grads = []
-    for cost in (1e12, 0.0):  # a scatter priced out (the CSR kernel), then free (enumerated)
+    # A scatter priced out (the CSR kernel), then free (enumerated), then a dense matrix product.
+    for cost, dense_ratio in ((1e12, 0), (0.0, 0), (1e12, 10**9)):
         term.SCATTER_COST = cost
+        monkeypatch.setattr(_Relation, "DENSE_RATIO", dense_ratio)
         values = term.edge_values()
         values.retain_grad()
         out = term._product(x, values=values)
         (out * weight).sum().backward()
         grads.append((out.detach(), values.grad.clone()))
-    assert torch.allclose(grads[0][0], grads[1][0], atol=1e-5)
-    assert torch.allclose(grads[0][1], grads[1][1], atol=1e-5)
+    for other in grads[1:]:
+        assert torch.allclose(grads[0][0], other[0], atol=1e-5)
+        assert torch.allclose(grads[0][1], other[1], atol=1e-5)
     assert float(grads[0][0].abs().sum()) > 0 and float(grads[0][1].abs().sum()) > 0
 
 
-@pytest.mark.parametrize("scatter_cost", [0.0, 1e12])
-def test_fixed_weights_give_the_differentiated_products_scores_and_scale_gradients(scatter_cost: float) -> None:
+@pytest.mark.parametrize("scatter_cost,dense_ratio", [(0.0, 0), (1e12, 0), (1e12, 10**9)])
+def test_fixed_weights_give_the_differentiated_products_scores_and_scale_gradients(
+        scatter_cost: float, dense_ratio: int, monkeypatch) -> None:
     """Without per-edge offsets each relation's product is taken without autograd and only its
     scale is differentiated: the same scores and alpha gradients as differentiating every edge
     weight, with new items' co-interaction edges masked alike."""
@@ -108,6 +112,7 @@ def test_fixed_weights_give_the_differentiated_products_scores_and_scale_gradien
                   torch.rand(e, generator=g)) for name in ("co_items", "similar")}
     term = PathTerm(n, rel, 0.5, False)
     term.SCATTER_COST = term.FIXED_SCATTER_COST = scatter_cost
+    monkeypatch.setattr(_Relation, "DENSE_RATIO", dense_ratio)
     with torch.no_grad():
         term.alpha.copy_(torch.tensor([0.7, -1.3]))
     x = (torch.rand(n, 7, generator=g) < 0.2).float()
@@ -122,6 +127,44 @@ def test_fixed_weights_give_the_differentiated_products_scores_and_scale_gradien
     assert torch.allclose(results[0][0], results[1][0], atol=1e-5)
     assert torch.allclose(results[0][1], results[1][1], atol=1e-4)
     assert bool((results[0][1] != 0).all())
+
+
+@pytest.mark.parametrize("edge_weights", [False, True])
+def test_restricted_scores_are_the_full_tables_columns_and_pairs_with_the_same_gradients(edge_weights: bool) -> None:
+    """What a shared softmax reads (some items' columns, drawn with repeats, and the batch's pairs)
+    equals the full table's entries, leave-user-out corrections and new items included, and so
+    does every parameter's gradient."""
+    g = torch.Generator().manual_seed(2)
+    n, e, users = 40, 300, 6
+    rel = {name: (torch.randint(0, n, (e,), generator=g), torch.randint(0, n, (e,), generator=g),
+                  torch.rand(e, generator=g) * 0.5) for name in ("co_items", "similar")}
+    term = PathTerm(n, rel, 0.5, edge_weights, item_counts=torch.randint(3, 9, (n,), generator=g).float())
+    with torch.no_grad():
+        term.alpha.copy_(torch.tensor([0.7, -1.3]))
+        if edge_weights:
+            term.delta.copy_(torch.randn(term.num_edges, generator=g) * 0.1)
+    train = torch.stack([torch.randint(0, users, (60,), generator=g), torch.randint(0, n, (60,), generator=g)], 1)
+    indptr, items = history_csr(torch.unique(train, dim=0), users)
+    rows = torch.tensor([4, 1, 3])
+    exclude = torch.tensor([[0, int(items[indptr[4]])], [1, int(items[indptr[1]])], [1, int(items[indptr[1] + 1])]])
+    columns = torch.cat([exclude[:, 1], torch.randint(0, n, (12,), generator=g), exclude[:1, 1]])  # repeats
+    pairs = torch.cat([exclude, torch.tensor([[2, 5], [0, 7], [1, int(exclude[2, 1])]])])
+    new = torch.rand(n, generator=g) < 0.2
+    new[exclude[:, 1]] = False
+    weight_cols, weight_pairs = torch.randn(len(rows), len(columns), generator=g), torch.randn(len(pairs), generator=g)
+    results = []
+    for restricted in (False, True):
+        term.zero_grad()
+        if restricted:
+            table, at = term.restricted_scores(indptr, items, rows, columns, pairs, exclude, new)
+        else:
+            full = term.scores(indptr, items, rows, exclude, new)
+            table, at = full[:, columns], full[pairs[:, 0], pairs[:, 1]]
+        ((table * weight_cols).sum() + (at * weight_pairs).sum()).backward()
+        results.append([table.detach(), at.detach()] + [p.grad.clone() for p in term.parameters()])
+    assert bool(results[0][0].abs().sum() > 0) and bool(results[0][1].abs().sum() > 0)
+    for full, restricted in zip(*results):
+        assert torch.allclose(full, restricted, atol=1e-5)
 
 
 @pytest.mark.parametrize("mode", ["train.mode=full_graph", "train.num_neighbors=[-1,-1]"])
@@ -157,6 +200,30 @@ def test_graphsage_with_paths_scores_training_and_ranking_alike(mode) -> None:
         out = model.bpr_forward(batch)
         full_softmax_loss(out.user, out.items, batch.pos, extra=out.extra).backward()
         assert float(model.path.alpha.grad.abs().sum()) > 0 and float(model.path.delta.grad.abs().sum()) > 0
+
+
+def test_a_shared_softmax_step_scores_the_drawn_items_as_the_full_table_does() -> None:
+    """With train.softmax_negatives the full-graph step draws the shared items itself and scores
+    only those: the same positives, negatives and drawn columns as the full table, and the loss
+    competes with exactly those items."""
+    model, bundle = _model("graphsage", "train.mode=full_graph", "train.loss=softmax", "train.softmax_negatives=64",
+                           "model.path=[co_items,similar]", "model.path_top_k=5")
+    with torch.no_grad():
+        model.path.alpha.fill_(3.0)
+    model.eval()
+    rows = bundle.train[::3]  # a few positives per user: the rest of each history has paths
+    n = len(rows)
+    batch = TripletBatch(rows[:, 0].contiguous(), rows[:, 1].contiguous(), torch.randint(bundle.num_books, (n, 3)))
+    zeros = torch.zeros(n), torch.zeros(n, 3)
+    pos, neg, extra = model.with_path(batch.users, batch.pos, batch.neg, *zeros, {}, shared=64)
+    pos_full, neg_full, full = model.with_path(batch.users, batch.pos, batch.neg, *zeros, {})
+    assert extra.columns is not None and extra.table.shape == (len(full.table), 64)
+    assert torch.allclose(pos, pos_full, atol=1e-5) and torch.allclose(neg, neg_full, atol=1e-5)
+    assert torch.allclose(extra.table, full.table[:, extra.columns], atol=1e-5)
+    assert float(extra.table.abs().max()) > 0.1
+    model.train()
+    out = model.bpr_forward(batch)
+    assert out.extra.columns is not None and len(out.extra.columns) == 64
 
 
 def test_path_co_items_is_refused_under_user_sharding() -> None:

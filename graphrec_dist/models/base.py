@@ -43,8 +43,11 @@ class RowScores:
     holds several positives of a user, whose rows are equal; gathering the table out to n rows
     and back per distinct user would copy [n x num_items] twice each way, for nothing."""
 
-    table: torch.Tensor  # float [m, num_items]
+    table: torch.Tensor  # float [m, num_items] (or [m, len(columns)])
     index: torch.Tensor  # int64 [n], values in [0, m)
+    # The items of the table's columns where it holds only some (a shared softmax's draws; see
+    # PathTerm.restricted_scores); None: every item, in order.
+    columns: Optional[torch.Tensor] = None
 
     def rows(self) -> torch.Tensor:
         """The [n, num_items] rows themselves."""

@@ -334,6 +334,9 @@ class GraphSAGERecommender(Recommender):
         self.path = build_path_term(cfg, bundle, graph)
         self.path_decay = cfg.model.path_decay
         self._history = history_csr(bundle.train, bundle.num_users) if self.path is not None else None
+        # train.softmax_negatives: a full-graph step's softmax competes with that many shared items,
+        # drawn here so that the path term scores only those (PathTerm.restricted_scores).
+        self.shared_negatives = cfg.train.softmax_negatives if cfg.train.loss == "softmax" else 0
 
     def use_context(self, ctx: DistContext) -> None:
         """The process group whose ranks hold the other users (``dist.sharding=users``)."""
@@ -493,16 +496,25 @@ class GraphSAGERecommender(Recommender):
         return BPROutput(pos_score, neg_score, reg)
 
     def with_path(self, users: Tensor, pos: Tensor, neg: Tensor, pos_score: Tensor, neg_score: Tensor,
-                  new: dict[str, Tensor]) -> tuple[Tensor, Tensor, Optional[RowScores]]:
+                  new: dict[str, Tensor], shared: int = 0) -> tuple[Tensor, Tensor, Optional[RowScores]]:
         """(pos, neg) scores plus the path term, and its [n, num_books] scores of the batch rows
         (None without ``model.path``), kept once per distinct user: each user is scored from its
-        training items less all of its positives in the batch."""
+        training items less all of its positives in the batch. ``shared`` > 0: the softmax will
+        compete with that many items drawn uniformly, drawn here, and the table holds only theirs."""
         if self.path is None:
             return pos_score, neg_score, None
         distinct, row = torch.unique(users.cpu(), return_inverse=True)
         exclude = torch.stack([row, pos.cpu()], dim=1)
         new_items = new.get(BOOK).cpu() if self.training and BOOK in new else None
         dropout = self.path.dropout if self.training else 0.0
+        if shared > 0:
+            drawn = torch.randint(self.path.num_items, (shared,))
+            negs = neg.cpu().reshape(len(neg), -1)
+            pairs = torch.cat([exclude, torch.stack([row.repeat_interleave(negs.size(1)), negs.flatten()], dim=1)])
+            table, at = self.path.restricted_scores(*self._history, distinct, drawn, pairs, exclude, new_items, dropout)
+            at = at.to(users.device)
+            extra = RowScores(table.to(users.device), row.to(users.device), drawn)
+            return pos_score + at[:len(pos)], neg_score + at[len(pos):].view_as(neg_score), extra
         table = self.path.scores(*self._history, distinct, exclude, new_items, dropout).to(users.device)
         row = row.to(users.device)
         return pos_score + table[row, pos], neg_score + table[row.unsqueeze(1), neg], RowScores(table, row)
@@ -552,7 +564,9 @@ class GraphSAGERecommender(Recommender):
             h = self.encoder.layer(i, h, per_layer[i], {})
         hu, hb = self.scoring_vectors(h[USER][batch.users], h[BOOK])
         pos_score, neg_score = triplet_scores(hu, hb[batch.pos], hb[batch.neg])
-        pos_score, neg_score, extra = self.with_path(batch.users, batch.pos, batch.neg, pos_score, neg_score, new)
+        shared = self.shared_negatives if self.training else 0
+        pos_score, neg_score, extra = self.with_path(batch.users, batch.pos, batch.neg, pos_score, neg_score, new,
+                                                     shared)
         reg = ego_reg(x[USER][batch.users], x[BOOK][batch.pos], x[BOOK][batch.neg], batch_size=len(batch.users))
         return BPROutput(pos_score, neg_score, reg, hu, hb, extra)
 

@@ -66,6 +66,30 @@ def history_csr(pairs: Tensor, num_users: int) -> tuple[Tensor, Tensor]:
     return indptr, pairs[order, 1].contiguous()
 
 
+class _Entries:
+    """The history matrix x ([num_items, rows], a row's column holding |history|^-norm at its
+    history items) as its nonzeros, sorted by (row, item): where x is ~1% full (a full-scale
+    batch: ~110 of 10,000 books for each of ~7,500 users), the restricted products read only these."""
+
+    def __init__(self, item: Tensor, row: Tensor, value: Tensor, num_items: int, num_rows: int):
+        """The entries, already sorted by (row, item), each (row, item) once."""
+        self.item, self.row, self.value, self.key = item, row, value, row * num_items + item
+        self.num_items, self.num_rows = num_items, num_rows
+
+    def at(self, rows: Tensor, items: Tensor) -> Tensor:
+        """x[items, rows], element by element (0 off the histories)."""
+        if len(self.key) == 0:
+            return torch.zeros(len(rows))
+        query = rows * self.num_items + items
+        pos = torch.searchsorted(self.key, query).clamp(max=len(self.key) - 1)
+        return torch.where(self.key[pos] == query, self.value[pos], torch.zeros(()))
+
+    def dense(self) -> Tensor:
+        x = torch.zeros(self.num_items, self.num_rows)
+        x[self.item, self.row] = self.value
+        return x
+
+
 class _PathSpMM(torch.autograd.Function):
     """``W^T @ x`` for a CSR ``W^T`` whose values are learned: the forward is torch's CSR x dense
     kernel; the backward gives the values their gradient, ``dL/dw_e = <g[dst_e], x[src_e]>``, in
@@ -83,13 +107,13 @@ class _PathSpMM(torch.autograd.Function):
         ctx.save_for_backward(row, col, x)
         with warnings.catch_warnings():  # "sparse CSR support is in beta": the kernel is what we need
             warnings.simplefilter("ignore", UserWarning)
-            adj = torch.sparse_csr_tensor(crow, col, values.detach(), size=(x.size(0), x.size(0)))
+            adj = torch.sparse_csr_tensor(crow, col, values.detach(), size=(len(crow) - 1, x.size(0)))
         return adj @ x
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         row, col, x = ctx.saved_tensors
-        if x.size(0) ** 2 <= _PathSpMM.DENSE_GRAD_RATIO * len(row):
+        if grad.size(0) * x.size(0) <= _PathSpMM.DENSE_GRAD_RATIO * len(row):
             return (grad @ x.T)[row, col], None, None, None, None
         out = torch.empty(len(row), dtype=grad.dtype, device=grad.device)
         for a in range(0, len(row), _PathSpMM.CHUNK):
@@ -120,15 +144,47 @@ class _Relation:
         """Out-edges of the history entries ``item``, summed: the enumerated product's multiply-adds."""
         return int((self.out_ptr[item + 1] - self.out_ptr[item]).sum())
 
+    # A dense [items x items] product costs about 1/this of the CSR kernel per multiply-add, so a
+    # relation with more than items^2 / this edges is multiplied as a dense matrix: MovieLens 100K's
+    # 1,008 items, 450 columns, one thread: 10.5 ms dense against the kernel's 6.5 ms at 95k edges
+    # and 16.1 ms at 259k (2026-12-07, a throwaway timing loop; co_items with every neighbour).
+    DENSE_RATIO = 8
+
     def product(self, values: Tensor, x: Tensor, scatter_cost: float) -> Tensor:
-        """``W^T @ x`` by whichever costs fewer multiply-adds: the CSR kernel, edges x columns, or
+        """``W^T @ x`` by whichever costs fewer multiply-adds: a dense matrix product where the
+        relation is dense enough (:attr:`DENSE_RATIO`), else the CSR kernel, edges x columns, or
         enumerating each nonzero of ``x`` (a history entry) with its item's out-edges, which is far
         cheaper where histories are short against the number of items (real Goodbooks: ~72 of
         7,770 books a user). A scattered multiply-add is priced at ``scatter_cost`` kernel ones."""
+        if self.num_items ** 2 <= self.DENSE_RATIO * len(self):
+            return self._dense(values) @ x
         item, col = x.nonzero(as_tuple=True)
         if self.out_degree(item) * scatter_cost < len(self) * x.size(1):
             return self._enumerated(values, x, item, col)
         return _PathSpMM.apply(values, self.crow, self.src, self.dst, x)
+
+    def column_product(self, values: Tensor, x: _Entries, columns: Tensor) -> Tensor:
+        """``(W^T @ x)[columns]``: the rows of the scored items ``columns`` only (duplicates
+        allowed), from each history entry's out-edges into them."""
+        owner, edge = csr_rows(self.crow, columns)  # the columns' in-edges
+        order = torch.argsort(self.src[edge])
+        by_src = torch.searchsorted(self.src[edge][order], torch.arange(self.num_items + 1))
+        entry, pos = csr_rows(by_src, x.item)  # each history entry's edges into the columns
+        k = order[pos]
+        contrib = x.value[entry] * values[edge[k]]
+        out = torch.zeros(len(columns) * x.num_rows, dtype=contrib.dtype)
+        return out.index_add(0, owner[k] * x.num_rows + x.row[entry], contrib).view(len(columns), x.num_rows)
+
+    def pair_product(self, values: Tensor, x: _Entries, rows: Tensor, items: Tensor) -> Tensor:
+        """``(W^T @ x)[items[p], rows[p]]`` for each pair p, from the in-edges of its item."""
+        owner, edge = csr_rows(self.crow, items)
+        contrib = values[edge] * x.at(rows[owner], self.src[edge])
+        return torch.zeros(len(items), dtype=contrib.dtype).index_add(0, owner, contrib)
+
+    def _dense(self, values: Tensor) -> Tensor:
+        """``W^T`` as a dense [items x items] matrix (autograd carries the values' gradient)."""
+        dense = torch.zeros(self.num_items, self.num_items, dtype=values.dtype)
+        return dense.index_put((self.dst, self.src), values, accumulate=True)
 
     def _enumerated(self, values: Tensor, x: Tensor, item: Tensor, col: Tensor) -> Tensor:
         """``W^T @ x`` from x's nonzeros (item, col): each adds ``x * w_e`` at (dst_e, col) for every
@@ -204,25 +260,59 @@ class PathTerm(nn.Module):
         weights into it leave its user out). ``new_items``: bool
         [num_items], items treated as new (no history entries, no co-interaction edges).
         ``dropout``: share of history entries dropped at random (training).
-        Costs the cheaper of two products per relation (:meth:`_Relation.product`)."""
+        Costs the cheapest product per relation (:meth:`_Relation.product`)."""
+        entries = self.history_entries(indptr, items, rows, exclude, new_items, dropout)
+        out = self._product(entries.dense(), new_items)  # [num_items, len(rows)]
+        if exclude is not None and len(exclude) and self._corrects:
+            change = self._pair_correction(entries, exclude[:, 0], exclude[:, 1])
+            out = out.index_put((exclude[:, 1], exclude[:, 0]), change, accumulate=True)
+        return out.T
+
+    def restricted_scores(self, indptr: Tensor, items: Tensor, rows: Tensor, columns: Tensor, pairs: Tensor,
+                          exclude: Optional[Tensor] = None, new_items: Optional[Tensor] = None,
+                          dropout: float = 0.0) -> tuple[Tensor, Tensor]:
+        """What a softmax over a few shared items reads of :meth:`scores`, without its [len(rows),
+        num_items] table: ``scores(...)[:, columns]`` and ``scores(...)[pairs[:, 0], pairs[:, 1]]``
+        (a batch's positives and negatives), from the in-edges of those items alone. At full
+        Goodbooks scale (~7,000 users a batch, 10,000 books, 1,024 shared) that is ~10x fewer
+        multiply-adds and no table of 70M scores."""
+        x = self.history_entries(indptr, items, rows, exclude, new_items, dropout)
+        table = self._each_relation(new_items, lambda rel, w: rel.column_product(w, x, columns))
+        at = self._each_relation(new_items, lambda rel, w: rel.pair_product(w, x, pairs[:, 0], pairs[:, 1]))
+        if exclude is not None and len(exclude) and self._corrects:
+            change = self._pair_correction(x, exclude[:, 0], exclude[:, 1])
+            # The excluded pairs' items among the columns (drawn with replacement: maybe several times).
+            order = torch.argsort(columns)
+            item_ptr = torch.searchsorted(columns[order], torch.arange(self.num_items + 1))
+            owner, entry = csr_rows(item_ptr, exclude[:, 1])
+            table = table.index_put((order[entry], exclude[owner, 0]), change[owner], accumulate=True)
+            keys = pairs[:, 0] * self.num_items + pairs[:, 1]
+            excluded = torch.isin(keys, exclude[:, 0] * self.num_items + exclude[:, 1])
+            if bool(excluded.any()):
+                at = at.index_put((excluded.nonzero()[:, 0],), self._pair_correction(
+                    x, pairs[excluded, 0], pairs[excluded, 1]), accumulate=True)
+        return table.T, at
+
+    def history_entries(self, indptr: Tensor, items: Tensor, rows: Tensor, exclude: Optional[Tensor] = None,
+                        new_items: Optional[Tensor] = None, dropout: float = 0.0) -> _Entries:
+        """The history matrix x of the users ``rows`` (see :class:`_Entries`; :meth:`scores` for
+        the arguments): their distinct training items less the excluded pairs and new items."""
         owner, entry = csr_rows(indptr, rows)
         hist = items[entry]
         if dropout > 0:
             keep = torch.rand(len(hist)) >= dropout
             owner, hist = owner[keep], hist[keep]
-        # x^T: [num_items, len(rows)], a user's column holds |history|^-norm at its history items.
-        x = torch.zeros(self.num_items, len(rows))
-        x[hist, owner] = 1.0
+        key = torch.unique(owner * self.num_items + hist)  # sorted: (row, item) order
         if exclude is not None and len(exclude):
-            x[exclude[:, 1], exclude[:, 0]] = 0.0
+            key = key[~torch.isin(key, exclude[:, 0] * self.num_items + exclude[:, 1])]
+        owner, hist = key // self.num_items, key % self.num_items
         if new_items is not None:
-            x[new_items] = 0.0
+            keep = ~new_items[hist]
+            owner, hist = owner[keep], hist[keep]
+        value = torch.ones(len(hist))
         if self.norm:
-            x = x * x.sum(dim=0).clamp(min=1.0).pow(-self.norm)
-        out = self._product(x, new_items)  # [num_items, len(rows)]
-        if exclude is not None and len(exclude) and self._corrects:
-            out = out + self._positive_correction(exclude, x, out.shape)
-        return out.T
+            value = torch.bincount(owner, minlength=len(rows)).clamp(min=1).float().pow(-self.norm)[owner]
+        return _Entries(hist, owner, value, self.num_items, len(rows))
 
     # A scattered multiply-add costs about this many of the CSR kernel's where the edge weights are
     # differentiated (the kernel's backward forms a gradient per edge): 12.5 and 13.8 on real
@@ -242,16 +332,28 @@ class PathTerm(nn.Module):
         formed. ``values``: every edge's weight (default :meth:`edge_values`), which forces the
         differentiated product."""
         if values is None and self.delta is None:
-            alpha, out = self.alpha.cpu(), None
+            return self._each_relation(new_items, lambda rel, w: rel.product(w, x, self.FIXED_SCATTER_COST),
+                                       torch.zeros_like(x))
+        return self._each_relation(new_items, lambda rel, w: rel.product(w, x, self.SCATTER_COST),
+                                   torch.zeros_like(x), self.edge_values() if values is None else values)
+
+    def _each_relation(self, new_items: Optional[Tensor], product, empty: Optional[Tensor] = None,
+                       values: Optional[Tensor] = None) -> Tensor:
+        """The sum over relations of ``product(relation, its edge weights)``. Without per-edge
+        offsets (and no ``values``) each is taken without autograd on the fixed weights and scaled
+        by ``alpha_r``; else on every edge's differentiated weight. ``empty``: the sum of none."""
+        out = empty
+        if values is None and self.delta is None:
+            alpha = self.alpha.cpu()
             for k, rel in enumerate(self.relations):
                 with torch.no_grad():
-                    part = rel.product(self._masked(rel, rel.base, new_items), x, self.FIXED_SCATTER_COST)
+                    part = product(rel, self._masked(rel, rel.base, new_items))
                 out = alpha[k] * part if out is None else out + alpha[k] * part
-            return out if out is not None else torch.zeros_like(x)
+            return out
         values = self.edge_values() if values is None else values
-        out = torch.zeros_like(x)
         for rel, part in zip(self.relations, self._slices):
-            out = out + rel.product(self._masked(rel, values[part], new_items), x, self.SCATTER_COST)
+            prod = product(rel, self._masked(rel, values[part], new_items))
+            out = prod if out is None else out + prod
         return out
 
     @staticmethod
@@ -262,18 +364,14 @@ class PathTerm(nn.Module):
             return values
         return values.masked_fill(new_items[rel.dst], 0.0)
 
-    def _positive_correction(self, pairs: Tensor, x: Tensor, shape: torch.Size) -> Tensor:
-        """[num_items, rows] the leave-user-out change of the scores of ``pairs`` (row, item): the
-        in-edges of each pair's item from its row's (weighted) history (co_items only)."""
-        out = torch.zeros(shape)
+    def _pair_correction(self, x: _Entries, rows: Tensor, items: Tensor) -> Tensor:
+        """[len(rows)] the leave-user-out change of the scores of the excluded pairs (rows, items):
+        the in-edges of each pair's item from its row's (weighted) history (co_items only)."""
+        out = torch.zeros(len(rows))
         alpha = self.alpha.cpu()
         for k, rel in enumerate(self.relations):
-            if not bool(rel.loo.any()):
-                continue
-            owner, edge = csr_rows(rel.crow, pairs[:, 1])
-            row, item = pairs[owner, 0], pairs[owner, 1]
-            change = alpha[k] * rel.loo[edge] * x[rel.src[edge], row]
-            out = out.index_put((item, row), change, accumulate=True)
+            if bool(rel.loo.any()):
+                out = out + alpha[k] * rel.pair_product(rel.loo, x, rows, items)
         return out
 
 
