@@ -121,6 +121,20 @@ def test_sampling_throughput_on_a_tiny_graph(tiny):
     assert res["train_edges"] > 0 and res["num_users"] == TINY_USERS
 
 
+def test_path_product_bench_times_each_product_and_leaves_the_dense_threshold_as_it_was(tiny, capsys):
+    from graphrec_dist.benchmarks import path_product
+    from graphrec_dist.models.paths import _Relation
+
+    plan, _ = tiny
+    ratio = _Relation.DENSE_RATIO
+    res = path_product.main(["configs/demo.yaml", *data_overrides(plan, TINY_USERS), "model.path=[similar]",
+                             "--rounds", "3"])
+    for key in ("csr_ms", "enumerated_ms", "dense_ms", "csr_madds", "enumerated_madds", "scatter_cost"):
+        assert _finite_positive(res[key]), key
+    assert _Relation.DENSE_RATIO == ratio
+    assert "dense" in capsys.readouterr().out
+
+
 def test_reference_loop_trains_and_validates_on_a_tiny_graph(tiny):
     from graphrec_dist.benchmarks.reference_loop import run_reference
 
