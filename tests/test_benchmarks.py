@@ -424,6 +424,17 @@ def test_run_names_follow_the_config_so_other_settings_never_share_a_folder():
     assert a != run_name("graphsage", 2000, "configs/debug.yaml", ["train.seed=0", "train.epochs=5"])
 
 
+def test_an_edited_preset_gets_a_run_folder_of_its_own(tmp_path):
+    from graphrec_dist.benchmarks.quality import run_name
+
+    preset = tmp_path / "preset.yaml"
+    preset.write_text("model:\n  emb_dim: 64\n")
+    before = run_name("graphsage", 2000, str(preset), ["train.seed=0"])
+    assert before == run_name("graphsage", 2000, str(preset), ["train.seed=0"])
+    preset.write_text("model:\n  emb_dim: 128\n")
+    assert before != run_name("graphsage", 2000, str(preset), ["train.seed=0"])
+
+
 def test_same_graph_comparison_locates_the_gap_only_when_the_numbers_say_so():
     from graphrec_dist.benchmarks.report_quality import same_graph_comparison
 

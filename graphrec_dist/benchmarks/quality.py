@@ -74,8 +74,10 @@ def common_overrides(plan: BenchPlan, users: int) -> list[str]:
 
 def run_name(label: str, users: int, preset: str, overrides: list[str]) -> str:
     """``{label}-{users}-{digest of the config}``: sections that train the same config share the
-    run, and a run with other settings never overwrites a folder that some section's JSON names."""
-    digest = hashlib.sha1(json.dumps([preset, list(overrides)]).encode()).hexdigest()[:8]
+    run, and a run with other settings never overwrites a folder that some section's JSON names.
+    The digest covers the preset file's text too, so an edited preset gets a folder of its own."""
+    text = Path(preset).read_text() if Path(preset).is_file() else ""
+    digest = hashlib.sha1(json.dumps([preset, text, list(overrides)]).encode()).hexdigest()[:8]
     return f"{label}-{users}-{digest}"
 
 
