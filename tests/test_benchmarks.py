@@ -129,7 +129,7 @@ def test_path_product_bench_times_each_product_and_leaves_the_dense_threshold_as
     ratio = _Relation.DENSE_RATIO
     res = path_product.main(["configs/demo.yaml", *data_overrides(plan, TINY_USERS), "model.path=[similar]",
                              "--rounds", "3"])
-    for key in ("csr_ms", "enumerated_ms", "dense_ms", "csr_madds", "enumerated_madds", "scatter_cost"):
+    for key in ("csr_ms", "enumerated_ms", "dense_ms", "csr_madds", "enumerated_madds", "scatter_cost", "density"):
         assert _finite_positive(res[key]), key
     assert _Relation.DENSE_RATIO == ratio
     assert "dense" in capsys.readouterr().out
