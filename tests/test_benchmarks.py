@@ -287,6 +287,27 @@ def test_report_says_which_sections_were_not_run(tmp_path):
     assert payload["machine"]["cpu_model"] and payload["section"] == "quality"
 
 
+def test_the_report_keeps_each_sections_json_and_draws_from_the_newer_copy(tmp_path):
+    docs = tmp_path / "docs"
+    sections = _sections()
+    first, second = tmp_path / "first", tmp_path / "second"
+    common.write_section(first, {**_payload("quality", sections["quality"]), "finished_at": "2026-01-01T00:00:00"})
+    report.generate(first, docs)
+    assert json.loads((docs / "bench" / "quality.json").read_text())["finished_at"] == "2026-01-01T00:00:00"
+    # A later bench of another section into another folder: quality is drawn from the kept copy.
+    common.write_section(second, {**_payload("sharding", sections["sharding"]), "finished_at": "2026-01-02T00:00:00"})
+    text = report.generate(second, docs).read_text()
+    assert "| sharded-w2 | 2 | 0.8 | 0.2 | 9.03 | 0.05 |" in text and "img/quality_bars.png" in text
+    assert text.count("Not run into this bench folder") == len(report.SECTION_NAMES) - 2
+    assert sorted(p.name for p in (docs / "bench").glob("*.json")) == ["quality.json", "sharding.json"]
+    # An older copy in the bench folder does not replace a newer kept one.
+    old = {**_payload("quality", {**sections["quality"], "ranking": ["ease", "graphsage"]}),
+           "finished_at": "2025-12-31T00:00:00"}
+    common.write_section(second, old)
+    report.generate(second, docs)
+    assert json.loads((docs / "bench" / "quality.json").read_text())["finished_at"] == "2026-01-01T00:00:00"
+
+
 def test_ablation_trains_graphsage_without_each_relation_and_reports_the_change(tmp_path, monkeypatch):
     from graphrec_dist.benchmarks import quality
 
