@@ -127,7 +127,14 @@ class ModelConfig:
     # score a training positive with co-interaction weights that leave its own user out
     path_leave_user_out: bool = True
     path_init: float = 1.0  # initial per-relation scale alpha_r
-    path_decay: float = 0.0  # AdamW decoupled decay of the per-edge offsets (path_edge_weights)
+    # Decoupled decay of the per-edge offsets (path_edge_weights): each step multiplies them by
+    # 1 - lr * path_decay, lr being train.lr (scheduled), or path_edge_lr when that is set.
+    path_decay: float = 0.0
+    # The offsets' own step. None: Adam at train.lr, whose per-parameter normalised step moves an
+    # edge seen once as far as one seen in every batch. A number: momentum SGD at that step (Adam's
+    # moments with eps=1, far above the offsets' gradients, so the step is lr times the running
+    # mean gradient): a frequent edge moves further than a rare one, as in a ridge regression.
+    path_edge_lr: Optional[float] = None
 
     def __post_init__(self) -> None:
         _require(self.emb_dim > 0, "model.emb_dim", "a positive integer")
@@ -145,6 +152,9 @@ class ModelConfig:
                  "model.path", "a list of distinct relations out of co_items, similar")
         _require(self.path_top_k >= 1, "model.path_top_k", "an integer >= 1")
         _require(0.0 <= self.path_dropout < 1.0, "model.path_dropout", "a number in [0, 1)")
+        _require(self.path_decay >= 0, "model.path_decay", "a number >= 0")
+        _require(self.path_edge_lr is None or self.path_edge_lr > 0, "model.path_edge_lr",
+                 "a positive number, or null for train.lr under Adam")
         _require(self.co_items >= 0, "model.co_items", "an integer >= 0 (0 = no co-interaction relation)")
         _require(self.lightgcn_layers >= 0, "model.lightgcn_layers", "an integer >= 0 (0 = matrix factorisation)")
 

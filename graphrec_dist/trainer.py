@@ -128,14 +128,16 @@ def batch_loss(cfg: Config, outputs: tuple, batch, seen: Optional[tuple[torch.Te
     return loss + cfg.train.l2 * reg.float()
 
 
-def decay_groups(model: Recommender, default: float) -> list[dict[str, Any]]:
-    """AdamW parameter groups: ``train.weight_decay``, except where the model names its own decay
-    for a parameter (``model.decay_overrides()``: name -> decay, e.g. graphsage's path offsets)."""
-    own = model.decay_overrides() if hasattr(model, "decay_overrides") else {}
-    groups: dict[float, list[torch.nn.Parameter]] = {}
+def param_groups(model: Recommender, default_decay: float) -> list[dict[str, Any]]:
+    """AdamW parameter groups: ``train.weight_decay`` and the optimizer's own lr and eps, except
+    where the model names its own settings for a parameter (``model.group_overrides()``: name ->
+    {weight_decay, lr, eps}, e.g. graphsage's path offsets)."""
+    own = model.group_overrides() if hasattr(model, "group_overrides") else {}
+    groups: dict[tuple, list[torch.nn.Parameter]] = {}
     for name, p in model.named_parameters():
-        groups.setdefault(own.get(name, default), []).append(p)
-    return [{"params": ps, "weight_decay": wd} for wd, ps in groups.items()]
+        settings = {"weight_decay": default_decay, **own.get(name, {})}
+        groups.setdefault(tuple(sorted(settings.items())), []).append(p)
+    return [{"params": ps, **dict(settings)} for settings, ps in groups.items()]
 
 
 def metric_key(cfg: Config) -> str:
@@ -194,7 +196,7 @@ class Trainer:
         else:
             self.steps = steps_per_epoch(len(bundle.train), tc.batch_size, ctx.world_size, tc.edges_per_epoch)
         self.replicated = [p for name, p in model.named_parameters() if name not in self.owned]
-        self.optimizer = torch.optim.AdamW(decay_groups(model, tc.weight_decay), lr=tc.lr, weight_decay=tc.weight_decay)
+        self.optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.lr, weight_decay=tc.weight_decay)
         self.scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=tc.epochs * self.steps)
                           if tc.lr_schedule == "cosine" else None)
         self.state = TrainState()

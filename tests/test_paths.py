@@ -246,3 +246,40 @@ def test_a_model_without_side_relations_gets_no_similar_paths() -> None:
     assert path_edges("graphsage") == 3
     assert path_edges("graphsage_ui") == 0
     assert path_edges("graphsage", "model.exclude_relations=[similar]") == 0
+
+
+def test_path_edge_lr_gives_the_offsets_a_gradient_sized_step_of_their_own() -> None:
+    """Under Adam every offset with a gradient moves by ~lr, however small and rare its gradient;
+    with model.path_edge_lr the offsets take momentum-SGD steps (lr x gradient) in their own group,
+    decayed by 1 - path_edge_lr * path_decay, and every other parameter keeps train.lr under Adam."""
+    from graphrec_dist.trainer import param_groups
+
+    bundle = toy_bundle()
+    bundle.graph[SIMILAR].edge_index = torch.tensor([[0, 1, 2], [1, 2, 0]])
+    bundle.graph[SIMILAR].edge_weight = torch.tensor([0.5, 0.4, 0.3])
+
+    def first_step(*extra: str) -> tuple[list[dict], torch.Tensor, torch.Tensor]:
+        cfg = load_config(None, ["model.emb_dim=8", "model.path=[similar]", "model.path_edge_weights=true",
+                                 "train.lr=0.01", *extra])
+        model = build_model(cfg, bundle)
+        groups = param_groups(model, 0.0)
+        opt = torch.optim.AdamW(groups, lr=cfg.train.lr, weight_decay=0.0)
+        delta = model.path.delta
+        grad = torch.tensor([1e-4, -2e-4, 0.0])
+        with torch.no_grad():
+            delta.copy_(torch.tensor([0.0, 0.0, 1.0]))
+        delta.grad = grad.clone()
+        opt.step()
+        return groups, delta.detach().clone(), grad
+
+    groups, adam, grad = first_step()
+    assert len(groups) == 1 and groups[0]["weight_decay"] == 0.0
+    assert torch.allclose(adam[:2], -0.01 * grad[:2].sign(), rtol=1e-3)  # ~lr whatever the gradient
+    groups, sgd, grad = first_step("model.path_edge_lr=100", "model.path_decay=0.001")
+    own = [g for g in groups if g.get("eps") == 1.0]
+    assert len(groups) == 2 and len(own) == 1 and own[0]["lr"] == 100 and own[0]["weight_decay"] == 0.001
+    assert [p.numel() for p in own[0]["params"]] == [3]
+    assert torch.allclose(sgd[:2], -100 * grad[:2], rtol=1e-3)  # the gradient's size, times lr
+    assert sgd[2].item() == pytest.approx(1.0 * (1 - 100 * 0.001))  # decayed, no gradient
+    with pytest.raises(ConfigError, match="model.path_edge_lr"):
+        load_config(None, ["model.path_edge_lr=0"])

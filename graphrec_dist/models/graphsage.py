@@ -332,7 +332,7 @@ class GraphSAGERecommender(Recommender):
                         BOOK: book_counts == 0}
         # model.path: the high-rank path term over each user's training items (models/paths.py).
         self.path = build_path_term(cfg, bundle, graph)
-        self.path_decay = cfg.model.path_decay
+        self.path_decay, self.path_edge_lr = cfg.model.path_decay, cfg.model.path_edge_lr
         self._history = history_csr(bundle.train, bundle.num_users) if self.path is not None else None
         # train.softmax_negatives: a full-graph step's softmax competes with that many shared items,
         # drawn here so that the path term scores only those (PathTerm.restricted_scores).
@@ -345,10 +345,16 @@ class GraphSAGERecommender(Recommender):
                              f"not of {ctx.world_size} ranks")
         self.dist = ctx
 
-    def decay_overrides(self) -> dict[str, float]:
-        """AdamW decay of the path term's per-edge offsets (``model.path_decay``): a free weight per
-        edge would otherwise fit the training pairs (an unregularised sparse item-item model)."""
-        return {"path.delta": self.path_decay} if self.path is not None and self.path.delta is not None else {}
+    def group_overrides(self) -> dict[str, dict[str, float]]:
+        """Optimizer settings of the path term's per-edge offsets: their decay (``model.path_decay``;
+        a free weight per edge would otherwise fit the training pairs, as an unregularised sparse
+        item-item model does) and, with ``model.path_edge_lr``, a momentum-SGD step of their own
+        (Adam with eps=1: the offsets' gradients are ~1e-4, so Adam's denominator is ~1)."""
+        if self.path is None or self.path.delta is None:
+            return {}
+        if self.path_edge_lr is None:
+            return {"path.delta": {"weight_decay": self.path_decay}}
+        return {"path.delta": {"weight_decay": self.path_decay, "lr": self.path_edge_lr, "eps": 1.0}}
 
     def owned_parameters(self) -> set[str]:
         """Names of the parameters whose rows are this rank's users alone (no gradient all-reduce;
