@@ -43,7 +43,8 @@ def scale_of(users: int | None) -> str:
 
 
 def not_run(title: str, name: str) -> str:
-    return f"## {title}\n\nNot run into this bench folder, and no JSON of it kept in docs/bench (run `graphrec-dist bench --sections {name}`)."
+    return (f"## {title}\n\nNot run into this bench folder, and no JSON of it kept in docs/bench "
+            f"(run `graphrec-dist bench --sections {name}`).")
 
 
 def machine_table(present: dict[str, dict[str, Any]]) -> str:
