@@ -352,9 +352,10 @@ class GraphSAGERecommender(Recommender):
         (Adam with eps=1: the offsets' gradients are ~1e-4, so Adam's denominator is ~1)."""
         if self.path is None or self.path.delta is None:
             return {}
-        if self.path_edge_lr is None:
-            return {"path.delta": {"weight_decay": self.path_decay}}
-        return {"path.delta": {"weight_decay": self.path_decay, "lr": self.path_edge_lr, "eps": 1.0}}
+        own = {"weight_decay": self.path_decay}
+        if self.path_edge_lr is not None:
+            own.update(lr=self.path_edge_lr, eps=1.0)
+        return {"path.delta": own}
 
     def owned_parameters(self) -> set[str]:
         """Names of the parameters whose rows are this rank's users alone (no gradient all-reduce;
