@@ -653,3 +653,55 @@ def test_run_key_is_the_resolved_config(tmp_path: Path) -> None:
     assert _key(preset, overrides, "torchrun=0") == key
     assert _key(preset, overrides + ["train.lr=0.5"], "torchrun=0") != key
     assert _key(preset, overrides, "torchrun=2") != key
+
+
+def test_a_run_made_before_an_option_existed_is_reused_while_the_option_is_at_its_default(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The stamp's key hashes every option, so a new option changes it; the run's own config.yaml,
+    # read with today's defaults, still says it trained the same thing. A changed value retrains.
+    import yaml
+
+    from graphrec_dist.benchmarks import runs
+    from graphrec_dist.config import load_config
+
+    overrides = ["model.name=mf", "data.synth_users=300"]
+    run_dir = tmp_path / "runs" / "r"
+    run_dir.mkdir(parents=True)
+    (run_dir / "test_metrics.json").write_text(json.dumps({"ndcg@10": 0.05}))
+    record = {"name": "r", "command": "graphrec-dist train model.name=mf", "run_dir": str(run_dir), "wall_s": 1.0}
+    (run_dir / "bench_key.json").write_text(json.dumps({"key": "made-before", "invocation": "old", "record": record}))
+    trained = []
+
+    class Retrained(Exception):
+        pass
+
+    def run_child(cmd: list[str], *args: object, **kwargs: object) -> None:
+        trained.append(cmd)
+        raise Retrained
+
+    monkeypatch.setattr(runs, "run_child", run_child)
+
+    def save(**changes: object) -> None:
+        saved = load_config(None, overrides).to_dict()
+        del saved["model"]["path_edge_lr"]  # the run predates this option
+        for dotted, value in changes.items():
+            section, key = dotted.split("__")
+            saved[section][key] = value
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
+
+    save()
+    got = runs.train_run(tmp_path, "r", None, overrides, 60, "new", reuse=True)
+    assert got["reused"] and got["test_metrics"] == {"ndcg@10": 0.05} and not trained
+    with pytest.raises(Retrained):  # without --reuse another invocation's run is not taken
+        runs.train_run(tmp_path, "r", None, overrides, 60, "new", reuse=False)
+    assert len(trained) == 1
+    for changed in ({"train__lr": 0.5}, {"model__no_such_option": 1}):
+        trained.clear()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "test_metrics.json").write_text(json.dumps({"ndcg@10": 0.05}))
+        (run_dir / "bench_key.json").write_text(json.dumps({"key": "made-before", "invocation": "old",
+                                                            "record": record}))
+        save(**changed)
+        with pytest.raises(Retrained):
+            runs.train_run(tmp_path, "r", None, overrides, 60, "new", reuse=True)
+        assert len(trained) == 1, changed

@@ -4,6 +4,7 @@ each in a child process so its wall time and peak RSS are its own.
 A run lives in ``<out>/runs/<name>``. Sections that need the same run (the quality table and the
 training comparison both train ``graphsage`` on the demo data) share it: a run is reused when its
 key (the resolved config, launcher) matches and this invocation made it (any, with ``--reuse``).
+A run made before an option existed still matches while the option is at its default.
 """
 from __future__ import annotations
 
@@ -18,18 +19,47 @@ from typing import Any
 
 from graphrec_dist.benchmarks.common import BenchError, python_cmd, run_child
 from graphrec_dist.config import load_config
+from graphrec_dist.errors import ConfigError
 from graphrec_dist.io_utils import write_json_atomic
-from graphrec_dist.run_dir import TEST_METRICS, read_history, read_json
+from graphrec_dist.run_dir import CONFIG, TEST_METRICS, read_history, read_json
+
+
+def _trained(config_path: str | Path | None, overrides: Sequence[str]) -> dict[str, Any]:
+    """What a run trains: its resolved config without the ``run`` section (where the run is
+    written, how verbosely). A preset's text that its overrides replace is not in it: an edit of a
+    preset's data section does not retrain runs that point at other data."""
+    cfg = load_config(config_path, list(overrides)).to_dict()
+    cfg.pop("run", None)
+    return cfg
 
 
 def _key(config_path: str | Path | None, overrides: Sequence[str], launcher: str) -> str:
-    """What a run trains: its resolved config and launcher. The ``run`` section (where the run is
-    written, how verbosely) is left out, and so is a preset's text that its overrides replace: an
-    edit of a preset's data section does not retrain runs that point at other data."""
-    cfg = load_config(config_path, list(overrides)).to_dict()
-    cfg.pop("run", None)
-    blob = json.dumps([cfg, launcher], sort_keys=True)
+    """A short hash of what a run trains (:func:`_trained`) and how it is launched."""
+    blob = json.dumps([_trained(config_path, overrides), launcher], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _launcher_of(stamp: dict[str, Any]) -> str:
+    """The launcher a stamp's run was made with; stamps written before it was stored have only the
+    command to tell it by."""
+    if "launcher" in stamp:
+        return stamp["launcher"]
+    command = stamp.get("record", {}).get("command", "")
+    prefix = "torchrun --nproc_per_node="
+    return f"torchrun={command[len(prefix):].split()[0]}" if command.startswith(prefix) else "torchrun=0"
+
+
+def _trained_the_same(run_dir: Path, wanted: dict[str, Any]) -> bool:
+    """Whether the run in ``run_dir`` trained ``wanted``, judged by the ``config.yaml`` it saved,
+    read with today's defaults. An option added since the run was made takes its default there,
+    which reproduces the behaviour from before the option; a value that differs (a changed default
+    too, as ``config.yaml`` holds every value) or an option since removed means it did not."""
+    try:
+        saved = load_config(run_dir / CONFIG).to_dict()
+    except ConfigError:
+        return False
+    saved.pop("run", None)
+    return saved == wanted
 
 
 def display_command(args: Sequence[str]) -> str:
@@ -46,13 +76,15 @@ def train_run(root: str | Path, name: str, config_path: str | None, overrides: S
     CPU) instead of one process.
     """
     run_dir = Path(root) / "runs" / name
-    key = _key(config_path, overrides, f"torchrun={torchrun_nproc}")
+    launcher = f"torchrun={torchrun_nproc}"
+    key = _key(config_path, overrides, launcher)
     args = ["train"] + ([config_path] if config_path else []) + list(overrides) + [
         f"run.out_dir={run_dir}", "run.progress=false"]
     stamp = run_dir / "bench_key.json"
     old = json.loads(stamp.read_text()) if stamp.is_file() else {}
-    if (old.get("key") == key and (reuse or old.get("invocation") == invocation)
-            and (run_dir / TEST_METRICS).is_file()):
+    if ((reuse or old.get("invocation") == invocation) and (run_dir / TEST_METRICS).is_file()
+            and (old.get("key") == key or (_launcher_of(old) == launcher
+                                           and _trained_the_same(run_dir, _trained(config_path, overrides))))):
         record = old["record"]
         record["reused"] = old.get("invocation") != invocation
         return _with_outputs(record, run_dir)
@@ -74,7 +106,7 @@ def train_run(root: str | Path, name: str, config_path: str | None, overrides: S
     record = {"name": name, "command": shown, "config_path": config_path, "overrides": list(overrides),
               "run_dir": str(run_dir), "wall_s": round(res.wall_s, 2), "peak_rss_mb": round(res.peak_rss_mb, 1),
               "reused": False}
-    write_json_atomic(stamp, {"key": key, "invocation": invocation, "record": record})
+    write_json_atomic(stamp, {"key": key, "launcher": launcher, "invocation": invocation, "record": record})
     return _with_outputs(record, run_dir)
 
 
