@@ -5,6 +5,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from graphrec_dist.cli import main as cli_main
 from graphrec_dist.config import load_config
@@ -178,6 +179,23 @@ def test_resume_refuses_a_checkpoint_of_another_model(data_overrides, tmp_path: 
     fresh = main(["configs/debug.yaml", *small(data_overrides, out, "model.hidden_dim=8", "train.resume=never",
                                                "train.max_steps=2")])
     assert fresh.global_step == 2
+
+
+def test_resume_takes_a_checkpoint_made_before_an_option_existed(data_overrides, tmp_path: Path) -> None:
+    # The checkpoint's config lacks an option added since: it reads with the option's default,
+    # which is the behaviour the run had. A key that no longer exists still refuses.
+    out = tmp_path / "run"
+    main(["configs/debug.yaml", *small(data_overrides, out, "train.max_steps=2")])
+    last = out / "last.pt"
+    state = torch.load(last, weights_only=False)
+    del state["config"]["model"]["path_edge_lr"]
+    torch.save(state, last)
+    assert main(["configs/debug.yaml", *small(data_overrides, out, "train.max_steps=4")]).global_step == 4
+    state = torch.load(last, weights_only=False)
+    state["config"]["model"]["retired_option"] = 1
+    torch.save(state, last)
+    with pytest.raises(ConfigError, match="different 'model' config"):
+        main(["configs/debug.yaml", *small(data_overrides, out, "train.max_steps=6")])
 
 
 def test_full_graph_softmax_run_trains_without_a_neighbour_loader(data_overrides, tmp_path: Path) -> None:
