@@ -404,17 +404,6 @@ def from_dict(tree: dict[str, Any]) -> Config:
     return _build(Config, tree, prefix="")
 
 
-def read_saved(tree: Any) -> Optional[Config]:
-    """A config that an earlier run saved (a checkpoint's, a run folder's ``config.yaml``), read with
-    today's defaults: an option added since takes its default, which reproduces the behaviour from
-    before it, and a retired one is dropped. None when it no longer reads (an option since removed,
-    a value no longer accepted): whatever it trained cannot be told apart from today's options."""
-    try:
-        return from_dict(tree)
-    except ConfigError:
-        return None
-
-
 def _build(cls: type, tree: Any, prefix: str) -> Any:
     where = prefix.rstrip(".") or "config"
     if not isinstance(tree, dict):

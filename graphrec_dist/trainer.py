@@ -21,7 +21,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from graphrec_dist import run_dir
-from graphrec_dist.config import Config, read_saved
+from graphrec_dist.config import Config, from_dict
 from graphrec_dist.distributed import (
     COMM,
     DistContext,
@@ -322,8 +322,13 @@ class Trainer:
     def restore(self, path: Path) -> None:
         hint = "pass train.resume=never (starts over, replacing the run's checkpoints) or another run.out_dir"
         state = run_dir.load_checkpoint(path, map_location=self.ctx.device, what_to_do=hint)
-        saved = read_saved(state["config"])  # a checkpoint made before an option existed still resumes
-        if saved is None or saved.model != self.cfg.model:
+        # Read with today's defaults: a checkpoint made before an option existed still resumes.
+        try:
+            saved = from_dict(state["config"]).model
+        except ConfigError as exc:  # an option since removed, or a value no longer accepted
+            raise ConfigError(f"train.resume: {path} was trained with a different 'model' config ({exc}); "
+                              f"{hint}") from None
+        if saved != self.cfg.model:
             raise ConfigError(f"train.resume: {path} was trained with a different 'model' config; {hint}")
         run_dir.check_mid_epoch_resume(self.cfg, self.model.kind, state, path, hint)
         model_state, optimizer_state, data_state = self._load_states(path, state, hint)

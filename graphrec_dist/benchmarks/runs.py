@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from graphrec_dist.benchmarks.common import BenchError, python_cmd, run_child
-from graphrec_dist.config import load_config, read_saved, read_yaml
+from graphrec_dist.config import load_config
 from graphrec_dist.errors import ConfigError
 from graphrec_dist.io_utils import write_json_atomic
 from graphrec_dist.run_dir import CONFIG, TEST_METRICS, read_history, read_json
@@ -55,12 +55,9 @@ def _trained_the_same(run_dir: Path, wanted: dict[str, Any]) -> bool:
     which reproduces the behaviour from before the option; a value that differs (a changed default
     too, as ``config.yaml`` holds every value) or an option since removed means it did not."""
     try:
-        saved = read_saved(read_yaml(run_dir / CONFIG))
-    except ConfigError:  # no config.yaml, or not YAML
+        trained = load_config(run_dir / CONFIG).to_dict()
+    except ConfigError:  # no config.yaml, not YAML, or an option since removed
         return False
-    if saved is None:
-        return False
-    trained = saved.to_dict()
     trained.pop("run", None)
     return trained == wanted
 
