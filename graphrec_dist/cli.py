@@ -16,6 +16,7 @@ from graphrec_dist.errors import UserError
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("graphrec_dist.data.cli", "download Goodbooks-10k, generate Goodbooks-shaped data, build Graph3 bundles"),
     "train": ("graphrec_dist.train", "train a model (one process, torchrun DDP, or --launcher ray)"),
+    "tune": ("graphrec_dist.tune", "choose a model's settings on the validation split of your data (a grid)"),
     "evaluate": ("graphrec_dist.evaluate", "full-ranking (or sampled) evaluation of a run or checkpoint"),
     "recommend": ("graphrec_dist.recommend", "print a user's top-k items next to their history"),
     "export": ("graphrec_dist.export", "write embeddings and every user's top-k (Parquet) of a trained run"),

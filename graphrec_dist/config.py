@@ -74,7 +74,36 @@ class DataConfig:
 
 
 ModelName = Literal["graphsage", "graphsage_ui", "popularity", "mf", "ease", "lightgcn", "lightgcn_ui",
-                    "content_knn"]
+                    "content_knn", "rp3beta", "ease_content"]
+
+
+@dataclass
+class Rp3Config:
+    """rp3beta (Paudel et al. 2017): item-item weights of a 3-step random walk item -> user -> item,
+    each transition probability raised to ``alpha``, divided by the target item's degree^``beta``,
+    each item keeping its ``top_k`` heaviest neighbours."""
+
+    alpha: float = 1.0
+    beta: float = 0.5
+    top_k: int = 100
+
+    def __post_init__(self) -> None:
+        _require(self.alpha > 0, "model.rp3.alpha", "a positive number")
+        _require(self.beta >= 0, "model.rp3.beta", "a number >= 0")
+        _require(self.top_k >= 1, "model.rp3.top_k", "an integer >= 1")
+
+
+@dataclass
+class ContentBlendConfig:
+    """ease_content: EASE's scores plus ``weight`` x |history|^-``norm`` x the summed TF-IDF
+    similarity of each item to the user's history (the text part also scores cold items)."""
+
+    weight: float = 0.2
+    norm: float = 0.5
+
+    def __post_init__(self) -> None:
+        _require(self.weight >= 0, "model.content.weight", "a number >= 0")
+        _require(self.norm >= 0, "model.content.norm", "a number >= 0")
 
 
 @dataclass
@@ -97,6 +126,11 @@ class ModelConfig:
     exclude_relations: list[str] = field(default_factory=list)
     lightgcn_layers: int = 3
     ease_lambda: float = 500.0
+    # EDLAE (Steck 2020): EASE with dropout p of the input, i.e. the L2 penalty
+    # lambda*I + p/(1-p)*diag(XᵀX); 0 is EASE.
+    ease_dropout: float = 0.0
+    rp3: Rp3Config = field(default_factory=Rp3Config)
+    content: ContentBlendConfig = field(default_factory=ContentBlendConfig)
     # How graphsage scores a (user, item) pair from its output embeddings: a dot product, or the
     # cosine divided by ``temperature`` (bounded scores; the temperature sets the softmax's sharpness).
     score: Literal["dot", "cosine"] = "dot"
@@ -142,6 +176,7 @@ class ModelConfig:
         _require(self.num_layers >= 1, "model.num_layers", "an integer >= 1")
         _require(0.0 <= self.dropout < 1.0, "model.dropout", "a number in [0, 1)")
         _require(self.ease_lambda > 0, "model.ease_lambda", "a positive number")
+        _require(0.0 <= self.ease_dropout < 1.0, "model.ease_dropout", "a number in [0, 1)")
         _require(all(r in RELATION_NAMES for r in self.exclude_relations), "model.exclude_relations",
                  f"a list of relation names from {', '.join(RELATION_NAMES)}")
         _require(self.temperature > 0, "model.temperature", "a positive number")
@@ -247,6 +282,9 @@ class EvalConfig:
     exclude_other_holdout: bool = False  # mask the validation item when testing, and vice versa
     user_chunk: int = 1024  # users scored per matrix multiply
     export_per_user: bool = False  # write (user, held-out item, rank) per user
+    # false: no test (or inductive test) evaluation at the end of a run; the grid points of
+    # graphrec-dist tune are chosen on validation alone, so their test figures are never computed.
+    test: bool = True
 
     def __post_init__(self) -> None:
         _require(len(self.ks) >= 1 and all(k > 0 for k in self.ks), "eval.ks", "a list of positive integers")
@@ -286,6 +324,15 @@ class RunConfig:
 
 
 @dataclass
+class TuneConfig:
+    """The search grid of ``graphrec-dist tune`` (and of the bench's real-data tables): entries
+    ``section.key=v1,v2,...``; every combination is trained and the best validation NDCG@10 wins.
+    A baseline's preset declares its grid so that it is tuned on whatever data it is compared on."""
+
+    grid: list[str] = field(default_factory=list)
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -293,6 +340,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     dist: DistConfig = field(default_factory=DistConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
 
     def __post_init__(self) -> None:
         # The loader samples one hop per entry and the model runs one layer per hop: a mismatch
@@ -304,6 +352,7 @@ class Config:
         if self.dist.sharding == "users":
             for key, ok, expected in _sharding_requirements(self):
                 _require(ok, key, f"{expected} with dist.sharding=users")
+        parse_grid(self.tune.grid)  # a typo in a grid key fails when the preset is read, not mid-search
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -333,6 +382,38 @@ def _sharding_requirements(cfg: Config) -> list[tuple[str, bool, str]]:
             ("model.path_dropout", m.path_dropout == 0, "0"),
             ("eval.protocol", e.protocol == "full", "full"),
             ("eval.export_per_user", not e.export_per_user, "false")]
+
+
+def parse_grid(entries: list[str] | tuple[str, ...]) -> dict[str, list[Any]]:
+    """``["model.ease_lambda=10,30,100", ...]`` -> {"model.ease_lambda": [10, 30, 100], ...}, the
+    values parsed as YAML (``model.exclude_relations=[tag],[]`` is two lists). Each key must name
+    an option of the schema, outside ``run`` and ``tune``; a key given twice keeps its last values."""
+    grid: dict[str, list[Any]] = {}
+    for entry in entries:
+        key, raw = entry.split("=", 1) if "=" in entry else (entry, "")
+        key = key.strip()
+        try:
+            values = yaml.safe_load(f"[{raw}]") if raw.strip() else None
+        except yaml.YAMLError:
+            values = None
+        if not values:
+            raise ConfigError(f"grid entry '{entry}': expected section.key=value1,value2,...")
+        if key.split(".")[0] in ("run", "tune") or not _is_option(Config, key.split(".")):
+            raise ConfigError(f"grid entry '{entry}': '{key}' is not an option that can be tuned "
+                              "(a section.key of data, model, train, eval or dist)")
+        grid[key] = values
+    return grid
+
+
+def _is_option(cls: type, parts: list[str]) -> bool:
+    """Whether the dotted path ``parts`` names a leaf option of dataclass ``cls``."""
+    hints = typing.get_type_hints(cls)
+    if not parts or parts[0] not in {f.name for f in dataclasses.fields(cls)}:
+        return False
+    tp = hints[parts[0]]
+    if dataclasses.is_dataclass(tp):
+        return _is_option(tp, parts[1:])
+    return len(parts) == 1
 
 
 def _require(ok: bool, key: str, expected: str) -> None:

@@ -4,7 +4,7 @@ Each model module exposes ``build(cfg, bundle) -> Recommender``.
 """
 from __future__ import annotations
 
-from graphrec_dist.models import content_knn, ease, graphsage, lightgcn, mf, popularity
+from graphrec_dist.models import content_knn, ease, ease_content, graphsage, lightgcn, mf, popularity, rp3beta
 from graphrec_dist.models.base import Recommender
 
 BUILDERS = {
@@ -16,7 +16,14 @@ BUILDERS = {
     "lightgcn": lightgcn.build,
     "lightgcn_ui": lightgcn.build,
     "content_knn": content_knn.build,
+    "rp3beta": rp3beta.build,
+    "ease_content": ease_content.build,
 }
+
+
+# Models fitted once, without gradient steps (Recommender.kind == "closed_form"): seconds to fit, so
+# the bench tunes them on every split (tests/test_baselines.py checks this against the classes).
+CLOSED_FORM_MODELS = frozenset({"popularity", "ease", "ease_content", "rp3beta", "content_knn"})
 
 
 def build_model(cfg, bundle) -> Recommender:

@@ -4,6 +4,10 @@ With X the binary user x book training matrix:
 ``P = (XᵀX + λI)⁻¹``, ``B = I − P·diag(1/diag(P))`` (so ``B_ij = −P_ij / P_jj`` off the diagonal
 and ``B_jj = 0``), and a user's scores are ``X_u·B``.
 
+``model.ease_dropout`` = p > 0 is EDLAE (Steck, 2020, "Autoencoders that don't overfit towards the
+identity"): training on inputs with dropout p amounts to the penalty ``Λ = λI + p/(1−p)·diag(XᵀX)``
+in place of ``λI``, so popular items' weights shrink more; p = 0 is EASE.
+
 Precision: the Gram matrix and its inverse are computed in float64 (Cholesky: ``XᵀX + λI`` is
 symmetric positive definite for λ > 0) and B is kept in float32. Peak memory of ``fit`` is about
 two float64 ``num_books²`` matrices (1.6 GB at 10k books) plus the sparse X; B then holds
@@ -20,6 +24,7 @@ import scipy.sparse as sp
 import torch
 
 from graphrec_dist.data.bundle import Bundle
+from graphrec_dist.models import fit_cache
 from graphrec_dist.models.base import Recommender, Scorer
 
 GRAM_BLOCK = 2048  # books per column block of XᵀX, bounding the sparse product's transient memory
@@ -48,9 +53,9 @@ def gram_matrix(x: sp.csr_matrix, block: int = GRAM_BLOCK) -> np.ndarray:
     return gram
 
 
-def ease_weights(gram: torch.Tensor, lam: float) -> torch.Tensor:
+def ease_weights(gram: torch.Tensor, lam: float, dropout: float = 0.0) -> torch.Tensor:
     """B from a float64 Gram matrix; ``gram`` is consumed (overwritten) to save memory."""
-    gram.diagonal().add_(lam)
+    gram.diagonal().mul_(1.0 + dropout / (1.0 - dropout)).add_(lam)
     chol = torch.linalg.cholesky(gram)
     del gram
     p = torch.cholesky_inverse(chol)
@@ -59,6 +64,17 @@ def ease_weights(gram: torch.Tensor, lam: float) -> torch.Tensor:
     p.diagonal().zero_()
     # LAPACK hands back a column-major P; row-major B makes each scoring matmul ~15x faster.
     return p.to(torch.float32, memory_format=torch.contiguous_format)
+
+
+def solve_weights(bundle: Bundle, lam: float, dropout: float, device: torch.device) -> torch.Tensor:
+    """B for ``bundle``'s training pairs; inside :func:`fit_cache.fit_cache` the Gram matrix and
+    each (λ, p)'s B are computed once for all the grid points that share them."""
+    if not fit_cache.active():
+        return ease_weights(torch.from_numpy(gram_matrix(interaction_matrix(bundle))).to(device), lam, dropout)
+    key = bundle.content_hash()
+    gram = fit_cache.cached((key, "gram"), lambda: torch.from_numpy(gram_matrix(interaction_matrix(bundle))))
+    return fit_cache.cached((key, "ease", lam, dropout, str(device)),
+                            lambda: ease_weights(gram.to(device, copy=True), lam, dropout))
 
 
 class EaseScorer:
@@ -82,17 +98,16 @@ class Ease(Recommender):
 
     kind: ClassVar[str] = "closed_form"
 
-    def __init__(self, lam: float):
+    def __init__(self, lam: float, dropout: float = 0.0):
         super().__init__()
         self.lam = lam
+        self.dropout = dropout
         # Empty until fit (or a checkpoint) fills it: a num_books² placeholder would cost 0.4 GB.
         self.register_buffer("weights", torch.empty(0, 0))
 
     def fit(self, bundle: Bundle, ctx) -> None:
         """Solve for B (the same on every rank, so no communication is needed)."""
-        gram = torch.from_numpy(gram_matrix(interaction_matrix(bundle)))
-        device = self.weights.device
-        self.weights = ease_weights(gram.to(device), self.lam)
+        self.weights = solve_weights(bundle, self.lam, self.dropout, self.weights.device)
 
     def _load_from_state_dict(self, state_dict: Mapping[str, Any], prefix: str, *args, **kwargs) -> None:
         # B's shape is only known after fit; take the checkpoint's shape before the shape check.
@@ -119,4 +134,4 @@ class Ease(Recommender):
 
 def build(cfg, bundle: Bundle) -> Ease:
     """The registry entry for ``model.name=ease``."""
-    return Ease(cfg.model.ease_lambda)
+    return Ease(cfg.model.ease_lambda, cfg.model.ease_dropout)
