@@ -11,7 +11,8 @@ from pathlib import Path
 
 from graphrec_dist.benchmarks.common import GOODBOOKS_USERS
 
-QUALITY_MODELS = ("popularity", "mf", "ease", "lightgcn_ui", "lightgcn", "graphsage_ui", "graphsage")
+QUALITY_MODELS = ("popularity", "mf", "ease", "rp3beta", "ease_content", "lightgcn_ui", "lightgcn", "graphsage_ui",
+                  "graphsage")
 # Speed and memory figures use the full-scale training config (fanout [15, 10], batch 2048) with one
 # intra-op thread per process (2 threads on a busy 2-core box are several times slower).
 SPEED_PRESET = "configs/default.yaml"

@@ -22,6 +22,7 @@ from graphrec_dist.benchmarks.common import BenchError, carried_models, python_c
 from graphrec_dist.benchmarks.plan import BenchPlan
 from graphrec_dist.benchmarks.quality import preset_for, run_name, summarize_run
 from graphrec_dist.benchmarks.runs import train_run
+from graphrec_dist.benchmarks.tuning import chosen_text, grid_text, tuned_overrides
 
 METRICS = ("hit@10", "ndcg@10", "ndcg@20", "mrr")
 POPULARITY_GROUPS = 5  # test rows cut by their item's training count (graphrec-dist evaluate --by-popularity)
@@ -80,11 +81,13 @@ def seed_run(plan: BenchPlan, model: str, data: RealData, seed: int) -> dict[str
     """Train ``model`` on split ``seed`` of ``data``; its validation, test and popularity figures."""
     preset, extra = preset_for(model)
     prefix = "real" if data.section == "realdata" else data.section
-    overrides = extra + data_overrides(plan, seed, data) + list(plan.train_overrides)
+    chosen, tuning = tuned_overrides(plan, model, preset, extra, lambda s: data_overrides(plan, s, data), seed,
+                                     plan.real_seeds[0], prefix)
+    overrides = extra + chosen + data_overrides(plan, seed, data) + list(plan.train_overrides)
     name = run_name(f"{prefix}-{model}", seed, preset, overrides)
     run = summarize_run(train_run(plan.out_dir, name, preset, overrides, timeout_s=4 * 3600,
                                   invocation=plan.invocation, reuse=plan.reuse))
-    return {"val_ndcg@10": run["best_val_ndcg@10"], "test": run["test"],
+    return {"val_ndcg@10": run["best_val_ndcg@10"], "test": run["test"], "tuning": tuning,
             "best_val_epoch": run["best_val_epoch"], "train_s": run["train_s"],
             "wall_s": run["wall_s"], "command": run["command"],
             "by_popularity": popularity_breakdown(run["run_dir"])}
@@ -103,8 +106,10 @@ def model_summary(model: str, seeds: dict[str, Any]) -> dict[str, Any]:
     summary["by_popularity_ndcg@10"] = [mean_std(v) for v in per_group]
     first = next(iter(seeds.values()))["by_popularity"]
     summary["by_popularity_train_count"] = [g["train_count"] for g in first]
+    tunings = [s["tuning"] for s in seeds.values()]
     return {"preset": preset, "short_command": " ".join(["graphrec-dist train", preset, *extra, "…"]),
-            "seeds": seeds, "summary": summary}
+            "seeds": seeds, "summary": summary, "tuning": {**tunings[0], "chosen_text": chosen_text(tunings),
+                                                           "grid_text": grid_text(tunings[0])}}
 
 
 def model_runs(plan: BenchPlan, models: list[str], data: RealData) -> dict[str, Any]:

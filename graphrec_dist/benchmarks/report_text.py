@@ -389,6 +389,8 @@ def carried_note(models: dict[str, dict[str, Any]]) -> list[str]:
     when = sorted({m["measured_at"] for m in models.values() if m.get("measured_at")})
     if not when:
         return []
+    sources = sorted({m["source"] for m in models.values() if m.get("measured_at") and m.get("source")})
     return ["", f"† Measured by an earlier invocation ({', '.join(when)}) on the same data and carried over: this "
-                "one ran with `--models` and trained only the unmarked models."]
+                "one ran with `--models` and trained only the unmarked models."
+            + "".join(f" Rows {s}." for s in sources)]
 

@@ -141,4 +141,5 @@ class Recommender(torch.nn.Module):
         """A scorer of users from ``history`` = (indptr [U+1], items) instead of their training
         interactions: nothing is trained; a user's row is whatever the history says."""
         raise ConfigError(f"{type(self).__name__} cannot score a user outside its training data without "
-                          f"retraining (models that can: graphsage, graphsage_ui, ease, ease_content, rp3beta, popularity, content_knn)")
+                          "retraining (models that can: graphsage, graphsage_ui, ease, ease_content, rp3beta, "
+                          "popularity, content_knn)")
