@@ -485,7 +485,17 @@ def test_realdata_runs_every_model_on_every_split_seed_and_reports_mean_and_std(
                 "run_dir": str(tmp_path / name), "wall_s": 3.0, "peak_rss_mb": 100.0, "reused": False,
                 "test_metrics": {"ndcg@10": ndcg, "hit@10": 2 * ndcg, "ndcg@20": ndcg, "mrr": ndcg, "best_epoch": 0}}
 
+    tunes = []
+
+    def fake_tune_run(root, name, preset, overrides, **kw):
+        tunes.append((name, overrides))
+        lam = 30 if "data.split.seed=1" in overrides else 100
+        return {"grid": {"model.ease_lambda": [30, 100]}, "chosen": {"model.ease_lambda": lam},
+                "chosen_overrides": [f"model.ease_lambda={lam}"], "best_val": 0.2, "points": [{}, {}],
+                "command": f"graphrec-dist tune {preset}"}
+
     monkeypatch.setattr(realdata, "train_run", fake_train_run)
+    monkeypatch.setattr("graphrec_dist.benchmarks.tuning.tune_run", fake_tune_run)
     monkeypatch.setattr(realdata, "popularity_breakdown",
                         lambda run_dir: [{"train_count": [1, 9], "rows": 5, "ndcg@10": 0.1},
                                          {"train_count": [10, 99], "rows": 5, "ndcg@10": 0.3}])
@@ -499,6 +509,10 @@ def test_realdata_runs_every_model_on_every_split_seed_and_reports_mean_and_std(
     raw.mkdir()
     res = realdata.run_section(plan)
     assert len(calls) == 9 and res["ranking"] == ["ease", "graphsage", "graphsage_ui"]
+    # EASE, a closed form, is tuned on each split and trains with that split's choice; graphsage is not tuned
+    assert sorted(name for name, _ in tunes) == ["real-ease-split0", "real-ease-split1", "real-ease-split2"]
+    ease_runs = sorted((o for _, ov in calls for o in ov if o.startswith(("model.ease_lambda", "data.split.seed"))))
+    assert ease_runs.count("model.ease_lambda=100") == 2 and ease_runs.count("model.ease_lambda=30") == 1
     seeds_seen = sorted({o for _, ov in calls for o in ov if o.startswith("data.split.seed=")})
     assert seeds_seen == ["data.split.seed=0", "data.split.seed=1", "data.split.seed=2"]
     assert all(f"data.raw_dir={raw}" in ov and "data.source=csv" in ov for _, ov in calls)
@@ -514,7 +528,9 @@ def test_realdata_runs_every_model_on_every_split_seed_and_reports_mean_and_std(
     out, docs = tmp_path / "bench_out", tmp_path / "docs"
     common.write_section(out, _payload("realdata", res))
     text = report.generate(out, docs).read_text()
-    assert "| ease | 0.1850 ± 0.0100 | **0.1900 ± 0.0100** |" in text
+    assert "| ease | ease_lambda 100/30/100 | 0.1850 ± 0.0100 | **0.1900 ± 0.0100** |" in text
+    assert "| graphsage | shipped preset (not tuned per dataset) |" in text
+    assert "- ease: ease_lambda ∈ {30, 100} (on each split's validation)" in text
     assert "graphsage trails the best baseline, ease (0.1800 vs 0.1900 test NDCG@10, 95%)" in text
     assert "| model | 1–9 | 10–99 |" in text and "| ease | 0.1000 ± 0.0000 | 0.3000 ± 0.0000 |" in text
 
@@ -529,7 +545,8 @@ def test_realdata_runs_every_model_on_every_split_seed_and_reports_mean_and_std(
     assert res2["models"]["ease"]["summary"] == res["models"]["ease"]["summary"]
     common.write_section(out, _payload("realdata", res2))
     text = report.generate(out, docs).read_text()
-    assert "| ease † | 0.1850 ± 0.0100 | 0.1900 ± 0.0100 |" in text and "| graphsage | " in text
+    assert "| ease † | ease_lambda 100/30/100 | 0.1850 ± 0.0100 | 0.1900 ± 0.0100 |" in text
+    assert "| graphsage | " in text
     assert "trained only the unmarked models" in text
     # other split seeds are other data: nothing is carried over
     other = realdata.run_section(dataclasses.replace(again, real_seeds=[0, 1]))
@@ -540,7 +557,7 @@ def test_inductive_section_runs_each_model_per_dataset_and_seed_and_reports_the_
     from graphrec_dist.benchmarks import inductive
 
     calls = []
-    cold = {"graphsage": 0.15, "content_knn": 0.10, "ease": 0.0, "popularity": 0.07}
+    cold = {"graphsage": 0.15, "content_knn": 0.10, "ease": 0.0, "popularity": 0.07, "ease_content": 0.12}
 
     def fake_train_run(root, name, preset, overrides, **kw):
         calls.append(overrides)
@@ -558,7 +575,15 @@ def test_inductive_section_runs_each_model_per_dataset_and_seed_and_reports_the_
         return {"epochs": [{"epoch": 0, "val_ndcg@10": warm}], "command": name, "run_dir": str(run_dir),
                 "wall_s": 3.0, "test_metrics": {"ndcg@10": warm}}
 
+    tunes = []
+
+    def fake_tune_run(root, name, preset, overrides, **kw):
+        tunes.append(overrides)
+        return {"grid": {"model.ease_lambda": [30, 100]}, "chosen": {"model.ease_lambda": 30},
+                "chosen_overrides": ["model.ease_lambda=30"], "best_val": 0.2, "points": [{}, {}], "command": ""}
+
     monkeypatch.setattr(inductive, "train_run", fake_train_run)
+    monkeypatch.setattr("graphrec_dist.benchmarks.tuning.tune_run", fake_tune_run)
     monkeypatch.setattr(inductive, "time_history_recommend", lambda plan, users: {
         "median_s": 0.2, "max_s": 0.3, "repeats": 5, "num_users": users, "num_books": 100,
         "preset": "configs/demo.yaml"})
@@ -566,8 +591,11 @@ def test_inductive_section_runs_each_model_per_dataset_and_seed_and_reports_the_
                      inductive_seeds=[0, 1])
     res = inductive.run_section(plan)
     assert "real data not found" in res["datasets"]["real"]["skipped"]
-    assert len(calls) == 5 * 2  # graphsage twice (with and without id_dropout) and three baselines, 2 seeds
+    assert len(calls) == 6 * 2  # graphsage twice (with and without id_dropout) and four baselines, 2 seeds
     assert all("data.split.cold_items=0.1" in ov and "data.split.cold_users=0.1" in ov for ov in calls)
+    # ease and ease_content are tuned on each split of the same (cold-split) data, then run with the choice
+    assert len(tunes) == 2 * 2 and all("data.split.cold_items=0.1" in ov for ov in tunes)
+    assert sum("model.ease_lambda=30" in ov for ov in calls) == 2 * 2
     assert len({o for ov in calls for o in ov if o.startswith("data.bundle_dir=")}) == 2
     rows = res["datasets"]["synth"]["rows"]
     assert rows["graphsage"]["summary"]["cold_test"]["mean"] == pytest.approx(0.15)
@@ -576,8 +604,9 @@ def test_inductive_section_runs_each_model_per_dataset_and_seed_and_reports_the_
     text = report.generate(tmp_path / "bench_out", tmp_path / "docs").read_text()
     assert "graphsage 0.1500 vs content_knn 0.1000 test NDCG@10 = **1.50×**" in text
     assert "New users: graphsage 0.1500 vs EASE 0.1800 test NDCG@10 (83% of EASE)" in text
+    assert "graphsage 0.1500 vs ease_content 0.1200 test NDCG@10 = **1.25×**" in text
     assert "validation NDCG@10 0.1580 vs 0.1600 without it (-1.3%; allowed −2%)" in text
-    table = text[text.index("| model | warm val"):]
+    table = text[text.index("| model | chosen on validation | warm val"):]
     assert table.index("| graphsage |") < table.index("| graphsage, id_dropout=0 |") < table.index("| content_knn |")
     assert "median 0.200 s" in text
     # With the real data there, the reduced plan leaves the generated data to --full.
@@ -585,7 +614,7 @@ def test_inductive_section_runs_each_model_per_dataset_and_seed_and_reports_the_
     calls.clear()
     res = inductive.run_section(dataclasses.replace(plan, real_data_dir=str(tmp_path / "real")))
     assert "runs with --full" in res["datasets"]["synth"]["skipped"] and "graphsage" in res["datasets"]["real"]["rows"]
-    assert len(calls) == 5 * 2 and all(f"data.raw_dir={tmp_path / 'real'}" in ov for ov in calls)
+    assert len(calls) == 6 * 2 and all(f"data.raw_dir={tmp_path / 'real'}" in ov for ov in calls)
 
 
 def test_the_full_plan_holds_the_slow_parts_of_inductive_and_serving(tmp_path):

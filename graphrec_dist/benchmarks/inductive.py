@@ -22,6 +22,7 @@ from graphrec_dist.benchmarks.plan import BenchPlan, bundle_dir, data_overrides 
 from graphrec_dist.benchmarks.quality import MAIN_PRESET, preset_for, run_name
 from graphrec_dist.benchmarks.realdata import data_overrides as real_overrides, mean_std
 from graphrec_dist.benchmarks.runs import train_run
+from graphrec_dist.benchmarks.tuning import chosen_text, grid_text, tuned_overrides
 from graphrec_dist.config import load_config
 from graphrec_dist.data.store import load_bundle
 from graphrec_dist.recommend import recommend_history
@@ -29,7 +30,8 @@ from graphrec_dist.run_dir import INDUCTIVE, new_model, read_json
 
 # (row label, model, extra overrides); graphsage's own preset sets model.id_dropout.
 MODELS = (("graphsage", "graphsage", []), ("graphsage, id_dropout=0", "graphsage", ["model.id_dropout=0"]),
-          ("content_knn", "content_knn", []), ("ease", "ease", []), ("popularity", "popularity", []),
+          ("content_knn", "content_knn", []), ("ease_content", "ease_content", []), ("ease", "ease", []),
+          ("popularity", "popularity", []),
           ("mf", "mf", []), ("lightgcn", "lightgcn", []))
 SPLITS = ("val", "test", "cold_val", "cold_test", "cold_user_val", "cold_user_test")
 
@@ -45,10 +47,18 @@ def dataset_rows(plan: BenchPlan, label: str, data_for_seed) -> dict[str, Any]:
         if model not in plan.inductive_models:
             continue
         preset, select = preset_for(model)
-        per_seed = []
+        per_seed, tunings = [], []
+
+        def data(seed: int) -> list[str]:
+            return data_for_seed(seed) + protocol_overrides(plan)
+
         try:
             for seed in plan.inductive_seeds:
-                overrides = select + extra + data_for_seed(seed) + protocol_overrides(plan) + list(plan.train_overrides)
+                # chosen on this data's (warm) validation, as in the real-data tables
+                chosen, tuning = tuned_overrides(plan, model, preset, select, data, seed, plan.inductive_seeds[0],
+                                                 f"inductive-{label}")
+                tunings.append(tuning)
+                overrides = select + extra + chosen + data(seed) + list(plan.train_overrides)
                 rec = train_run(plan.out_dir, run_name(f"inductive-{label}-{model}", seed, preset, overrides), preset,
                                 overrides, timeout_s=4 * 3600, invocation=plan.invocation, reuse=plan.reuse)
                 per_seed.append(_seed_values(rec))
@@ -56,6 +66,7 @@ def dataset_rows(plan: BenchPlan, label: str, data_for_seed) -> dict[str, Any]:
             rows[row] = {"error": str(exc)}
             continue
         rows[row] = {"preset": preset, "overrides": select + extra, "command": rec["command"],
+                     "tuning": {**tunings[0], "chosen_text": chosen_text(tunings), "grid_text": grid_text(tunings[0])},
                      "summary": {s: mean_std([v[s] for v in per_seed if v.get(s) is not None]) for s in SPLITS},
                      "wall_s": mean_std([v["wall_s"] for v in per_seed]), "run_dir": rec["run_dir"]}
     return rows

@@ -84,7 +84,8 @@ class BenchPlan:
     inductive_seeds: list[int] = field(default_factory=lambda: [0, 1])
     inductive_synth: bool = False  # the generated dataset as well when the real data is there
     inductive_users: int = 1000
-    inductive_models: list[str] = field(default_factory=lambda: ["graphsage", "content_knn", "ease", "popularity"])
+    inductive_models: list[str] = field(default_factory=lambda: ["graphsage", "content_knn", "ease_content", "ease",
+                                                                 "popularity"])
     cold_items: float = 0.1
     cold_users: float = 0.1
     history_timing_users: int = 2000  # recommend --history is timed on the demo's size
@@ -140,7 +141,7 @@ def full_plan(out_dir: Path) -> BenchPlan:
         sweep_steps=200, quality_users=GOODBOOKS_USERS, inductive_users=2000,
         inductive_seeds=[0, 1, 2, 3, 4], inductive_synth=True, serving_synthetic_items=1_000_000,
         sampled_speed_steps=30,
-        inductive_models=["graphsage", "content_knn", "ease", "popularity", "mf", "lightgcn"],
+        inductive_models=["graphsage", "content_knn", "ease_content", "ease", "popularity", "mf", "lightgcn"],
     )
 
 
