@@ -9,7 +9,8 @@ Closed-form models (EASE, rp3beta, ...) are fitted in this process and not saved
 pieces (the Gram matrix, each lambda's solution) computed once for all points
 (:mod:`graphrec_dist.models.fit_cache`); gradient-trained models run each point as an ordinary run
 in ``OUT/points/NN`` (resumable). ``OUT/tune.json`` holds the grid, every point's validation
-figures and the choice; it is rewritten after each point, and a rerun skips the points it holds.
+figures and the choice; it is rewritten after each point, and a rerun into the same folder (the
+same config and overrides, the grid perhaps grown) skips the points it holds.
 
 Usage: ``graphrec-dist tune CONFIG [key=value ...] [--grid key=v1,v2,...]... [--out DIR] [--final]``
 """
@@ -126,14 +127,15 @@ def run_tune(config: str | None, overrides: list[str], extra_grid: list[str], ou
 
 
 def _earlier_points(path: Path, record: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The points a previous ``tune`` into the same folder finished with the same base and grid."""
+    """The points a previous ``tune`` into the same folder finished from the same config and
+    overrides (a point's values say the rest, so a grid that grew keeps the points it had)."""
     if not path.is_file():
         return {}
     try:
         old = json.loads(path.read_text())
     except json.JSONDecodeError:
         return {}
-    if any(old.get(k) != record[k] for k in ("config", "overrides", "grid")):
+    if any(old.get(k) != record[k] for k in ("config", "overrides")):
         return {}
     return {json.dumps(p["values"], sort_keys=True): p for p in old.get("points", [])}
 

@@ -185,7 +185,7 @@ def run_section(plan: BenchPlan) -> dict[str, Any]:
                            timeout_s=3 * 3600, tag=f"bench-evaluation-{plan.eval_users}")
     versus["args"] = args
     versus["target_ratio"] = TARGET_RATIO
-    run = model_run(plan, "graphsage", plan.quality_users)
+    run, _ = model_run(plan, "graphsage", plan.quality_users)
     infer = call_in_child("graphrec_dist.benchmarks.memory:eval_child",
                           {"run_dir": run["run_dir"], "repeats": plan.repeats}, plan.out_dir,
                           timeout_s=3 * 3600, tag=f"inference-{plan.quality_users}")

@@ -14,6 +14,7 @@ from graphrec_dist.benchmarks.common import BenchError, carried_models, read_sec
 from graphrec_dist.benchmarks.datasets import ensure_bundle
 from graphrec_dist.benchmarks.plan import BenchPlan, run_overrides
 from graphrec_dist.benchmarks.runs import evaluate_run, train_run
+from graphrec_dist.benchmarks.tuning import chosen_text, grid_text, tuned_overrides
 from graphrec_dist.config import RELATION_NAMES
 from graphrec_dist.run_dir import CONFIG
 
@@ -81,13 +82,18 @@ def run_name(label: str, users: int, preset: str, overrides: list[str]) -> str:
     return f"{label}-{users}-{digest}"
 
 
-def model_run(plan: BenchPlan, model: str, users: int) -> dict[str, Any]:
-    """Train (or reuse, within this invocation) ``model`` on the ``users`` dataset."""
+def model_run(plan: BenchPlan, model: str, users: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train (or reuse, within this invocation) ``model`` on the ``users`` dataset, with the values
+    its preset's grid chose on this dataset's validation; the run and the tuning record."""
     ensure_bundle(plan, users)
     preset, extra = preset_for(model, plan.quality_graphsage_preset)
-    overrides = extra + common_overrides(plan, users) + plan.quality_model_overrides.get(model, [])
-    return train_run(plan.out_dir, run_name(model, users, preset, overrides), preset, overrides,
-                     timeout_s=4 * 3600, invocation=plan.invocation, reuse=plan.reuse)
+    budget = plan.quality_model_overrides.get(model, [])
+    chosen, tuning = tuned_overrides(plan, model, preset, extra, lambda _: common_overrides(plan, users) + budget,
+                                     0, 0, f"quality-{users}")
+    overrides = extra + chosen + common_overrides(plan, users) + budget
+    run = train_run(plan.out_dir, run_name(model, users, preset, overrides), preset, overrides,
+                    timeout_s=4 * 3600, invocation=plan.invocation, reuse=plan.reuse)
+    return run, tuning
 
 
 def run_section(plan: BenchPlan) -> dict[str, Any]:
@@ -98,7 +104,9 @@ def run_section(plan: BenchPlan) -> dict[str, Any]:
     def one(m: str) -> dict[str, Any]:
         preset, extra = preset_for(m, plan.quality_graphsage_preset)
         try:
-            row = summarize_run(model_run(plan, m, plan.quality_users))
+            run, tuning = model_run(plan, m, plan.quality_users)
+            row = {**summarize_run(run), "tuning": {**tuning, "chosen_text": chosen_text([tuning]),
+                                                    "grid_text": grid_text(tuning)}}
         except BenchError as exc:  # one model failing must not cost the table the others
             row = {"error": str(exc), "test": {}, "curve": [], "command": f"graphrec-dist train {preset}"}
         row["short_command"] = " ".join(["graphrec-dist train", preset, *extra, "…"])

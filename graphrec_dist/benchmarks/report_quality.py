@@ -21,18 +21,21 @@ from graphrec_dist.config import RELATION_NAMES
 
 def quality_table(models: dict[str, dict[str, Any]], ranking: list[str]) -> list[str]:
     head = "| model | " + " | ".join(c.replace("hit", "Hit").replace("ndcg", "NDCG") for c in QUALITY_COLUMNS)
-    lines = [head + " | best val epoch | training s | command (config: run dir's config.yaml) |",
-             "|---|" + "---|" * (len(QUALITY_COLUMNS) + 3)]
+    lines = [head + " | chosen on validation | best val epoch | training s | command (config: run dir's config.yaml) |",
+             "|---|" + "---|" * (len(QUALITY_COLUMNS) + 4)]
     order = ranking + [m for m in models if m not in ranking]
     leader = ranking[0] if ranking else None
     for name in order:
         m = models[name]
         if m.get("error"):
-            lines.append(f"| {carried_name(name, m)} | failed: {m['error']} |" + " |" * (len(QUALITY_COLUMNS) + 2))
+            lines.append(f"| {carried_name(name, m)} | failed: {m['error']} |" + " |" * (len(QUALITY_COLUMNS) + 3))
             continue
         cells = [f"**{fmt(m['test'].get(c))}**" if name == leader and c == "ndcg@10" else fmt(m["test"].get(c))
                  for c in QUALITY_COLUMNS]
-        lines.append(f"| {carried_name(name, m)} | " + " | ".join(cells) + f" | {fmt(m.get('best_val_epoch'))} | "
+        # rows of a JSON made before the bench tuned baselines say so
+        chosen = m.get("tuning", {}).get("chosen_text", "preset values (not tuned on this data)")
+        lines.append(f"| {carried_name(name, m)} | " + " | ".join(cells) + f" | {chosen} | "
+                                                 f"{fmt(m.get('best_val_epoch'))} | "
                                                  f"{fmt(m.get('train_s'), 1)} "
                      f"| `{m.get('short_command', m['command'])}` |")
     return lines

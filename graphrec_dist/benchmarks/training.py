@@ -89,7 +89,7 @@ def compare(plan: BenchPlan) -> dict[str, Any]:
     """Trainer (graphsage on Graph3) vs the notebook's loop (user–book graph) on the same data."""
     users = plan.compare_users
     data = ensure_bundle(plan, users)
-    ours = model_run(plan, "graphsage", users)
+    ours, _ = model_run(plan, "graphsage", users)
     preset, extra = preset_for("graphsage")
     overrides = extra + common_overrides(plan, users)
     batch = load_config(preset, overrides).train.batch_size
