@@ -211,7 +211,7 @@ class Trainer:
         elif not self.sharded:
             self.triplets = TripletLoader(bundle, tc.batch_size, tc.neg_per_pos, tc.seed, ctx.rank,
                                           ctx.world_size, tc.edges_per_epoch)
-        self.amp = tc.amp and ctx.device.type == "cuda"
+        self.amp = tc.amp and (ctx.device.type == "cuda" or tc.amp_on_cpu)
 
     # -- batches ---------------------------------------------------------------------------
     def batches(self, epoch: int, start: int) -> Iterable:
@@ -429,7 +429,7 @@ class Trainer:
     def step(self, module: torch.nn.Module, batch) -> tuple[float, int]:
         """One gradient step on ``batch``: (its loss, its number of seed edges)."""
         phase = self.hooks.on_phase or (lambda name: None)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+        with torch.autocast(self.ctx.device.type, dtype=torch.bfloat16, enabled=self.amp):
             outputs = module(batch)
             rows = int(outputs[0].shape[0])
             if rows == 0:  # a shard without rows in this batch still joins every collective
