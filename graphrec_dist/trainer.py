@@ -117,15 +117,19 @@ class _BPRModule(torch.nn.Module):
 def batch_loss(cfg: Config, outputs: tuple, batch, seen: Optional[tuple[torch.Tensor, torch.Tensor]] = None
                ) -> torch.Tensor:
     """``train.loss`` of a batch from ``_BPRModule``'s outputs, plus ``train.l2`` times the
-    embedding penalty (in float32 whatever the autocast dtype). ``seen``: every user's training
-    items as CSR (``train.mask_seen``)."""
+    embedding penalty, in float32 with autocast off whatever the forward ran in: the full
+    softmax's ``user @ items.T`` would otherwise be a bf16 matmul (logits rounded to ~3 digits,
+    and ``mask_seen``'s -inf written into bf16). ``seen``: every user's training items as CSR
+    (``train.mask_seen``)."""
     pos, neg, reg, user, items, table, index, columns = outputs
+    pos, neg, reg, user, items, table = (None if t is None else t.float() for t in (pos, neg, reg, user, items, table))
     extra = RowScores(table, index, columns) if table is not None else None
     pos_items = batch.pos if isinstance(batch, TripletBatch) else None
     user_ids = batch.users if cfg.train.softmax_per_user and pos_items is not None else None
-    loss = ranking_loss(cfg.train.loss, pos.float(), neg.float(), user, items, pos_items,
-                        cfg.train.softmax_negatives, user_ids, seen, extra)
-    return loss + cfg.train.l2 * reg.float()
+    with torch.autocast(pos.device.type, enabled=False):
+        loss = ranking_loss(cfg.train.loss, pos, neg, user, items, pos_items,
+                            cfg.train.softmax_negatives, user_ids, seen, extra)
+        return loss + cfg.train.l2 * reg
 
 
 def param_groups(model: Recommender, default_decay: float) -> list[dict[str, Any]]:

@@ -97,8 +97,10 @@ class WeightedSAGEConv(SAGEConv):
         return x_j if edge_weight is None else x_j * edge_weight.view(-1, 1)
 
     def message_and_aggregate(self, adj_t: SparseTensor, x) -> Tensor:  # type: ignore[override]
-        # SAGEConv drops the adjacency values here; keep them (they are the renormalised weights).
-        return torch_sparse.matmul(adj_t, x[0], reduce=self.aggr)
+        # SAGEConv drops the adjacency values here; keep them (they are the renormalised weights),
+        # and their float32: torch_sparse's CUDA kernels read the values as x's dtype, bf16 under autocast.
+        value = adj_t.storage.value()
+        return torch_sparse.matmul(adj_t, x[0] if value is None else x[0].to(value.dtype), reduce=self.aggr)
 
 
 class _ConvLayer(nn.Module):
@@ -510,21 +512,25 @@ class GraphSAGERecommender(Recommender):
         compete with that many items drawn uniformly, drawn here, and the table holds only theirs."""
         if self.path is None:
             return pos_score, neg_score, None
-        distinct, row = torch.unique(users.cpu(), return_inverse=True)
-        exclude = torch.stack([row, pos.cpu()], dim=1)
-        new_items = new.get(BOOK).cpu() if self.training and BOOK in new else None
-        dropout = self.path.dropout if self.training else 0.0
-        if shared > 0:
-            drawn = torch.randint(self.path.num_items, (shared,))
-            negs = neg.cpu().reshape(len(neg), -1)
-            pairs = torch.cat([exclude, torch.stack([row.repeat_interleave(negs.size(1)), negs.flatten()], dim=1)])
-            table, at = self.path.restricted_scores(*self._history, distinct, drawn, pairs, exclude, new_items, dropout)
-            at = at.to(users.device)
-            extra = RowScores(table.to(users.device), row.to(users.device), drawn)
-            return pos_score + at[:len(pos)], neg_score + at[len(pos):].view_as(neg_score), extra
-        table = self.path.scores(*self._history, distinct, exclude, new_items, dropout).to(users.device)
-        row = row.to(users.device)
-        return pos_score + table[row, pos], neg_score + table[row.unsqueeze(1), neg], RowScores(table, row)
+        # The term runs on the CPU with the graph, in float32: a CUDA run's autocast never reaches
+        # it, and train.amp_on_cpu's must not either (its CSR kernel has no bf16).
+        with torch.autocast("cpu", enabled=False):
+            distinct, row = torch.unique(users.cpu(), return_inverse=True)
+            exclude = torch.stack([row, pos.cpu()], dim=1)
+            new_items = new.get(BOOK).cpu() if self.training and BOOK in new else None
+            dropout = self.path.dropout if self.training else 0.0
+            if shared > 0:
+                drawn = torch.randint(self.path.num_items, (shared,))
+                negs = neg.cpu().reshape(len(neg), -1)
+                pairs = torch.cat([exclude, torch.stack([row.repeat_interleave(negs.size(1)), negs.flatten()], dim=1)])
+                table, at = self.path.restricted_scores(*self._history, distinct, drawn, pairs, exclude, new_items,
+                                                        dropout)
+                at = at.to(users.device)
+                extra = RowScores(table.to(users.device), row.to(users.device), drawn)
+                return pos_score + at[:len(pos)], neg_score + at[len(pos):].view_as(neg_score), extra
+            table = self.path.scores(*self._history, distinct, exclude, new_items, dropout).to(users.device)
+            row = row.to(users.device)
+            return pos_score + table[row, pos], neg_score + table[row.unsqueeze(1), neg], RowScores(table, row)
 
     def full_graph_forward(self, batch: TripletBatch) -> BPROutput:
         """The layers over the whole graph, then the batch's scores (and every book's vector).
