@@ -212,11 +212,13 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
+    """Restore what :func:`rng_state` returned; its tensors may have been mapped to another device
+    (a checkpoint loaded with ``map_location``), and torch takes RNG states as CPU byte tensors."""
+    torch.set_rng_state(state["torch"].cpu())
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 def load_run(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[Config, Recommender, Bundle]:

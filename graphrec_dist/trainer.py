@@ -320,12 +320,15 @@ class Trainer:
             raise ConfigError(f"train.resume: {path} holds {sharding['num_users']} users sharded over "
                               f"{sharding['world_size']} ranks; this run has {self.bundle.shard.num_users} users on "
                               f"{self.ctx.world_size} ranks (resume with the same number of ranks); {hint}")
-        own = run_dir.shard_state(path, state, self.ctx.rank, self.ctx.device, hint)
+        own = run_dir.shard_state(path, state, self.ctx.rank, "cpu", hint)
         return {**state["model"], **own["model"]}, own.get("optimizer"), own
 
     def restore(self, path: Path) -> None:
         hint = "pass train.resume=never (starts over, replacing the run's checkpoints) or another run.out_dir"
-        state = run_dir.load_checkpoint(path, map_location=self.ctx.device, what_to_do=hint)
+        # Read onto the CPU whatever the training device: the RNG states must stay CPU byte tensors
+        # (torch.set_rng_state takes nothing else), and load_state_dict copies the model's and the
+        # optimizer's tensors to where the parameters are.
+        state = run_dir.load_checkpoint(path, map_location="cpu", what_to_do=hint)
         # Read with today's defaults: a checkpoint made before an option existed still resumes.
         try:
             saved = from_dict(state["config"]).model
@@ -354,7 +357,7 @@ class Trainer:
                 self.state.epoch_loss_sum, self.state.epoch_count = state["loss_sums"][self.ctx.rank]
         best = path.parent / run_dir.BEST
         if best.is_file():
-            best_state = run_dir.load_checkpoint(best, map_location=self.ctx.device, what_to_do=hint)
+            best_state = run_dir.load_checkpoint(best, map_location="cpu", what_to_do=hint)
             self.best_model = self._load_states(best, best_state, hint)[0]
         log.info("resumed from %s at epoch %d step %d", path, self.state.epoch, self.state.step_in_epoch)
 
