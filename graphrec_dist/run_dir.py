@@ -49,9 +49,12 @@ CURVES = "training_curves.png"
 
 
 def new_model(cfg: Config, bundle: Bundle, device: torch.device | str = "cpu") -> Recommender:
-    """``cfg.model`` built for ``bundle`` from ``train.seed`` (the same initial weights on every rank)."""
+    """``cfg.model`` built for ``bundle`` from ``train.seed`` (the same initial weights on every rank),
+    on ``device``; a ConfigError when the model cannot run there."""
     torch.manual_seed(cfg.train.seed)
-    return build_model(cfg, bundle).to(device)
+    model = build_model(cfg, bundle)
+    model.check_device(torch.device(device))
+    return model.to(device)
 
 
 # -- results -------------------------------------------------------------------------------------
