@@ -229,7 +229,10 @@ def load_run(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> t
     else last.pt) or a checkpoint file.
 
     ``overrides`` (``section.key=value``) apply on top of the saved config, e.g. a different
-    ``data.bundle_dir``. The bundle is loaded from the config's ``data.bundle_dir``.
+    ``data.bundle_dir``. The bundle is loaded from the config's ``data.bundle_dir``. The saved
+    ``dist.device`` and ``dist.backend`` say where the run was trained, not where it is read: they
+    are read as ``auto`` (a run trained on a GPU is evaluated on a CPU-only machine) unless an
+    override names them.
     """
     path = Path(path)
     what_to_do = "delete it or pass another checkpoint"
@@ -241,7 +244,7 @@ def load_run(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> t
             what_to_do = f"retrain the run, or use {path / LAST} (the last epoch's model) instead"
         path = ckpt
     state = load_checkpoint(path, what_to_do=what_to_do)
-    cfg = from_dict(apply_overrides(state["config"], list(overrides)))
+    cfg = from_dict(apply_overrides(state["config"], ["dist.device=auto", "dist.backend=auto", *overrides]))
     bundle = load_bundle(cfg.data.bundle_dir)
     model = new_model(cfg, bundle)
     try:
