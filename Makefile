@@ -14,12 +14,13 @@ CORE_STAMP := $(VENV)/.installed-core
 STAMP := $(VENV)/.installed
 DEMO_CONFIG ?= configs/demo.yaml
 
-.PHONY: install install-core demo test test-fast bench bench-full clean help
+.PHONY: install install-core demo test test-fast gpu-check bench bench-full clean help
 
 help:
 	@echo "make demo   - install the core, generate the embedded dataset, build Graph3, train, print test metrics"
 	@echo "make test   - install everything (Ray, pytest, ruff, indexes), run the whole test suite"
 	@echo "make bench  - install everything, run the reduced benchmark suite"
+	@echo "make gpu-check - on a machine with one CUDA GPU: every GPU code path at debug size (~4 min)"
 
 # What `graphrec-dist train` needs: torch, the sampling backend, the package with its core
 # dependencies. The demo installs only this; Ray, the test tools and the top-k indexes (~100 s
@@ -52,6 +53,11 @@ test: install
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow and not multiproc"
+
+# The test suite runs on the CPU everywhere (tests/conftest.py); this runs the GPU paths, with a
+# CUDA torch (and Ray) in .venv. Logs under gpu_check_logs/; exit 2 when there is no GPU.
+gpu-check: install
+	PYTHON=$(PY) launch/gpu_check.sh
 
 bench: install
 	$(VENV)/bin/graphrec-dist bench

@@ -238,7 +238,10 @@ class TrainConfig:
     num_threads: int = 0  # torch intra-op threads per process (0: torch's default); 1 suits a busy box
     seed: int = 0
     lr_schedule: Literal["none", "cosine"] = "none"
-    amp: bool = True  # only takes effect on CUDA
+    amp: bool = True  # bf16 autocast; only takes effect on CUDA (unless amp_on_cpu)
+    # test-only: train.amp on the CPU as well (bf16 autocast on the CPU), so a machine without a GPU
+    # runs the mixed-precision code path that a CUDA run takes; CPU results change with it.
+    amp_on_cpu: bool = False
     patience: int = 5  # evaluations without validation NDCG@10 improving before stopping
     resume: str = "auto"  # auto | never | path to a checkpoint
     checkpoint_every: int = 0  # steps between mid-epoch checkpoints (0 = end of epoch only)

@@ -4,7 +4,8 @@ rows a rank owns.
 ``init_distributed`` reuses a group that torchrun or Ray Train already made, starts one from the
 torchrun environment (RANK/WORLD_SIZE/LOCAL_RANK) when present, and otherwise runs as a single
 process; ``launcher_context`` wraps a group a launcher made (Ray). Reductions have names and reduce
-sums, never per-rank ratios; on NCCL they move CPU tensors to the device and back. ``shard`` is the
+sums, never per-rank ratios; they hand the group tensors on the process's device (``ctx.device``:
+NCCL takes nothing else) and give results back where the caller's tensors were. ``shard`` is the
 one rule that splits rows between ranks.
 """
 from __future__ import annotations
@@ -13,10 +14,12 @@ import datetime
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
+
+from graphrec_dist.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -37,10 +40,20 @@ class DistContext:
 
 
 def _pick_device(device: str, local_rank: int) -> torch.device:
-    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
-        torch.cuda.set_device(local_rank)
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
+    """``dist.device`` for the process of ``local_rank``: GPU ``local_rank`` (made current), or the
+    CPU. A ConfigError when CUDA is asked for and there is no such GPU here."""
+    if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise ConfigError(f"config key 'dist.device=cuda': torch finds no CUDA device here (torch {torch.__version__},"
+                          f" built for CUDA {torch.version.cuda}); pass dist.device=cpu or dist.device=auto")
+    if local_rank >= count:
+        raise ConfigError(f"local rank {local_rank} needs CUDA device {local_rank}, but {count} are visible: start at"
+                          f" most {count} process(es) per machine (torchrun --nproc_per_node, launch/torchrun.sh's "
+                          f"NPROC), or pass dist.device=cpu")
+    torch.cuda.set_device(local_rank)
+    return torch.device("cuda", local_rank)
 
 
 def init_distributed(backend: str = "auto", device: str = "auto", timeout_s: int = 600) -> DistContext:
@@ -54,7 +67,9 @@ def init_distributed(backend: str = "auto", device: str = "auto", timeout_s: int
         return DistContext(0, 1, local_rank, dev, owns_group=False)
     if backend == "auto":
         backend = "nccl" if dev.type == "cuda" else "gloo"
-    dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
+    # NCCL bound to this rank's GPU up front: its first barrier need not guess the device.
+    dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s),
+                            device_id=dev if backend == "nccl" else None)
     return DistContext(dist.get_rank(), dist.get_world_size(), local_rank, dev, owns_group=True)
 
 
@@ -87,7 +102,7 @@ def barrier(ctx: DistContext) -> None:
 def _all_reduce(tensor: torch.Tensor, op, ctx: DistContext) -> torch.Tensor:
     if not ctx.is_distributed:
         return tensor
-    if ctx.device.type == "cuda" and tensor.device.type != "cuda":  # NCCL reduces device tensors only
+    if tensor.device != ctx.device:  # NCCL reduces tensors on the rank's GPU only
         tensor.copy_(_all_reduce(tensor.to(ctx.device), op, ctx))
         return tensor
     dist.all_reduce(tensor, op=op)
@@ -119,10 +134,12 @@ def all_gather_object(obj: object, ctx: DistContext) -> list:
 
 
 def all_gather_rows(block: torch.Tensor, n: int, ctx: DistContext) -> torch.Tensor:
-    """The full [n, ...] tensor from every rank's ``shard`` of its rows (``block``); blocks are
-    padded to one size for the all_gather, which NCCL needs on the device (``block`` lives there)."""
+    """The full [n, ...] tensor from every rank's ``shard`` of its rows (``block``), on ``block``'s
+    device; blocks are padded to one size and gathered on ``ctx.device`` (NCCL takes nothing else)."""
     if not ctx.is_distributed:
         return block
+    if block.device != ctx.device:
+        return all_gather_rows(block.to(ctx.device), n, ctx).to(block.device)
     size = -(-n // ctx.world_size)
     padded = block.new_zeros((size,) + tuple(block.shape[1:]))
     padded[:block.size(0)] = block
@@ -143,24 +160,51 @@ def broadcast_object(obj: object, ctx: DistContext, src: int = 0) -> object:
 
 @dataclass
 class CommStats:
-    """Bytes and seconds spent in the all-reduces of user-sharded training, since the last reset."""
+    """Bytes and seconds spent in the all-reduces of user-sharded training, since the last reset.
 
+    A collective on GPU tensors returns once it is queued, so the host clock would time the launch;
+    those are timed by CUDA events around them on the stream, read (waiting for the GPU) when
+    :attr:`seconds` is asked for, or once :attr:`MAX_EVENTS` pairs are pending."""
+
+    MAX_EVENTS = 1024
     bytes: int = 0
-    seconds: float = 0.0
+    host_seconds: float = 0.0
+    events: list = field(default_factory=list)  # (start, end) torch.cuda.Event pairs not read yet
+
+    @property
+    def seconds(self) -> float:
+        self._read_events()
+        return self.host_seconds
+
+    def _read_events(self) -> None:
+        for start, end in self.events:
+            end.synchronize()
+            self.host_seconds += start.elapsed_time(end) / 1000  # milliseconds
+        self.events = []
 
     def reset(self) -> None:
-        self.bytes, self.seconds = 0, 0.0
+        self.bytes, self.host_seconds, self.events = 0, 0.0, []
 
 
 COMM = CommStats()  # one per process: the trainer reads and resets it each epoch
 
 
 def _timed_sum(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:
-    if ctx.is_distributed:
-        start = time.perf_counter()
+    if not ctx.is_distributed:
+        return tensor
+    COMM.bytes += tensor.numel() * tensor.element_size()
+    if tensor.is_cuda:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
         all_reduce_sum(tensor, ctx)
-        COMM.bytes += tensor.numel() * tensor.element_size()
-        COMM.seconds += time.perf_counter() - start
+        end.record()
+        COMM.events.append((start, end))
+        if len(COMM.events) >= COMM.MAX_EVENTS:
+            COMM._read_events()
+    else:
+        start_s = time.perf_counter()
+        all_reduce_sum(tensor, ctx)
+        COMM.host_seconds += time.perf_counter() - start_s
     return tensor
 
 
@@ -194,12 +238,16 @@ def sum_gradients(params: Iterable[torch.nn.Parameter], ctx: DistContext) -> Non
     if not ctx.is_distributed:
         return
     params = list(params)
+    if not params:
+        return
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    had = torch.tensor([p.grad is not None for p in params], dtype=grads[0].dtype if grads else torch.float32)
+    # The flags travel with the gradients, on their device (a CPU tensor cannot join CUDA ones).
+    had = torch.tensor([p.grad is not None for p in params], dtype=grads[0].dtype, device=grads[0].device)
     flat = _timed_sum(torch.cat([g.reshape(-1) for g in grads] + [had]), ctx)
+    anyone = (flat[len(flat) - len(params):] > 0).tolist()  # one device-to-host copy, not one a parameter
     at = 0
-    for i, (p, g) in enumerate(zip(params, grads)):
+    for p, g, got in zip(params, grads, anyone):
         n = g.numel()
-        if flat[len(flat) - len(params) + i] > 0:
+        if got:
             p.grad = g.copy_(flat[at:at + n].view_as(g))
         at += n

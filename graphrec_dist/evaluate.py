@@ -452,6 +452,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         per_user = (source if source.is_dir() else source.parent) / f"per_user_{args.split}.csv"
     ctx = init_distributed(cfg.dist.backend, cfg.dist.device)
     setup_logging(ctx.rank, cfg.run.log_level)
+    model.to(ctx.device)  # read onto the CPU; each rank's inference runs on its device (NCCL gathers there)
     try:
         result = evaluate_model(model, bundle, args.split, cfg.eval, ctx, per_user, args.by_popularity)
         if ctx.is_main:

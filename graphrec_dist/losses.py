@@ -62,7 +62,7 @@ def full_softmax_loss(user: torch.Tensor, items: torch.Tensor, pos_items: torch.
         return -F.log_softmax(logits, dim=1)[row, pos_items].mean()
     indptr, seen_items = seen
     owner, entry = csr_rows(indptr, distinct)
-    masked = logits.index_put((owner, seen_items[entry]), torch.tensor(float("-inf"), device=logits.device))
+    masked = logits.index_put((owner, seen_items[entry]), logits.new_tensor(float("-inf")))
     unseen_lse = torch.logsumexp(masked, dim=1)
     pos = logits[row, pos_items]
     return (torch.logaddexp(unseen_lse[row], pos) - pos).mean()

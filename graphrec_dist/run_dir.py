@@ -49,9 +49,12 @@ CURVES = "training_curves.png"
 
 
 def new_model(cfg: Config, bundle: Bundle, device: torch.device | str = "cpu") -> Recommender:
-    """``cfg.model`` built for ``bundle`` from ``train.seed`` (the same initial weights on every rank)."""
+    """``cfg.model`` built for ``bundle`` from ``train.seed`` (the same initial weights on every rank),
+    on ``device``; a ConfigError when the model cannot run there."""
     torch.manual_seed(cfg.train.seed)
-    return build_model(cfg, bundle).to(device)
+    model = build_model(cfg, bundle)
+    model.check_device(torch.device(device))
+    return model.to(device)
 
 
 # -- results -------------------------------------------------------------------------------------
@@ -212,11 +215,13 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
+    """Restore what :func:`rng_state` returned; its tensors may have been mapped to another device
+    (a checkpoint loaded with ``map_location``), and torch takes RNG states as CPU byte tensors."""
+    torch.set_rng_state(state["torch"].cpu())
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 def load_run(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[Config, Recommender, Bundle]:
@@ -224,7 +229,10 @@ def load_run(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> t
     else last.pt) or a checkpoint file.
 
     ``overrides`` (``section.key=value``) apply on top of the saved config, e.g. a different
-    ``data.bundle_dir``. The bundle is loaded from the config's ``data.bundle_dir``.
+    ``data.bundle_dir``. The bundle is loaded from the config's ``data.bundle_dir``. The saved
+    ``dist.device`` and ``dist.backend`` say where the run was trained, not where it is read: they
+    are read as ``auto`` (a run trained on a GPU is evaluated on a CPU-only machine) unless an
+    override names them.
     """
     path = Path(path)
     what_to_do = "delete it or pass another checkpoint"
@@ -236,7 +244,7 @@ def load_run(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> t
             what_to_do = f"retrain the run, or use {path / LAST} (the last epoch's model) instead"
         path = ckpt
     state = load_checkpoint(path, what_to_do=what_to_do)
-    cfg = from_dict(apply_overrides(state["config"], list(overrides)))
+    cfg = from_dict(apply_overrides(state["config"], ["dist.device=auto", "dist.backend=auto", *overrides]))
     bundle = load_bundle(cfg.data.bundle_dir)
     model = new_model(cfg, bundle)
     try:

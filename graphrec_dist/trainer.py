@@ -117,15 +117,19 @@ class _BPRModule(torch.nn.Module):
 def batch_loss(cfg: Config, outputs: tuple, batch, seen: Optional[tuple[torch.Tensor, torch.Tensor]] = None
                ) -> torch.Tensor:
     """``train.loss`` of a batch from ``_BPRModule``'s outputs, plus ``train.l2`` times the
-    embedding penalty (in float32 whatever the autocast dtype). ``seen``: every user's training
-    items as CSR (``train.mask_seen``)."""
+    embedding penalty, in float32 with autocast off whatever the forward ran in: the full
+    softmax's ``user @ items.T`` would otherwise be a bf16 matmul (logits rounded to ~3 digits,
+    and ``mask_seen``'s -inf written into bf16). ``seen``: every user's training items as CSR
+    (``train.mask_seen``)."""
     pos, neg, reg, user, items, table, index, columns = outputs
+    pos, neg, reg, user, items, table = (None if t is None else t.float() for t in (pos, neg, reg, user, items, table))
     extra = RowScores(table, index, columns) if table is not None else None
     pos_items = batch.pos if isinstance(batch, TripletBatch) else None
     user_ids = batch.users if cfg.train.softmax_per_user and pos_items is not None else None
-    loss = ranking_loss(cfg.train.loss, pos.float(), neg.float(), user, items, pos_items,
-                        cfg.train.softmax_negatives, user_ids, seen, extra)
-    return loss + cfg.train.l2 * reg.float()
+    with torch.autocast(pos.device.type, enabled=False):
+        loss = ranking_loss(cfg.train.loss, pos, neg, user, items, pos_items,
+                            cfg.train.softmax_negatives, user_ids, seen, extra)
+        return loss + cfg.train.l2 * reg
 
 
 def param_groups(model: Recommender, default_decay: float) -> list[dict[str, Any]]:
@@ -211,7 +215,7 @@ class Trainer:
         elif not self.sharded:
             self.triplets = TripletLoader(bundle, tc.batch_size, tc.neg_per_pos, tc.seed, ctx.rank,
                                           ctx.world_size, tc.edges_per_epoch)
-        self.amp = tc.amp and ctx.device.type == "cuda"
+        self.amp = tc.amp and (ctx.device.type == "cuda" or tc.amp_on_cpu)
 
     # -- batches ---------------------------------------------------------------------------
     def batches(self, epoch: int, start: int) -> Iterable:
@@ -316,12 +320,15 @@ class Trainer:
             raise ConfigError(f"train.resume: {path} holds {sharding['num_users']} users sharded over "
                               f"{sharding['world_size']} ranks; this run has {self.bundle.shard.num_users} users on "
                               f"{self.ctx.world_size} ranks (resume with the same number of ranks); {hint}")
-        own = run_dir.shard_state(path, state, self.ctx.rank, self.ctx.device, hint)
+        own = run_dir.shard_state(path, state, self.ctx.rank, "cpu", hint)
         return {**state["model"], **own["model"]}, own.get("optimizer"), own
 
     def restore(self, path: Path) -> None:
         hint = "pass train.resume=never (starts over, replacing the run's checkpoints) or another run.out_dir"
-        state = run_dir.load_checkpoint(path, map_location=self.ctx.device, what_to_do=hint)
+        # Read onto the CPU whatever the training device: the RNG states must stay CPU byte tensors
+        # (torch.set_rng_state takes nothing else), and load_state_dict copies the model's and the
+        # optimizer's tensors to where the parameters are.
+        state = run_dir.load_checkpoint(path, map_location="cpu", what_to_do=hint)
         # Read with today's defaults: a checkpoint made before an option existed still resumes.
         try:
             saved = from_dict(state["config"]).model
@@ -350,7 +357,7 @@ class Trainer:
                 self.state.epoch_loss_sum, self.state.epoch_count = state["loss_sums"][self.ctx.rank]
         best = path.parent / run_dir.BEST
         if best.is_file():
-            best_state = run_dir.load_checkpoint(best, map_location=self.ctx.device, what_to_do=hint)
+            best_state = run_dir.load_checkpoint(best, map_location="cpu", what_to_do=hint)
             self.best_model = self._load_states(best, best_state, hint)[0]
         log.info("resumed from %s at epoch %d step %d", path, self.state.epoch, self.state.step_in_epoch)
 
@@ -429,7 +436,7 @@ class Trainer:
     def step(self, module: torch.nn.Module, batch) -> tuple[float, int]:
         """One gradient step on ``batch``: (its loss, its number of seed edges)."""
         phase = self.hooks.on_phase or (lambda name: None)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+        with torch.autocast(self.ctx.device.type, dtype=torch.bfloat16, enabled=self.amp):
             outputs = module(batch)
             rows = int(outputs[0].shape[0])
             if rows == 0:  # a shard without rows in this batch still joins every collective

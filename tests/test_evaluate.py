@@ -462,3 +462,24 @@ def test_count_below_matches_a_plain_count(n, m):
 def test_count_below_does_not_overflow_byte_lanes():
     # 70000 entries: far more than 255 per byte lane before the final sum.
     assert evaluate.count_below(torch.zeros(2, 70000), torch.ones(2, 1)).tolist() == [70000, 70000]
+
+
+def test_a_run_trained_on_a_gpu_is_evaluated_on_a_machine_without_one(tmp_path, capsys, monkeypatch):
+    from graphrec_dist import train
+
+    root = Path(__file__).resolve().parents[1]
+    run = tmp_path / "run"
+    train.main([str(root / "configs" / "debug.yaml"), f"data.raw_dir={tmp_path / 'raw'}",
+                f"data.bundle_dir={tmp_path / 'bundle'}", f"run.out_dir={run}", "train.epochs=1",
+                "train.max_steps=2"])
+    saved = json.loads((run / "test_metrics.json").read_text())
+    for name in ("best.pt", "last.pt"):  # as a CUDA run writes them
+        state = run_dir.load_checkpoint(run / name)
+        state["config"]["dist"].update(device="cuda", backend="nccl")
+        torch.save(state, run / name)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = evaluate.main(["--run", str(run), "--split", "test"])
+    assert {k: result[k] for k in ("ndcg@10", "mrr")} == {k: saved[k] for k in ("ndcg@10", "mrr")}
+    # a device named on the command line is still what is asked for
+    with pytest.raises(ConfigError, match="dist.device=cuda"):
+        evaluate.main(["--run", str(run), "dist.device=cuda"])

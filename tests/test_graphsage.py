@@ -1,13 +1,15 @@
 import pytest
 import torch
 import torch.nn.functional as F
+import torch_sparse
 from test_sampling import toy_bundle
 
 from graphrec_dist.config import load_config
 from graphrec_dist.data.bundle import BOOK, RATES, REV_RATES, USER
 from graphrec_dist.distributed import DistContext
+from graphrec_dist.errors import ConfigError
 from graphrec_dist.losses import bpr_loss, full_softmax_loss
-from graphrec_dist.models import build_model
+from graphrec_dist.models import build_model, graphsage
 from graphrec_dist.models.base import EmbeddingScorer, TripletBatch
 from graphrec_dist.models.graphsage import (
     WeightedSAGEConv,
@@ -17,6 +19,7 @@ from graphrec_dist.models.graphsage import (
     normalised_weight,
 )
 from graphrec_dist.models.sparse import bipartite_pair, restrict_rows
+from graphrec_dist.run_dir import new_model
 from graphrec_dist.sampling import make_link_loader
 
 HAS_TAG = ("book", "has_tag", "tag")
@@ -242,3 +245,39 @@ def test_fused_layers_give_to_heteros_outputs_and_gradients(overrides) -> None:
         assert torch.allclose(grad_a[name], grad_b[name], atol=1e-5), name
     for nt in emb_a:
         assert torch.allclose(emb_a[nt], emb_b[nt], atol=1e-5), nt
+
+
+def _no_torch_sparse(monkeypatch) -> None:
+    """As on a GPU with a CPU-only torch-sparse: any SparseTensor built fails as it would there."""
+    def unusable(*args, **kwargs):
+        raise RuntimeError("Not compiled with CUDA support")
+
+    monkeypatch.setattr(graphsage, "WITH_TORCH_SPARSE", False)
+    monkeypatch.setattr(graphsage, "SparseTensor", unusable)
+
+
+@pytest.mark.parametrize("aggr", ["mean", "sum"])
+def test_without_torch_sparse_inference_and_fold_in_use_torchs_csr_with_the_same_scores(monkeypatch, aggr) -> None:
+    model, bundle = _model("graphsage", f"model.aggr={aggr}", "model.num_layers=2", "train.num_neighbors=[3,3]")
+    users = torch.arange(bundle.num_users)
+    history = bundle.train_csr()
+    ctx = DistContext(rank=1, world_size=2)  # a rank's own rows, as under DDP (the gather is a no-op here)
+    want = (model.scorer(bundle, DistContext()).scores(users),
+            model.history_scorer(bundle, history, DistContext()).scores(users),
+            graph_adjacency(bundle.graph, True, torch.device("cpu"), ctx, aggr)[RATES])
+    _no_torch_sparse(monkeypatch)
+    got = (model.scorer(bundle, DistContext()).scores(users),
+           model.history_scorer(bundle, history, DistContext()).scores(users),
+           graph_adjacency(bundle.graph, True, torch.device("cpu"), ctx, aggr)[RATES])
+    assert torch.allclose(got[0], want[0], atol=1e-5) and torch.allclose(got[1], want[1], atol=1e-5)
+    # a rank's rows of the relation aggregate the same (the CSR values include the mean's division)
+    x = torch.randn(bundle.num_users, 3)
+    assert torch.allclose(torch.sparse.mm(got[2].adj_t, x), torch_sparse.matmul(want[2], x, reduce=aggr), atol=1e-6)
+
+
+def test_max_aggregation_without_torch_sparse_on_the_device_stops_before_the_run(monkeypatch) -> None:
+    _no_torch_sparse(monkeypatch)
+    cfg = load_config(None, ["model.aggr=max", "model.emb_dim=8", "model.hidden_dim=6"])
+    with pytest.raises(ConfigError, match="model.aggr=max.*torch-sparse is not installed.*model.aggr=mean"):
+        new_model(cfg, toy_bundle(), "cpu")
+    new_model(load_config(None, ["model.emb_dim=8", "model.hidden_dim=6"]), toy_bundle(), "cpu")  # mean: fine

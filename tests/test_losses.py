@@ -166,3 +166,16 @@ def test_shared_softmax_with_scores_of_the_drawn_items_only_equals_it_with_every
     assert not torch.isclose(every, shared_softmax_loss(pos, user, items, pos_items, 10))
     with pytest.raises(ValueError, match="only some items"):
         full_softmax_loss(user, items, pos_items, extra=RowScores(table[:, drawn], index, drawn))
+
+
+def test_full_softmax_with_seen_items_masked_takes_bf16_scoring_vectors() -> None:
+    # bf16 vectors give bf16 logits, into which the mask's -inf is written in their own dtype.
+    gen = torch.Generator().manual_seed(1)
+    user_ids = torch.tensor([0, 2, 0, 1])
+    user = torch.randn(3, 4, generator=gen)[user_ids]
+    items, pos = torch.randn(6, 4, generator=gen), torch.tensor([1, 3, 4, 0])
+    seen = (torch.tensor([0, 2, 3, 5]), torch.tensor([1, 4, 0, 2, 3]))
+    want = full_softmax_loss(user.bfloat16().float(), items.bfloat16().float(), pos, user_ids, seen=seen)
+    got = full_softmax_loss(user.bfloat16(), items.bfloat16(), pos, user_ids, seen=seen)
+    assert got.dtype == torch.bfloat16 and torch.isfinite(got)
+    assert torch.allclose(got.float(), want, rtol=2e-2)

@@ -181,3 +181,25 @@ def test_row_totals_aggregate_a_shared_source_like_the_matmul() -> None:
         no_messages[-3:] = True  # the last three destinations have no in-edges at all
         expected = conv.lin_l(torch.zeros(1, 4)) + conv.lin_r(dst_x[no_messages])
         assert torch.allclose(outs[1][no_messages], expected, atol=1e-6)
+
+
+def test_spmm_under_bf16_autocast_multiplies_and_differentiates_in_float32() -> None:
+    """Under autocast (CUDA's train.amp; train.amp_on_cpu here) the product and its backward run
+    in the adjacency's float32 on x as given, and x's gradient comes back in x's dtype."""
+    edge_index = torch.tensor([SRC, DST])
+    pair = adjacency_pair(edge_index, torch.tensor(WEIGHT), NUM_NODES, torch.device("cpu"))
+    x = _x(NUM_NODES).detach().float()
+    grads = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        xin = x.to(dtype).detach().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = SpMM.apply(xin, pair.adj_t, pair.adj)
+        assert out.dtype == torch.float32
+        (out * torch.arange(out.numel()).view_as(out)).sum().backward()
+        assert xin.grad.dtype == dtype
+        grads[dtype] = (out.detach(), xin.grad.float())
+    want = torch.sparse.mm(pair.adj_t, x)
+    assert torch.equal(grads[torch.float32][0], want)  # float32 x: the float32 product, exactly
+    # bf16 x: only x's own rounding, not the edge weights' (bf16 keeps ~3 digits)
+    assert torch.allclose(grads[torch.bfloat16][0], torch.sparse.mm(pair.adj_t, x.bfloat16().float()), atol=1e-6)
+    assert torch.allclose(grads[torch.bfloat16][1], grads[torch.float32][1], rtol=1e-2)

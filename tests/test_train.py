@@ -12,8 +12,10 @@ from graphrec_dist.config import load_config
 from graphrec_dist.data.store import load_bundle
 from graphrec_dist.distributed import DistContext
 from graphrec_dist.errors import ConfigError
-from graphrec_dist.run_dir import load_checkpoint
+from graphrec_dist.models.base import TripletBatch
+from graphrec_dist.run_dir import load_checkpoint, new_model
 from graphrec_dist.train import TrainHooks, main, profile_steps, run_training
+from graphrec_dist.trainer import Trainer, batch_loss
 
 OUTPUTS = ["config.yaml", "metrics.jsonl", "best.pt", "last.pt", "test_metrics.json", "training_curves.png"]
 CHECKPOINT_KEYS = {"model", "config", "trainer", "world_size", "bundle_hash", "optimizer", "scheduler", "rng",
@@ -268,3 +270,79 @@ def test_resume_refuses_other_data_with_the_same_node_counts(data_overrides, fin
     assert (f"train.resume: {out / 'last.pt'} was trained on bundle {ours.path} (content {saved}), but this run's "
             f"bundle {resplit} holds other data (content {theirs.content_hash()})") in err
     assert "train.resume=never" in err
+
+
+# Every gradient-trained model with the options whose dtypes differ under autocast: full-graph
+# graphsage as the demo trains it (cosine softmax, mask_seen, path term, item bias, id dropout),
+# block- and PyG-sampled graphsage, LightGCN on the whole graph and user-book only, MF with mask_seen.
+MASKED_SOFTMAX = ["train.loss=softmax", "train.softmax_per_user=true", "train.mask_seen=true"]
+AMP_MODELS = {
+    "graphsage_full_graph": ["train.mode=full_graph", *MASKED_SOFTMAX, "model.score=cosine", "model.temperature=0.2",
+                             "model.item_bias=true", "model.id_dropout=0.1", "model.path=[similar]",
+                             "model.path_edge_weights=false", "train.num_neighbors=[1]"],
+    "graphsage_blocks": ["train.sampler=blocks"],
+    "graphsage_pyg": ["train.sampler=pyg"],
+    "lightgcn": ["model.name=lightgcn", *MASKED_SOFTMAX],
+    "lightgcn_ui": ["model.name=lightgcn_ui"],
+    "mf_mask_seen": ["model.name=mf", *MASKED_SOFTMAX],
+}
+
+
+@pytest.mark.parametrize("model", sorted(AMP_MODELS))
+def test_one_bf16_autocast_step_with_backward_for_every_model(data_overrides, tmp_path: Path, model: str) -> None:
+    """train.amp_on_cpu runs the autocast path a CUDA run takes: a step, its backward and the
+    evaluation work in bf16, and the loss is the float32 run's to bf16 precision."""
+    autocast_seen: list[bool] = []
+
+    def watch(module: torch.nn.Module) -> None:  # records, at every submodule call, whether autocast is on
+        for sub in module.modules():
+            sub.register_forward_pre_hook(lambda *_: autocast_seen.append(torch.is_autocast_enabled("cpu")))
+
+    losses = {}
+    for amp in (False, True):
+        overrides = small(data_overrides, tmp_path / f"amp_{amp}", *AMP_MODELS[model], "train.epochs=1",
+                          "train.max_steps=2", f"train.amp_on_cpu={str(amp).lower()}")
+        cfg = load_config("configs/debug.yaml", overrides)
+        result = run_training(cfg, DistContext(), TrainHooks(on_start=watch if amp else None))
+        losses[amp] = result.history[0]["loss"]
+        assert result.global_step == 2 and 0.0 <= result.test_metrics["ndcg@10"] <= 1.0
+    assert any(autocast_seen)
+    assert math.isfinite(losses[True]) and losses[True] == pytest.approx(losses[False], rel=0.05)
+
+
+def test_resume_restores_the_rng_state_whatever_device_the_tensors_were_mapped_to(data_overrides,
+                                                                                  tmp_path: Path) -> None:
+    """A CUDA run resumes on its device; torch.set_rng_state takes CPU byte tensors only. CPU-only
+    torch has no second device with storage, so the meta device stands in for CUDA as the process's
+    device: the checkpoint must still come back onto the CPU, RNG state included."""
+    out = tmp_path / "run"
+    base = small(data_overrides, out, "train.checkpoint_every=3")
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        main(["configs/debug.yaml", *base, "train.fail_after_step=4"])
+    saved = load_checkpoint(out / "last.pt")
+    assert saved["trainer"]["step_in_epoch"] == 3  # a mid-epoch checkpoint: its RNG state is restored
+    cfg = load_config("configs/debug.yaml", base)
+    bundle = load_bundle(cfg.data.bundle_dir)
+    model = new_model(cfg, bundle)
+    trainer = Trainer(cfg, DistContext(device=torch.device("meta")), model, bundle, TrainHooks())
+    torch.manual_seed(12345)  # a different RNG state, which the restore must replace
+    trainer.restore(out / "last.pt")
+    assert torch.equal(torch.get_rng_state(), saved["rng"][0]["torch"])
+    assert all(torch.equal(v, saved["model"][k]) for k, v in model.state_dict().items())
+    assert trainer.state.global_step == 3 and trainer.state.step_in_epoch == 3
+
+
+def test_batch_loss_under_autocast_is_the_float32_loss(data_overrides) -> None:
+    """batch_loss turns autocast off: the full softmax's logits are a float32 matmul, not bf16."""
+    cfg = load_config("configs/debug.yaml", [*data_overrides, *MASKED_SOFTMAX])
+    gen = torch.Generator().manual_seed(0)
+    users, pos = torch.tensor([0, 1, 0, 2]), torch.tensor([3, 1, 4, 0])
+    batch = TripletBatch(users, pos, torch.tensor([[2], [0], [1], [4]]))
+    user, items = torch.randn(3, 8, generator=gen)[users], torch.randn(5, 8, generator=gen)
+    outputs = ((user * items[pos]).sum(1), torch.randn(4, 1, generator=gen), torch.tensor(0.5), user, items,
+               None, None, None)
+    seen = (torch.tensor([0, 2, 3, 5]), torch.tensor([1, 2, 0, 3, 4]))
+    want = batch_loss(cfg, outputs, batch, seen)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = batch_loss(cfg, outputs, batch, seen)
+    assert got.dtype == torch.float32 and torch.equal(got, want)

@@ -116,6 +116,9 @@ class Recommender(torch.nn.Module):
 
     kind: ClassVar[ModelKind]
 
+    def check_device(self, device: torch.device) -> None:
+        """A ConfigError when this model, as configured, cannot run on ``device`` (a missing kernel)."""
+
     def bpr_forward(self, batch) -> BPROutput:
         """``sampled``: a LinkNeighborLoader HeteroData batch; ``triplet``: a TripletBatch."""
         raise NotImplementedError(f"{type(self).__name__} is not trained by gradient steps")

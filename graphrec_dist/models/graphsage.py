@@ -27,12 +27,13 @@ from torch_geometric.nn.conv import MessagePassing
 
 # torch-sparse is the optional `sparse` extra (pyproject): PyG's stand-ins let the package import
 # without it, and say "requires 'torch-sparse'" when graphsage first builds an adjacency.
-from torch_geometric.typing import SparseTensor, torch_sparse
+from torch_geometric.typing import WITH_TORCH_SPARSE, SparseTensor, torch_sparse
 
 from graphrec_dist.block_sampler import BlockSampler
 from graphrec_dist.data.bundle import BOOK, RATES, REV_RATES, USER, Bundle
 from graphrec_dist.data.graph3 import co_interaction_edges
 from graphrec_dist.distributed import DistContext, all_gather_rows, all_reduce_sum, shard, sum_over_ranks
+from graphrec_dist.errors import ConfigError
 from graphrec_dist.models.base import BPROutput, EmbeddingScorer, Recommender, RowScores, TripletBatch, training_graph
 from graphrec_dist.models.hetero_layer import fused_forward
 from graphrec_dist.models.mf import ego_reg, triplet_scores
@@ -97,8 +98,10 @@ class WeightedSAGEConv(SAGEConv):
         return x_j if edge_weight is None else x_j * edge_weight.view(-1, 1)
 
     def message_and_aggregate(self, adj_t: SparseTensor, x) -> Tensor:  # type: ignore[override]
-        # SAGEConv drops the adjacency values here; keep them (they are the renormalised weights).
-        return torch_sparse.matmul(adj_t, x[0], reduce=self.aggr)
+        # SAGEConv drops the adjacency values here; keep them (they are the renormalised weights),
+        # and their float32: torch_sparse's CUDA kernels read the values as x's dtype, bf16 under autocast.
+        value = adj_t.storage.value()
+        return torch_sparse.matmul(adj_t, x[0] if value is None else x[0].to(value.dtype), reduce=self.aggr)
 
 
 class _ConvLayer(nn.Module):
@@ -252,10 +255,29 @@ def init_rows_(table: Tensor, start: int, seed: int, std: float) -> None:
         table[a - start:b - start] = values[a - lo:b - lo].to(table.dtype)
 
 
+def torch_sparse_serves(device: torch.device) -> bool:
+    """Whether torch_sparse's SparseTensor products run on ``device``: on the CPU once installed, on
+    CUDA only when built with CUDA; the Makefile's wheels and a PyPI build on a machine without
+    nvcc are CPU-only, and fail with "Not compiled with CUDA support" at the first product."""
+    if not WITH_TORCH_SPARSE:
+        return False
+    return device.type == "cpu" or (device.type == "cuda" and torch_sparse.cuda_version != -1)
+
+
 def adjacency(edge_index: Tensor, weight: Optional[Tensor], num_src: int, num_dst: int,
-              rows: Optional[slice] = None) -> SparseTensor:
+              rows: Optional[slice] = None, aggr: str = "mean") -> SparseTensor | AdjPair:
     """``adj_t`` (dst x src) with weights renormalised over each destination's in-edges here;
-    with ``rows``, only those destinations keep their in-edges (the shape stays full)."""
+    with ``rows``, only those destinations keep their in-edges (the shape stays full).
+
+    A SparseTensor where torch_sparse runs on ``edge_index``'s device; elsewhere (CUDA with a
+    CPU-only torch-sparse) a sum or mean ``aggr`` is the same aggregate as torch's own CSR
+    :class:`AdjPair`, whose values include the aggregation. Max needs torch_sparse
+    (:meth:`GraphSAGERecommender.check_device` says so before a run starts)."""
+    if aggr in ("sum", "mean") and not torch_sparse_serves(edge_index.device):
+        if rows is not None:  # a kept destination keeps all its in-edges: its values do not change
+            keep = (edge_index[1] >= rows.start) & (edge_index[1] < rows.stop)
+            edge_index, weight = edge_index[:, keep], None if weight is None else weight[keep]
+        return bipartite_pair(edge_index, weight, num_src, num_dst, aggr, edge_index.device)
     src, dst = edge_index
     w = normalised_weight(weight, dst, num_dst)
     if rows is not None:
@@ -264,15 +286,16 @@ def adjacency(edge_index: Tensor, weight: Optional[Tensor], num_src: int, num_ds
     return SparseTensor(row=dst, col=src, value=w, sparse_sizes=(num_dst, num_src))
 
 
-def graph_adjacency(graph, use_weight: bool, device: torch.device, ctx: Optional[DistContext] = None) -> dict:
-    """Per edge type of ``graph`` (a sampled batch or the full graph), its ``adj_t``; with ``ctx``,
-    only the in-edges of this rank's block of destination rows."""
+def graph_adjacency(graph, use_weight: bool, device: torch.device, ctx: Optional[DistContext] = None,
+                    aggr: str = "mean") -> dict:
+    """Per edge type of ``graph`` (a sampled batch or the full graph), its ``adj_t`` for ``aggr``
+    (see :func:`adjacency`); with ``ctx``, only the in-edges of this rank's block of destination rows."""
     adj = {}
     for et in graph.edge_types:
         num_src, num_dst = int(graph[et[0]].num_nodes), int(graph[et[2]].num_nodes)
         w = graph[et].get("edge_weight") if use_weight else None
         adj[et] = adjacency(graph[et].edge_index.to(device), None if w is None else w.to(device), num_src, num_dst,
-                            None if ctx is None else shard(num_dst, ctx.rank, ctx.world_size))
+                            None if ctx is None else shard(num_dst, ctx.rank, ctx.world_size), aggr)
     return adj
 
 
@@ -338,6 +361,17 @@ class GraphSAGERecommender(Recommender):
         # drawn here so that the path term scores only those (PathTerm.restricted_scores).
         self.shared_negatives = cfg.train.softmax_negatives if cfg.train.loss == "softmax" else 0
 
+    def check_device(self, device: torch.device) -> None:
+        """``model.aggr=max`` aggregates with torch_sparse alone: a ConfigError before a run starts
+        when it cannot run on ``device``, instead of a crash at the first validation."""
+        if self.aggr in ("sum", "mean") or torch_sparse_serves(device):
+            return
+        why = ("torch-sparse is not installed" if not WITH_TORCH_SPARSE
+               else f"the installed torch-sparse {torch_sparse.__version__} was built without CUDA")
+        raise ConfigError(f"config key 'model.aggr={self.aggr}' needs torch_sparse on {device}, but {why}: "
+                          f"install a torch-sparse built for this torch and device (README, 'Install by hand'), "
+                          f"use model.aggr=mean or sum (torch's own sparse kernels), or pass dist.device=cpu")
+
     def use_context(self, ctx: DistContext) -> None:
         """The process group whose ranks hold the other users (``dist.sharding=users``)."""
         if self.shard is not None and self.shard.world_size != ctx.world_size:
@@ -398,7 +432,7 @@ class GraphSAGERecommender(Recommender):
                                                 else None, int(g[et[0]].num_nodes), int(g[et[2]].num_nodes),
                                                 self.aggr, device, stats.get(et)) for et in g.edge_types}
             else:
-                self._adj = graph_adjacency(g, self.use_edge_weight, device)
+                self._adj = graph_adjacency(g, self.use_edge_weight, device, aggr=self.aggr)
                 for adj in self._adj.values():
                     adj.fill_cache_()
             self._adj_device = device
@@ -454,7 +488,7 @@ class GraphSAGERecommender(Recommender):
     def encode_batch(self, batch) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """(input embeddings, output embeddings) of every node in a sampled HeteroData batch."""
         x = self.encoder.input_embeddings(batch.n_id_dict, self.new_nodes(batch[USER].n_id.device))
-        adj = graph_adjacency(batch, self.use_edge_weight, x[USER].device)
+        adj = graph_adjacency(batch, self.use_edge_weight, x[USER].device, aggr=self.aggr)
         return x, self.encoder(self.inputs(x), adj, {})
 
     def bpr_forward(self, batch) -> BPROutput:
@@ -510,21 +544,25 @@ class GraphSAGERecommender(Recommender):
         compete with that many items drawn uniformly, drawn here, and the table holds only theirs."""
         if self.path is None:
             return pos_score, neg_score, None
-        distinct, row = torch.unique(users.cpu(), return_inverse=True)
-        exclude = torch.stack([row, pos.cpu()], dim=1)
-        new_items = new.get(BOOK).cpu() if self.training and BOOK in new else None
-        dropout = self.path.dropout if self.training else 0.0
-        if shared > 0:
-            drawn = torch.randint(self.path.num_items, (shared,))
-            negs = neg.cpu().reshape(len(neg), -1)
-            pairs = torch.cat([exclude, torch.stack([row.repeat_interleave(negs.size(1)), negs.flatten()], dim=1)])
-            table, at = self.path.restricted_scores(*self._history, distinct, drawn, pairs, exclude, new_items, dropout)
-            at = at.to(users.device)
-            extra = RowScores(table.to(users.device), row.to(users.device), drawn)
-            return pos_score + at[:len(pos)], neg_score + at[len(pos):].view_as(neg_score), extra
-        table = self.path.scores(*self._history, distinct, exclude, new_items, dropout).to(users.device)
-        row = row.to(users.device)
-        return pos_score + table[row, pos], neg_score + table[row.unsqueeze(1), neg], RowScores(table, row)
+        # The term runs on the CPU with the graph, in float32: a CUDA run's autocast never reaches
+        # it, and train.amp_on_cpu's must not either (its CSR kernel has no bf16).
+        with torch.autocast("cpu", enabled=False):
+            distinct, row = torch.unique(users.cpu(), return_inverse=True)
+            exclude = torch.stack([row, pos.cpu()], dim=1)
+            new_items = new.get(BOOK).cpu() if self.training and BOOK in new else None
+            dropout = self.path.dropout if self.training else 0.0
+            if shared > 0:
+                drawn = torch.randint(self.path.num_items, (shared,))
+                negs = neg.cpu().reshape(len(neg), -1)
+                pairs = torch.cat([exclude, torch.stack([row.repeat_interleave(negs.size(1)), negs.flatten()], dim=1)])
+                table, at = self.path.restricted_scores(*self._history, distinct, drawn, pairs, exclude, new_items,
+                                                        dropout)
+                at = at.to(users.device)
+                extra = RowScores(table.to(users.device), row.to(users.device), drawn)
+                return pos_score + at[:len(pos)], neg_score + at[len(pos):].view_as(neg_score), extra
+            table = self.path.scores(*self._history, distinct, exclude, new_items, dropout).to(users.device)
+            row = row.to(users.device)
+            return pos_score + table[row, pos], neg_score + table[row.unsqueeze(1), neg], RowScores(table, row)
 
     def full_graph_forward(self, batch: TripletBatch) -> BPROutput:
         """The layers over the whole graph, then the batch's scores (and every book's vector).
@@ -597,7 +635,7 @@ class GraphSAGERecommender(Recommender):
             self.use_context(ctx)
             adj = self._share(self.full_adjacency(device))
         else:
-            adj = graph_adjacency(self.message_graph(bundle), self.use_edge_weight, device, ctx)
+            adj = graph_adjacency(self.message_graph(bundle), self.use_edge_weight, device, ctx, self.aggr)
         x = self.encoder.all_embeddings(self.new_nodes(device))
         layer_inputs = []
         for i in range(len(self.encoder.layers)):
@@ -655,7 +693,7 @@ class GraphSAGERecommender(Recommender):
             for et in self.encoder.layer_types[i]:
                 num_src, num_dst = x[et[0]].size(0), x[et[2]].size(0)
                 ei = hist_edges if et == REV_RATES else hist_edges.new_zeros(2, 0)
-                adj[et] = adjacency(ei, None, num_src, num_dst)
+                adj[et] = adjacency(ei, None, num_src, num_dst, aggr=self.aggr)
             h = self.encoder.layer(i, x, adj, {})[USER]
         return self._scorer(h, out[BOOK], (indptr, items))
 

@@ -18,9 +18,14 @@ INIT_STD = 0.1  # normal(0, 0.1) initialisation, as in the BPR/LightGCN referenc
 
 def triplet_scores(user_emb: torch.Tensor, pos_emb: torch.Tensor, neg_emb: torch.Tensor
                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Dot-product scores: ``user_emb`` [n, d], ``pos_emb`` [n, d], ``neg_emb`` [n, k, d]."""
-    pos = (user_emb * pos_emb).sum(-1)
-    neg = torch.einsum("nd,nkd->nk", user_emb, neg_emb)
+    """Dot-product scores: ``user_emb`` [n, d], ``pos_emb`` [n, d], ``neg_emb`` [n, k, d].
+
+    Always float32, autocast or not: a loss compares scores that differ by little (bf16 keeps
+    ~3 digits, so a cosine / 0.2 score of ~4 would move in steps of 0.03)."""
+    with torch.autocast(user_emb.device.type, enabled=False):
+        user = user_emb.float()
+        pos = (user * pos_emb.float()).sum(-1)
+        neg = torch.einsum("nd,nkd->nk", user, neg_emb.float())
     return pos, neg
 
 

@@ -33,16 +33,24 @@ class AdjPair(NamedTuple):
 
 class SpMM(torch.autograd.Function):
     """``adj_t @ x`` whose backward is ``adj @ grad``: torch's own CSR backward rebuilds the
-    transpose on every call, which made a step 10-30x slower than the forward pass."""
+    transpose on every call, which made a step 10-30x slower than the forward pass.
+
+    Both products run in the adjacency's dtype (float32) with autocast off, whatever dtype ``x``
+    and the incoming gradient have: under bf16 autocast the sparse kernels would otherwise get
+    a float32 CSR with a bf16 dense side (the CPU's MKL kernel has no bf16 at all, cuSPARSE takes
+    one dtype), and casting the CSR instead would round every edge weight on every call. autograd
+    casts ``x``'s gradient back to ``x``'s dtype."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, adj_t: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
         ctx.adj = adj
-        return torch.sparse.mm(adj_t, x)
+        with torch.autocast(x.device.type, enabled=False):
+            return torch.sparse.mm(adj_t, x.to(adj_t.dtype))
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        return torch.sparse.mm(ctx.adj, grad), None, None
+        with torch.autocast(grad.device.type, enabled=False):
+            return torch.sparse.mm(ctx.adj, grad.to(ctx.adj.dtype)), None, None
 
 
 class PartialAdj(NamedTuple):
