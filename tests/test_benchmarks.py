@@ -78,6 +78,16 @@ def test_sections_parse_in_canonical_order_and_unknown_ones_are_user_errors():
         parse_sections("sampling,nope")
     assert top_cli.main(["bench", "--sections", "nope", "--no-report"]) == 2
     assert top_cli.main(["bench", "--models", "graphsage,nope", "--no-report"]) == 2
+    assert top_cli.main(["bench", "--seeds", "0,x", "--no-report"]) == 2
+
+
+def test_seeds_and_models_set_the_real_data_and_inductive_plans(tmp_path):
+    from graphrec_dist.benchmarks.cli import build_parser, make_plan
+
+    args = build_parser().parse_args(["--out", str(tmp_path), "--seeds", "0,2,4", "--models", "content_knn,ease,mf"])
+    plan = make_plan(args)
+    assert plan.real_seeds == plan.inductive_seeds == [0, 2, 4]
+    assert plan.quality_models == ["mf", "ease"] and plan.inductive_models == ["mf", "ease", "content_knn"]
 
 
 def test_race_reports_who_reaches_the_target_first():

@@ -72,7 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", default=None, metavar="M1,M2",
                    help="quality, realdata and realbooks sections: train only these models and keep the other "
                         "models' rows from the section's earlier JSON in --out, when that was measured on the "
-                        f"same data (for one changed preset); any of {', '.join(QUALITY_MODELS)}")
+                        f"same data (for one changed preset); any of {', '.join(QUALITY_MODELS)}; inductive "
+                        "section: only these of its models (content_knn too), nothing carried over")
+    p.add_argument("--seeds", default=None, metavar="S1,S2",
+                   help="realdata, realbooks and inductive sections: the split seeds (default 0-4 for the "
+                        "real-data tables; inductive 0,1, or 0-4 with --full)")
     p.add_argument("--ablation", action="store_true",
                    help="quality section: also train graphsage without each side relation")
     p.add_argument("--jobs", type=int, default=None,
@@ -94,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 # Sections that "all" runs only with --full: realbooks trains graphsage for ~40 minutes a run on
 # 2 cores (5 seeds x 2 variants: hours), more than the reduced suite's whole budget.
 FULL_ONLY = ("realbooks",)
+INDUCTIVE_ONLY = ("content_knn",)  # models of the inductive section that the quality tables do not train
 
 
 def parse_sections(text: str, full: bool = True) -> list[str]:
@@ -124,12 +129,21 @@ def make_plan(args: argparse.Namespace) -> BenchPlan:
     plan.ablation = plan.ablation or args.ablation
     if args.models is not None:
         names = [m.strip() for m in args.models.split(",") if m.strip()]
-        unknown = [m for m in names if m not in QUALITY_MODELS]
+        unknown = [m for m in names if m not in QUALITY_MODELS + INDUCTIVE_ONLY]
         if unknown or not names:
             raise UserError(f"--models: unknown model(s) {', '.join(unknown) or '(none given)'}; expected a "
-                            f"comma-separated subset of {', '.join(QUALITY_MODELS)}")
+                            f"comma-separated subset of {', '.join(QUALITY_MODELS + INDUCTIVE_ONLY)}")
         plan.quality_models = [m for m in QUALITY_MODELS if m in names]
+        plan.inductive_models = [m for m in QUALITY_MODELS + INDUCTIVE_ONLY if m in names]
         plan.carry_over = True
+    if args.seeds is not None:
+        try:
+            seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        except ValueError:
+            seeds = []
+        if not seeds or any(s < 0 for s in seeds):
+            raise UserError(f"--seeds: expected comma-separated split seeds (integers >= 0), got {args.seeds!r}")
+        plan.real_seeds, plan.inductive_seeds = seeds, seeds
     if args.jobs is not None:
         if args.jobs < 1:
             raise UserError("--jobs: expected a positive integer")
@@ -173,7 +187,9 @@ def main(argv: list[str] | None = None) -> BenchResult:
     if args.quality_epochs is not None:
         command += f" --quality-epochs {args.quality_epochs}"
     if args.models is not None:
-        command += f" --models {','.join(plan.quality_models)}"
+        command += f" --models {','.join(m for m in QUALITY_MODELS + INDUCTIVE_ONLY if m in args.models.split(','))}"
+    if args.seeds is not None:
+        command += f" --seeds {args.seeds}"
     if args.out != DEFAULT_OUT:  # carried rows and reused runs are found under --out
         command += f" --out {args.out}"
     if args.ablation:
