@@ -245,7 +245,7 @@ def test_ease_weights_are_row_major() -> None:
     assert model.weights.is_contiguous()  # LAPACK's column-major output made scoring ~15x slower
 
 
-@pytest.mark.parametrize("name", ["popularity", "ease", "mf", "lightgcn", "lightgcn_ui"])
+@pytest.mark.parametrize("name", ["popularity", "ease", "rp3beta", "ease_content", "mf", "lightgcn", "lightgcn_ui"])
 def test_each_preset_loads_names_its_model_and_uses_the_demo_data(name: str) -> None:
     configs = Path(__file__).resolve().parents[1] / "configs"
     cfg = load_config(configs / "baselines" / f"{name}.yaml")

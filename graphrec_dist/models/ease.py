@@ -8,10 +8,12 @@ and ``B_jj = 0``), and a user's scores are ``X_u·B``.
 identity"): training on inputs with dropout p amounts to the penalty ``Λ = λI + p/(1−p)·diag(XᵀX)``
 in place of ``λI``, so popular items' weights shrink more; p = 0 is EASE.
 
-Precision: the Gram matrix and its inverse are computed in float64 (Cholesky: ``XᵀX + λI`` is
-symmetric positive definite for λ > 0) and B is kept in float32. Peak memory of ``fit`` is about
-two float64 ``num_books²`` matrices (1.6 GB at 10k books) plus the sparse X; B then holds
-``4·num_books²`` bytes (0.4 GB at 10k books). Scoring multiplies each user chunk's sparse rows of X
+Precision: the Gram matrix (co-counts) is accumulated in float64, then ``XᵀX + Λ`` is factored and
+inverted in float32 (Cholesky: it is symmetric positive definite for λ > 0). On real Goodbooks
+(7,770 books) that is 2.1-2.3x faster than float64 and B differs from the float64 solution by at
+most 5e-6 at λ = 3 (8e-7 at λ = 30; largest weight 0.6): what makes tuning λ on every split
+affordable. Peak memory of ``fit`` is one float64 and two float32 ``num_books²`` matrices (1.6 GB
+at 10k books) plus the sparse X; B then holds ``4·num_books²`` bytes (0.4 GB at 10k books). Scoring multiplies each user chunk's sparse rows of X
 by B, so it costs ``nnz(chunk)·num_books`` rather than ``len(chunk)·num_books²``.
 """
 from __future__ import annotations
@@ -54,16 +56,17 @@ def gram_matrix(x: sp.csr_matrix, block: int = GRAM_BLOCK) -> np.ndarray:
 
 
 def ease_weights(gram: torch.Tensor, lam: float, dropout: float = 0.0) -> torch.Tensor:
-    """B from a float64 Gram matrix; ``gram`` is consumed (overwritten) to save memory."""
-    gram.diagonal().mul_(1.0 + dropout / (1.0 - dropout)).add_(lam)
-    chol = torch.linalg.cholesky(gram)
-    del gram
+    """B from a Gram matrix (left as it is: the solve works on a float32 copy)."""
+    a = gram.to(torch.float32, copy=True)
+    a.diagonal().mul_(1.0 + dropout / (1.0 - dropout)).add_(lam)
+    chol = torch.linalg.cholesky(a)
+    del a
     p = torch.cholesky_inverse(chol)
     del chol
     p.div_(-p.diagonal().clone().unsqueeze(0))  # column j divided by -P_jj
     p.diagonal().zero_()
     # LAPACK hands back a column-major P; row-major B makes each scoring matmul ~15x faster.
-    return p.to(torch.float32, memory_format=torch.contiguous_format)
+    return p.contiguous()
 
 
 def solve_weights(bundle: Bundle, lam: float, dropout: float, device: torch.device) -> torch.Tensor:
@@ -74,7 +77,7 @@ def solve_weights(bundle: Bundle, lam: float, dropout: float, device: torch.devi
     key = bundle.content_hash()
     gram = fit_cache.cached((key, "gram"), lambda: torch.from_numpy(gram_matrix(interaction_matrix(bundle))))
     return fit_cache.cached((key, "ease", lam, dropout, str(device)),
-                            lambda: ease_weights(gram.to(device, copy=True), lam, dropout))
+                            lambda: ease_weights(gram.to(device), lam, dropout))
 
 
 class EaseScorer:
