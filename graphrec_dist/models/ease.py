@@ -13,8 +13,9 @@ inverted in float32 (Cholesky: it is symmetric positive definite for λ > 0). On
 (7,770 books) that is 2.1-2.3x faster than float64 and B differs from the float64 solution by at
 most 5e-6 at λ = 3 (8e-7 at λ = 30; largest weight 0.6): what makes tuning λ on every split
 affordable. Peak memory of ``fit`` is one float64 and two float32 ``num_books²`` matrices (1.6 GB
-at 10k books) plus the sparse X; B then holds ``4·num_books²`` bytes (0.4 GB at 10k books). Scoring multiplies each user chunk's sparse rows of X
-by B, so it costs ``nnz(chunk)·num_books`` rather than ``len(chunk)·num_books²``.
+at 10k books) plus the sparse X; B then holds ``4·num_books²`` bytes (0.4 GB at 10k books).
+Scoring multiplies each user chunk's sparse rows of X by B, so it costs ``nnz(chunk)·num_books``
+rather than ``len(chunk)·num_books²``.
 """
 from __future__ import annotations
 
