@@ -29,12 +29,12 @@ from torch_geometric.nn.conv import MessagePassing
 # without it, and say "requires 'torch-sparse'" when graphsage first builds an adjacency.
 from torch_geometric.typing import WITH_TORCH_SPARSE, SparseTensor, torch_sparse
 
-from graphrec_dist.block_sampler import BlockSampler
 from graphrec_dist.data.bundle import BOOK, RATES, REV_RATES, USER, Bundle
 from graphrec_dist.data.graph3 import co_interaction_edges
 from graphrec_dist.distributed import DistContext, all_gather_rows, all_reduce_sum, shard, sum_over_ranks
 from graphrec_dist.errors import ConfigError
 from graphrec_dist.models.base import BPROutput, EmbeddingScorer, Recommender, RowScores, TripletBatch, training_graph
+from graphrec_dist.models.block_sampler import BlockSampler
 from graphrec_dist.models.hetero_layer import fused_forward
 from graphrec_dist.models.mf import ego_reg, triplet_scores
 from graphrec_dist.models.paths import PathScorer, build_path_term, history_csr
@@ -507,7 +507,7 @@ class GraphSAGERecommender(Recommender):
         return BPROutput(pos_score, neg_score, reg)
 
     def block_forward(self, batch: TripletBatch) -> BPROutput:
-        """Sampled training on per-layer blocks (:mod:`graphrec_dist.block_sampler`): each layer
+        """Sampled training on per-layer blocks (:mod:`graphrec_dist.models.block_sampler`): each layer
         computes only the rows the layer above reads, ending at the batch's users and books."""
         if self._block_sampler is None:
             self._block_sampler = BlockSampler(self._graph, self.encoder.layer_types, self.num_neighbors,
