@@ -11,7 +11,7 @@ from graphrec_dist.data.bundle import BOOK, RATES, REV_RATES, USER
 from graphrec_dist.distributed import DistContext
 from graphrec_dist.models import build_model
 from graphrec_dist.models.block_sampler import BlockSampler
-from graphrec_dist.models.graphsage import layer_edge_types
+from graphrec_dist.models.sage_encoder import layer_edge_types
 from graphrec_dist.sampling import TripletLoader
 
 

@@ -9,16 +9,10 @@ from graphrec_dist.data.bundle import BOOK, RATES, REV_RATES, USER
 from graphrec_dist.distributed import DistContext
 from graphrec_dist.errors import ConfigError
 from graphrec_dist.losses import bpr_loss, full_softmax_loss
-from graphrec_dist.models import build_model, graphsage
+from graphrec_dist.models import build_model, graphsage, sage_encoder
 from graphrec_dist.models.base import EmbeddingScorer, TripletBatch
-from graphrec_dist.models.graphsage import (
-    WeightedSAGEConv,
-    adjacency,
-    graph_adjacency,
-    layer_edge_types,
-    normalised_weight,
-)
-from graphrec_dist.models.sparse import bipartite_pair, restrict_rows
+from graphrec_dist.models.sage_encoder import WeightedSAGEConv, adjacency, graph_adjacency, layer_edge_types
+from graphrec_dist.models.sparse import bipartite_pair, normalised_weight, restrict_rows
 from graphrec_dist.run_dir import new_model
 from graphrec_dist.sampling import make_link_loader
 
@@ -252,8 +246,9 @@ def _no_torch_sparse(monkeypatch) -> None:
     def unusable(*args, **kwargs):
         raise RuntimeError("Not compiled with CUDA support")
 
-    monkeypatch.setattr(graphsage, "WITH_TORCH_SPARSE", False)
-    monkeypatch.setattr(graphsage, "SparseTensor", unusable)
+    monkeypatch.setattr(sage_encoder, "WITH_TORCH_SPARSE", False)
+    monkeypatch.setattr(sage_encoder, "SparseTensor", unusable)
+    monkeypatch.setattr(graphsage, "WITH_TORCH_SPARSE", False)  # check_device's message
 
 
 @pytest.mark.parametrize("aggr", ["mean", "sum"])

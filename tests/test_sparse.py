@@ -156,7 +156,7 @@ def test_drop_and_restrict_rows_equal_a_rebuild_from_coordinates() -> None:
 def test_row_totals_aggregate_a_shared_source_like_the_matmul() -> None:
     # A relation whose sources all carry one vector (users without id embeddings, first layer) is
     # aggregated from its row totals; it must equal the matmul, dropped rows included, gradient too.
-    from graphrec_dist.models.graphsage import WeightedSAGEConv
+    from graphrec_dist.models.sage_encoder import WeightedSAGEConv
     from graphrec_dist.models.sparse import RowTotals, drop_rows, row_totals
 
     gen = torch.Generator().manual_seed(1)
