@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -276,3 +278,15 @@ def test_max_aggregation_without_torch_sparse_on_the_device_stops_before_the_run
     with pytest.raises(ConfigError, match="model.aggr=max.*torch-sparse is not installed.*model.aggr=mean"):
         new_model(cfg, toy_bundle(), "cpu")
     new_model(load_config(None, ["model.emb_dim=8", "model.hidden_dim=6"]), toy_bundle(), "cpu")  # mean: fine
+
+
+def test_the_model_takes_its_training_regime_as_an_argument() -> None:
+    """build() reads cfg.train once; the model acts on the TrainingRegime it is given."""
+    cfg = load_config(None, ["model.emb_dim=8", "model.hidden_dim=6", "train.mode=sampled", "train.sampler=pyg"])
+    regime = graphsage.TrainingRegime.from_train(cfg.train)
+    assert regime.mode == "sampled" and regime.num_neighbors == tuple(cfg.train.num_neighbors)
+    bundle = toy_bundle()
+    assert graphsage.GraphSAGERecommender(bundle, cfg.model, regime, user_book_only=False).kind == "sampled"
+    full = dataclasses.replace(regime, mode="full_graph", loss="softmax", softmax_negatives=7)
+    model = graphsage.GraphSAGERecommender(bundle, cfg.model, full, user_book_only=False)
+    assert (model.kind, model.mode, model.shared_negatives) == ("triplet", "full_graph", 7)

@@ -30,7 +30,7 @@ def compare(config: str, overrides: list[str], rounds: int = 6) -> dict[str, flo
     if not cfg.model.path:
         cfg = load_config(config, [*overrides, "model.path=[co_items]"])
     bundle = prepare_bundle(cfg.data)
-    term = build_path_term(cfg, bundle)
+    term = build_path_term(cfg.model, bundle)
     indptr, items = history_csr(bundle.train, bundle.num_users)
     gen = torch.Generator().manual_seed(0)
     times: dict[str, list[float]] = {"csr": [], "enumerated": [], "dense": []}

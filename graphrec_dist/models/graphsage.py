@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import time
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -20,6 +21,7 @@ from torch import Tensor, nn
 # without it, and say "requires 'torch-sparse'" when graphsage first builds an adjacency.
 from torch_geometric.typing import WITH_TORCH_SPARSE, torch_sparse
 
+from graphrec_dist.config import ModelConfig, TrainConfig
 from graphrec_dist.data.bundle import BOOK, RATES, REV_RATES, USER, Bundle
 from graphrec_dist.data.graph3 import co_interaction_edges
 from graphrec_dist.distributed import DistContext, all_gather_rows, all_reduce_sum, shard
@@ -44,6 +46,26 @@ from graphrec_dist.models.sparse import (
 CO_ITEMS = (BOOK, "co_rated", BOOK)
 
 
+@dataclass(frozen=True)
+class TrainingRegime:
+    """How graphsage is trained: the part of ``cfg.train`` the model acts on. :func:`build` reads it
+    from the config and hands it over, so the model never reads the train section itself."""
+
+    mode: str  # train.mode: "sampled" or "full_graph"
+    sampler: str  # train.sampler (sampled mode): "blocks" or "pyg"
+    loss: str  # train.loss: "bpr" or "softmax"
+    num_neighbors: tuple[int, ...]  # train.num_neighbors: the block sampler's fanout per layer
+    exclude_seed_edges: bool  # train.exclude_seed_edges
+    softmax_negatives: int  # train.softmax_negatives: shared items of a full-graph softmax step
+    seed: int  # train.seed: a sharded user table's initial rows
+
+    @classmethod
+    def from_train(cls, train: TrainConfig) -> TrainingRegime:
+        """The regime a ``TrainConfig`` sets."""
+        return cls(train.mode, train.sampler, train.loss, tuple(train.num_neighbors), train.exclude_seed_edges,
+                   train.softmax_negatives, train.seed)
+
+
 class GraphSAGERecommender(NewUserInference, Recommender):
     """score(user, book) from the GNN outputs (dot, or cosine / temperature: ``model.score``).
 
@@ -53,41 +75,42 @@ class GraphSAGERecommender(NewUserInference, Recommender):
     output, so ``train.loss=softmax`` ranks each positive against the whole catalogue.
     """
 
-    def __init__(self, bundle: Bundle, cfg, user_book_only: bool):
+    def __init__(self, bundle: Bundle, model_cfg: ModelConfig, regime: TrainingRegime, user_book_only: bool):
         super().__init__()
-        self.mode = cfg.train.mode
+        self.mode = regime.mode
         # Full-graph steps and block sampling take (user, positive, negatives) index batches; PyG's
         # loader hands over sampled subgraphs.
-        self.kind = "sampled" if cfg.train.mode == "sampled" and cfg.train.sampler == "pyg" else "triplet"
-        self.num_neighbors = list(cfg.train.num_neighbors)
+        self.kind = "sampled" if regime.mode == "sampled" and regime.sampler == "pyg" else "triplet"
+        self.num_neighbors = list(regime.num_neighbors)
         self._block_sampler = None
         self._frozen: Optional[tuple] = None  # freeze_inference: (outputs, layer inputs)
         self.user_book_only = user_book_only
-        self.exclude_relations = tuple(cfg.model.exclude_relations)
-        self.use_edge_weight = cfg.model.edge_weight
-        self.cosine = cfg.model.score == "cosine"
-        self.temperature = cfg.model.temperature
-        self.emb_dropout = cfg.model.emb_dropout
-        self.history_dropout = cfg.model.history_dropout
-        self.exclude_seed_edges = cfg.train.exclude_seed_edges
-        self.id_dropout = cfg.model.id_dropout
+        self.exclude_relations = tuple(model_cfg.exclude_relations)
+        self.use_edge_weight = model_cfg.edge_weight
+        self.cosine = model_cfg.score == "cosine"
+        self.temperature = model_cfg.temperature
+        self.emb_dropout = model_cfg.emb_dropout
+        self.history_dropout = model_cfg.history_dropout
+        self.exclude_seed_edges = regime.exclude_seed_edges
+        self.id_dropout = model_cfg.id_dropout
         # A learned per-book score offset: cosine scores alone cannot say that a book is popular.
-        self.item_bias = nn.Parameter(torch.zeros(bundle.num_books)) if cfg.model.item_bias else None
-        self.co_items = cfg.model.co_items
+        self.item_bias = nn.Parameter(torch.zeros(bundle.num_books)) if model_cfg.item_bias else None
+        self.co_items = model_cfg.co_items
         self._co_edges: Optional[tuple[Tensor, Tensor, Tensor]] = None  # (train pairs, edge_index, weight)
         graph = self.message_graph(bundle)
         num_nodes = {nt: int(graph[nt].num_nodes) for nt in graph.node_types}
         # dist.sharding=users: this rank's block of users (data.partition.UserShard), else None.
         self.shard = bundle.shard
         self.dist = DistContext()  # the process group of the partial aggregates (use_context)
-        self.encoder = HeteroSAGE(num_nodes, list(graph.edge_types), cfg,
-                                  None if self.shard is None else slice(self.shard.start, self.shard.stop))
+        self.encoder = HeteroSAGE(num_nodes, list(graph.edge_types), model_cfg,
+                                  None if self.shard is None else slice(self.shard.start, self.shard.stop),
+                                  regime.seed)
         # Plain attributes, not buffers: checkpoints and DDP broadcasts must not carry the graph.
         self._graph = graph
         self._adj: Optional[dict] = None
         self._adj_device: Optional[torch.device] = None
         self._totals: dict = {}  # per edge type, the row totals of its full adjacency
-        self.aggr = cfg.model.aggr
+        self.aggr = model_cfg.aggr
         # Users and books without a training interaction: their id embedding was never trained as
         # a positive, so with model.id_dropout they always get the unknown vector.
         book_counts = (torch.bincount(bundle.train[:, 1], minlength=bundle.num_books) if self.shard is None
@@ -95,12 +118,12 @@ class GraphSAGERecommender(NewUserInference, Recommender):
         self._unseen = {USER: torch.bincount(bundle.train[:, 0], minlength=bundle.num_users) == 0,
                         BOOK: book_counts == 0}
         # model.path: the high-rank path term over each user's training items (models/paths.py).
-        self.path = build_path_term(cfg, bundle, graph)
-        self.path_decay, self.path_edge_lr = cfg.model.path_decay, cfg.model.path_edge_lr
+        self.path = build_path_term(model_cfg, bundle, graph)
+        self.path_decay, self.path_edge_lr = model_cfg.path_decay, model_cfg.path_edge_lr
         self._history = history_csr(bundle.train, bundle.num_users) if self.path is not None else None
         # train.softmax_negatives: a full-graph step's softmax competes with that many shared items,
         # drawn here so that the path term scores only those (PathTerm.restricted_scores).
-        self.shared_negatives = cfg.train.softmax_negatives if cfg.train.loss == "softmax" else 0
+        self.shared_negatives = regime.softmax_negatives if regime.loss == "softmax" else 0
 
     def check_device(self, device: torch.device) -> None:
         """``model.aggr=max`` aggregates with torch_sparse alone: a ConfigError before a run starts
@@ -401,5 +424,7 @@ class GraphSAGERecommender(NewUserInference, Recommender):
 
 
 def build(cfg, bundle: Bundle) -> GraphSAGERecommender:
-    """Registry entry: ``graphsage`` (all of Graph3) or ``graphsage_ui`` (user-book only)."""
-    return GraphSAGERecommender(bundle, cfg, user_book_only=cfg.model.name == "graphsage_ui")
+    """Registry entry: ``graphsage`` (all of Graph3) or ``graphsage_ui`` (user-book only), built from
+    the model section of ``cfg`` and the training regime its train section sets."""
+    return GraphSAGERecommender(bundle, cfg.model, TrainingRegime.from_train(cfg.train),
+                                user_book_only=cfg.model.name == "graphsage_ui")

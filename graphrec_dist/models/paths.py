@@ -375,10 +375,10 @@ class PathTerm(nn.Module):
         return out
 
 
-def build_path_term(cfg, bundle: Bundle, graph=None) -> Optional[PathTerm]:
-    """The :class:`PathTerm` of ``cfg.model`` over ``graph``'s relations (see :func:`path_relations`;
-    None when ``model.path`` is empty)."""
-    m = cfg.model
+def build_path_term(model_cfg, bundle: Bundle, graph=None) -> Optional[PathTerm]:
+    """The :class:`PathTerm` of the model section ``model_cfg`` over ``graph``'s relations (see
+    :func:`path_relations`; None when ``model.path`` is empty)."""
+    m = model_cfg
     if not m.path:
         return None
     counts = torch.bincount(bundle.train[:, 1], minlength=bundle.num_books)

@@ -28,6 +28,7 @@ from torch_geometric.nn.conv import MessagePassing
 # without it, and say "requires 'torch-sparse'" when graphsage first builds an adjacency.
 from torch_geometric.typing import WITH_TORCH_SPARSE, SparseTensor, torch_sparse
 
+from graphrec_dist.config import ModelConfig
 from graphrec_dist.data.bundle import BOOK, USER
 from graphrec_dist.distributed import DistContext, shard, sum_over_ranks
 from graphrec_dist.models.hetero_layer import fused_forward
@@ -111,12 +112,13 @@ def layer_edge_types(edge_types: list[EdgeType], num_layers: int,
 class HeteroSAGE(nn.Module):
     """Embeddings -> L to_hetero SAGE layers -> user/book output embeddings."""
 
-    def __init__(self, num_nodes: dict[str, int], edge_types: list[EdgeType], cfg, user_rows: Optional[slice] = None):
+    def __init__(self, num_nodes: dict[str, int], edge_types: list[EdgeType], model_cfg: ModelConfig,
+                 user_rows: Optional[slice] = None, seed: int = 0):
         """``user_rows``: under ``dist.sharding=users``, the global rows of the users in
-        ``num_nodes`` (their table is drawn row block by row block, the same for any world size,
-        and not from the global RNG, which must stay in step on every rank)."""
+        ``num_nodes`` (their table is drawn row block by row block from ``seed``, the same for any
+        world size, and not from the global RNG, which must stay in step on every rank)."""
         super().__init__()
-        m = cfg.model
+        m = model_cfg
         self.layer_types = layer_edge_types(list(edge_types), m.num_layers)
         used = sorted({t for ets in self.layer_types for et in ets for t in (et[0], et[2])} | {USER, BOOK})
         # Without user id embeddings every user starts from one shared learned vector, and a user
@@ -133,7 +135,7 @@ class HeteroSAGE(nn.Module):
             for nt in used})
         for nt, e in self.emb.items():
             if nt == USER and sharded_users:
-                init_rows_(e.weight, user_rows.start, cfg.train.seed, std=0.1)
+                init_rows_(e.weight, user_rows.start, seed, std=0.1)
             else:
                 nn.init.normal_(e.weight, std=0.1)
         # The input of a user or book the model has no trained id embedding for (model.id_dropout).
