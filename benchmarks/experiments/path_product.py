@@ -1,6 +1,6 @@
 """The path term's three products, side by side, on a config's data and batch size.
 
-    python -m graphrec_dist.benchmarks.path_product CONFIG [overrides ...] [--rounds 6]
+    python benchmarks/experiments/path_product.py CONFIG [overrides ...] [--rounds 6]
 
 The term (``model.path``, default ``[co_items]`` if the config has none) scores a training batch's
 distinct users over every item: forward and the values' gradient, as training does. Rounds
@@ -61,7 +61,7 @@ def compare(config: str, overrides: list[str], rounds: int = 6) -> dict[str, flo
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    p = argparse.ArgumentParser(prog="python -m graphrec_dist.benchmarks.path_product", description=__doc__,
+    p = argparse.ArgumentParser(prog="python benchmarks/experiments/path_product.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config")
     p.add_argument("overrides", nargs="*")
