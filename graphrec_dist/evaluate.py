@@ -35,6 +35,7 @@ from graphrec_dist.errors import ConfigError, DataError
 from graphrec_dist.io_utils import atomic_path
 from graphrec_dist.logging_utils import get_logger, setup_logging
 from graphrec_dist.models.base import Scorer
+from graphrec_dist.models.sparse import csr_rows
 from graphrec_dist.run_dir import load_run
 
 OTHER_SPLIT = {"val": "test", "test": "val", "cold_val": "cold_test", "cold_test": "cold_val",
@@ -91,7 +92,11 @@ class Masks:
         """(row, item) of every masked item of each row's user, duplicates removed."""
         if not self.csrs:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        rows, cols = zip(*(_ragged(indptr, indices, row_users) for indptr, indices in self.csrs))
+        rows, cols = [], []
+        for indptr, indices in self.csrs:
+            pos, entry = csr_rows(indptr, row_users)
+            rows.append(pos)
+            cols.append(indices[entry])
         row, col = np.concatenate(rows), np.concatenate(cols)
         # One CSR is sorted within each row: a neighbour check finds duplicates without sorting.
         if len(self.csrs) > 1 or np.any((row[1:] == row[:-1]) & (col[1:] == col[:-1])):
@@ -121,15 +126,6 @@ def split_scorer(model, bundle: Bundle, split: str, ctx: DistContext, cfg: EvalC
         history = pairs_csr(bundle.split("cold_user_history"), bundle.num_users)
         return model.history_scorer(bundle, history, ctx)
     return model.scorer(bundle, ctx)
-
-
-def _ragged(indptr: np.ndarray, indices: np.ndarray, owners: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(position in ``owners``, item) for every CSR entry of each owner, without a Python loop."""
-    starts = indptr[owners]
-    lens = indptr[owners + 1] - starts
-    pos = np.repeat(np.arange(len(owners), dtype=np.int64), lens)
-    offsets = np.arange(int(lens.sum()), dtype=np.int64) - np.repeat(np.cumsum(lens) - lens, lens)
-    return pos, indices[np.repeat(starts, lens) + offsets]
 
 
 def _row_owners(hold: Holdout, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:

@@ -29,9 +29,9 @@ import torch
 
 from graphrec_dist.distributed import DistContext, all_gather_object, barrier, cleanup, init_distributed, shard
 from graphrec_dist.errors import UserError
-from graphrec_dist.evaluate import _ragged
 from graphrec_dist.index import INDEXES, scorer_index, top_k_unseen
 from graphrec_dist.models.base import EmbeddingScorer
+from graphrec_dist.models.sparse import csr_rows
 from graphrec_dist.run_dir import load_run
 
 
@@ -60,8 +60,8 @@ def topk_rows(scorer, bundle, users: np.ndarray, k: int, index=None) -> dict[str
     if index is None:
         with torch.no_grad():
             scores = scorer.scores(torch.as_tensor(users)).float().cpu().clone()
-        rows, cols = _ragged(indptr, indices, users)
-        scores[torch.as_tensor(rows), torch.as_tensor(cols, dtype=torch.int64)] = float("-inf")
+        rows, entry = csr_rows(indptr, users)
+        scores[torch.as_tensor(rows), torch.as_tensor(indices[entry], dtype=torch.int64)] = float("-inf")
         top = torch.topk(scores, k, dim=1)
         items, vals = top.indices.numpy(), top.values.numpy()
     else:

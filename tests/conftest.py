@@ -5,5 +5,9 @@ GPUs here, before anything asks CUDA for its devices, covers this process and th
 start (torchrun, spawn, Ray workers inherit the environment). The GPU paths have their own check:
 ``make gpu-check`` (launch/gpu_check.sh)."""
 import os
+import sys
+from pathlib import Path
 
 os.environ["CUDA_VISIBLE_DEVICES"] = ""
+# The one-off probes live outside the package (benchmarks/experiments/); their tests import them by name.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "experiments"))

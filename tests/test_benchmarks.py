@@ -132,7 +132,8 @@ def test_sampling_throughput_on_a_tiny_graph(tiny):
 
 
 def test_path_product_bench_times_each_product_and_leaves_the_dense_threshold_as_it_was(tiny, capsys):
-    from graphrec_dist.benchmarks import path_product
+    import path_product  # benchmarks/experiments (conftest.py)
+
     from graphrec_dist.models.paths import _Relation
 
     plan, _ = tiny

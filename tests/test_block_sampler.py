@@ -1,4 +1,4 @@
-"""Block sampling (graphrec_dist/block_sampler.py): per-layer blocks that compute only what the
+"""Block sampling (graphrec_dist/models/block_sampler.py): per-layer blocks that compute only what the
 layer above reads, checked against the full graph and against the edges they were drawn from."""
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import pytest
 import torch
 from test_sampling import toy_bundle
 
-from graphrec_dist.block_sampler import BlockSampler
 from graphrec_dist.config import load_config
 from graphrec_dist.data.bundle import BOOK, RATES, REV_RATES, USER
 from graphrec_dist.distributed import DistContext
 from graphrec_dist.models import build_model
-from graphrec_dist.models.graphsage import layer_edge_types
+from graphrec_dist.models.block_sampler import BlockSampler
+from graphrec_dist.models.sage_encoder import layer_edge_types
 from graphrec_dist.sampling import TripletLoader
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from graphrec_dist.data.bench import bench_build
+from graphrec_dist.benchmarks.data_build import bench_build
 
 
 @pytest.mark.slow

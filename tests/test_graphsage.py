@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,16 +11,10 @@ from graphrec_dist.data.bundle import BOOK, RATES, REV_RATES, USER
 from graphrec_dist.distributed import DistContext
 from graphrec_dist.errors import ConfigError
 from graphrec_dist.losses import bpr_loss, full_softmax_loss
-from graphrec_dist.models import build_model, graphsage
+from graphrec_dist.models import build_model, graphsage, sage_encoder
 from graphrec_dist.models.base import EmbeddingScorer, TripletBatch
-from graphrec_dist.models.graphsage import (
-    WeightedSAGEConv,
-    adjacency,
-    graph_adjacency,
-    layer_edge_types,
-    normalised_weight,
-)
-from graphrec_dist.models.sparse import bipartite_pair, restrict_rows
+from graphrec_dist.models.sage_encoder import WeightedSAGEConv, adjacency, graph_adjacency, layer_edge_types
+from graphrec_dist.models.sparse import bipartite_pair, normalised_weight, restrict_rows
 from graphrec_dist.run_dir import new_model
 from graphrec_dist.sampling import make_link_loader
 
@@ -252,8 +248,9 @@ def _no_torch_sparse(monkeypatch) -> None:
     def unusable(*args, **kwargs):
         raise RuntimeError("Not compiled with CUDA support")
 
-    monkeypatch.setattr(graphsage, "WITH_TORCH_SPARSE", False)
-    monkeypatch.setattr(graphsage, "SparseTensor", unusable)
+    monkeypatch.setattr(sage_encoder, "WITH_TORCH_SPARSE", False)
+    monkeypatch.setattr(sage_encoder, "SparseTensor", unusable)
+    monkeypatch.setattr(graphsage, "WITH_TORCH_SPARSE", False)  # check_device's message
 
 
 @pytest.mark.parametrize("aggr", ["mean", "sum"])
@@ -281,3 +278,15 @@ def test_max_aggregation_without_torch_sparse_on_the_device_stops_before_the_run
     with pytest.raises(ConfigError, match="model.aggr=max.*torch-sparse is not installed.*model.aggr=mean"):
         new_model(cfg, toy_bundle(), "cpu")
     new_model(load_config(None, ["model.emb_dim=8", "model.hidden_dim=6"]), toy_bundle(), "cpu")  # mean: fine
+
+
+def test_the_model_takes_its_training_regime_as_an_argument() -> None:
+    """build() reads cfg.train once; the model acts on the TrainingRegime it is given."""
+    cfg = load_config(None, ["model.emb_dim=8", "model.hidden_dim=6", "train.mode=sampled", "train.sampler=pyg"])
+    regime = graphsage.TrainingRegime.from_train(cfg.train)
+    assert regime.mode == "sampled" and regime.num_neighbors == tuple(cfg.train.num_neighbors)
+    bundle = toy_bundle()
+    assert graphsage.GraphSAGERecommender(bundle, cfg.model, regime, user_book_only=False).kind == "sampled"
+    full = dataclasses.replace(regime, mode="full_graph", loss="softmax", softmax_negatives=7)
+    model = graphsage.GraphSAGERecommender(bundle, cfg.model, full, user_book_only=False)
+    assert (model.kind, model.mode, model.shared_negatives) == ("triplet", "full_graph", 7)

@@ -1,11 +1,11 @@
-"""EASE truncated to rank k (graphrec_dist.benchmarks.rank_probe)."""
+"""EASE truncated to rank k (benchmarks/experiments/rank_probe.py, a probe outside the package)."""
 from __future__ import annotations
 
 import pytest
 import torch
+from rank_probe import main, markdown, rank_k_scorer, rank_probe  # benchmarks/experiments (conftest.py)
 
 from graphrec_dist.benchmarks.evaluation import synthetic_bundle
-from graphrec_dist.benchmarks.rank_probe import main, markdown, rank_k_scorer, rank_probe
 from graphrec_dist.config import EvalConfig
 from graphrec_dist.distributed import DistContext
 from graphrec_dist.evaluate import evaluate_scorer

@@ -27,7 +27,7 @@ from graphrec_dist.data.bundle import RATES, REV_RATES
 from graphrec_dist.data.partition import destination_stats, shard_bundle
 from graphrec_dist.distributed import DistContext
 from graphrec_dist.errors import ConfigError
-from graphrec_dist.models.graphsage import INIT_BLOCK, init_rows_
+from graphrec_dist.models.sage_encoder import INIT_BLOCK, init_rows_
 from graphrec_dist.sampling import ShardedTripletLoader
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ from torch.func import functional_call
 
 from graphrec_dist.data.bundle import BOOK, USER
 from graphrec_dist.models.lightgcn import LightGCNRecommender
-from graphrec_dist.models.sparse import AdjPair, SpMM, adjacency_pair, bipartite_pair
+from graphrec_dist.models.sparse import AdjPair, SpMM, adjacency_pair, bipartite_pair, csr_rows
 
 # Users 0-2 and books 3-5 in one node numbering; an edge's reverse, where present, has another
 # weight (0 -> 3 is 0.5, 3 -> 0 is 0.9), and some edges have no reverse at all.
@@ -156,7 +156,7 @@ def test_drop_and_restrict_rows_equal_a_rebuild_from_coordinates() -> None:
 def test_row_totals_aggregate_a_shared_source_like_the_matmul() -> None:
     # A relation whose sources all carry one vector (users without id embeddings, first layer) is
     # aggregated from its row totals; it must equal the matmul, dropped rows included, gradient too.
-    from graphrec_dist.models.graphsage import WeightedSAGEConv
+    from graphrec_dist.models.sage_encoder import WeightedSAGEConv
     from graphrec_dist.models.sparse import RowTotals, drop_rows, row_totals
 
     gen = torch.Generator().manual_seed(1)
@@ -203,3 +203,18 @@ def test_spmm_under_bf16_autocast_multiplies_and_differentiates_in_float32() -> 
     # bf16 x: only x's own rounding, not the edge weights' (bf16 keeps ~3 digits)
     assert torch.allclose(grads[torch.bfloat16][0], torch.sparse.mm(pair.adj_t, x.bfloat16().float()), atol=1e-6)
     assert torch.allclose(grads[torch.bfloat16][1], grads[torch.float32][1], rtol=1e-2)
+
+
+def test_csr_rows_gives_every_entry_of_the_rows_in_csr_order_for_torch_and_numpy() -> None:
+    """One helper for the path term (torch) and the evaluator's and export's masks (numpy)."""
+    indptr = torch.tensor([0, 2, 2, 5, 6])  # row 1 is empty
+    rows = torch.tensor([3, 1, 0, 2, 0])  # any order, repeats
+    want_owner = [0, 2, 2, 3, 3, 3, 4, 4]
+    want_entry = [5, 0, 1, 2, 3, 4, 0, 1]
+    owner, entry = csr_rows(indptr, rows)
+    assert owner.tolist() == want_owner and entry.tolist() == want_entry
+    owner_np, entry_np = csr_rows(indptr.numpy(), rows.numpy().astype("int32"))
+    assert owner_np.dtype == entry_np.dtype == "int64"
+    assert owner_np.tolist() == want_owner and entry_np.tolist() == want_entry
+    empty = csr_rows(indptr.numpy(), rows.numpy()[:0])
+    assert empty[0].shape == empty[1].shape == (0,)

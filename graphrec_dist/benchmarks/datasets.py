@@ -9,14 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from graphrec_dist.benchmarks.common import call_in_child
+from graphrec_dist.benchmarks.data_build import bench_build
 from graphrec_dist.benchmarks.plan import BenchPlan, bundle_dir
-from graphrec_dist.data.bench import bench_build
 from graphrec_dist.data.store import load_bundle
 from graphrec_dist.io_utils import write_json_atomic
 
 
 def build_child(users: int, work_dir: str) -> dict[str, Any]:
-    """The data team's :func:`graphrec_dist.data.bench.bench_build` (generate, build, load: each in
+    """The data team's :func:`graphrec_dist.benchmarks.data_build.bench_build` (generate, build, load: each in
     its own process), plus the size of what was built."""
     steps = bench_build(users=users, work_dir=work_dir, seed=0)
     bundle = load_bundle(Path(work_dir) / f"bundle-{users}")
@@ -42,7 +42,7 @@ def ensure_bundle(plan: BenchPlan, users: int, timeout_s: float = 7200) -> dict[
     rec = call_in_child("graphrec_dist.benchmarks.datasets:build_child", {"users": users, "work_dir": work},
                         plan.out_dir, timeout_s, tag=f"build-{users}")
     rec["invocation"] = plan.invocation
-    rec["command"] = f"python -m graphrec_dist.data.bench --users {users} --work {work}"
+    rec["command"] = f"python -m graphrec_dist.benchmarks.data_build --users {users} --work {work}"
     records = json.loads(record_path.read_text()) if record_path.is_file() else {}
     records[str(users)] = rec
     write_json_atomic(record_path, records)

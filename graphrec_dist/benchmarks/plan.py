@@ -151,7 +151,7 @@ def users_at(percent: float) -> int:
 
 def data_overrides(plan: BenchPlan, users: int) -> list[str]:
     """Config overrides that point a run at the generated dataset of ``users`` users."""
-    base = plan.out_dir / "data"  # the layout of graphrec_dist.data.bench.bench_build
+    base = plan.out_dir / "data"  # the layout of graphrec_dist.benchmarks.data_build.bench_build
     return [
         "data.source=synth", f"data.synth_users={users}", "data.synth_seed=0",
         f"data.raw_dir={base / f'raw-{users}'}", f"data.bundle_dir={base / f'bundle-{users}'}",

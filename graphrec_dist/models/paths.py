@@ -99,7 +99,7 @@ class _PathSpMM(torch.autograd.Function):
     CHUNK = 16384  # edges per chunk of the values' gradient
     # Where items^2 <= this x edges, the gradient is read off one dense [items x items] product
     # ``g @ x^T`` instead, far cheaper per multiply-add than gathers (demo data, 1,000 books,
-    # 25,838 similar edges: the CSR product 74.7 -> 15.0 ms a batch, benchmarks.path_product).
+    # 25,838 similar edges: the CSR product 74.7 -> 15.0 ms a batch, benchmarks/experiments/path_product.py).
     DENSE_GRAD_RATIO = 100
 
     @staticmethod
@@ -316,8 +316,8 @@ class PathTerm(nn.Module):
 
     # A scattered multiply-add costs about this many of the CSR kernel's where the edge weights are
     # differentiated (the kernel's backward forms a gradient per edge): 12.5 and 13.8 on real
-    # Goodbooks and MovieLens 100K, 2026-12-03, with ``python -m graphrec_dist.benchmarks.
-    # path_product``, before the kernel's dense gradient made it cheaper still (29 on MovieLens
+    # Goodbooks and MovieLens 100K, 2026-12-03, with ``python benchmarks/experiments/
+    # path_product.py``, before the kernel's dense gradient made it cheaper still (29 on MovieLens
     # after; the choice is the same on both and on the demo data).
     SCATTER_COST = 12.0
     # ... and where they are not (no per-edge offsets: only the kernel's forward runs, ~10x cheaper):
@@ -375,10 +375,10 @@ class PathTerm(nn.Module):
         return out
 
 
-def build_path_term(cfg, bundle: Bundle, graph=None) -> Optional[PathTerm]:
-    """The :class:`PathTerm` of ``cfg.model`` over ``graph``'s relations (see :func:`path_relations`;
-    None when ``model.path`` is empty)."""
-    m = cfg.model
+def build_path_term(model_cfg, bundle: Bundle, graph=None) -> Optional[PathTerm]:
+    """The :class:`PathTerm` of the model section ``model_cfg`` over ``graph``'s relations (see
+    :func:`path_relations`; None when ``model.path`` is empty)."""
+    m = model_cfg
     if not m.path:
         return None
     counts = torch.bincount(bundle.train[:, 1], minlength=bundle.num_books)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import warnings
 from typing import NamedTuple, Optional
 
+import numpy as np
 import torch
 from torch_geometric.utils import scatter, to_torch_csr_tensor as _to_csr
 
@@ -82,9 +83,14 @@ def row_totals(pair: AdjPair) -> RowTotals:
     return RowTotals(total.to(val.dtype))
 
 
-def csr_rows(indptr: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def csr_rows(indptr: torch.Tensor | np.ndarray, rows: torch.Tensor | np.ndarray) -> tuple:
     """(position in ``rows``, entry index) of every CSR entry of ``rows``, in CSR order, without a
-    Python loop (the torch twin of ``evaluate._ragged``)."""
+    Python loop. Torch tensors in, torch tensors out; numpy arrays in (the evaluator's and the
+    export's masks), int64 numpy arrays out."""
+    if isinstance(indptr, np.ndarray):
+        owner, entry = csr_rows(torch.from_numpy(np.ascontiguousarray(indptr, dtype=np.int64)),
+                                torch.from_numpy(np.ascontiguousarray(rows, dtype=np.int64)))
+        return owner.numpy(), entry.numpy()
     starts, lengths = indptr[rows], indptr[rows + 1] - indptr[rows]
     owner = torch.repeat_interleave(torch.arange(len(rows), device=indptr.device), lengths)
     offsets = torch.repeat_interleave(starts - (torch.cumsum(lengths, 0) - lengths), lengths)

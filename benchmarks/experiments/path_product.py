@@ -1,6 +1,6 @@
 """The path term's three products, side by side, on a config's data and batch size.
 
-    python -m graphrec_dist.benchmarks.path_product CONFIG [overrides ...] [--rounds 6]
+    python benchmarks/experiments/path_product.py CONFIG [overrides ...] [--rounds 6]
 
 The term (``model.path``, default ``[co_items]`` if the config has none) scores a training batch's
 distinct users over every item: forward and the values' gradient, as training does. Rounds
@@ -30,7 +30,7 @@ def compare(config: str, overrides: list[str], rounds: int = 6) -> dict[str, flo
     if not cfg.model.path:
         cfg = load_config(config, [*overrides, "model.path=[co_items]"])
     bundle = prepare_bundle(cfg.data)
-    term = build_path_term(cfg, bundle)
+    term = build_path_term(cfg.model, bundle)
     indptr, items = history_csr(bundle.train, bundle.num_users)
     gen = torch.Generator().manual_seed(0)
     times: dict[str, list[float]] = {"csr": [], "enumerated": [], "dense": []}
@@ -61,7 +61,7 @@ def compare(config: str, overrides: list[str], rounds: int = 6) -> dict[str, flo
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    p = argparse.ArgumentParser(prog="python -m graphrec_dist.benchmarks.path_product", description=__doc__,
+    p = argparse.ArgumentParser(prog="python benchmarks/experiments/path_product.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config")
     p.add_argument("overrides", nargs="*")

@@ -1,6 +1,6 @@
 """Full-graph training steps with fused layers against to_hetero's own forward, side by side.
 
-    python -m graphrec_dist.benchmarks.fused_layers CONFIG [overrides ...] [--rounds 6 --steps 5]
+    python benchmarks/experiments/fused_layers.py CONFIG [overrides ...] [--rounds 6 --steps 5]
 
 Both models are built from the same config and seed; rounds alternate between them so that a busy
 machine slows both alike. Prints the mean milliseconds per step (forward, backward, full softmax)
@@ -50,7 +50,7 @@ def compare(config: str, overrides: list[str], rounds: int = 6, steps: int = 5) 
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    p = argparse.ArgumentParser(prog="python -m graphrec_dist.benchmarks.fused_layers", description=__doc__,
+    p = argparse.ArgumentParser(prog="python benchmarks/experiments/fused_layers.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config")
     p.add_argument("overrides", nargs="*")

@@ -2,7 +2,8 @@
 
 Each step runs in a fresh Python process so that its peak RSS is its own::
 
-    python -m graphrec_dist.data.bench --users 53424 --books-from ../shared/data/goodbooks-10k --work /tmp/bench
+    python -m graphrec_dist.benchmarks.data_build --users 53424 \
+        --books-from ../shared/data/goodbooks-10k --work /tmp/bench
 """
 from __future__ import annotations
 
@@ -81,7 +82,7 @@ def bench_build(users: int = 53424, work_dir: str | Path = "bench_data", books_f
     raw, bundle = str(work / f"raw-{users}"), str(work / f"bundle-{users}")
     out: dict[str, Any] = {"users": users, "books_from": books_from, "seed": seed}
     for name in steps:
-        cmd = [sys.executable, "-m", "graphrec_dist.data.bench", "--step", name, "--users", str(users),
+        cmd = [sys.executable, "-m", "graphrec_dist.benchmarks.data_build", "--step", name, "--users", str(users),
                "--seed", str(seed), "--raw", raw, "--bundle", bundle]
         if books_from is not None:
             cmd += ["--books-from", str(books_from)]
@@ -93,7 +94,8 @@ def bench_build(users: int = 53424, work_dir: str | Path = "bench_data", books_f
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m graphrec_dist.data.bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m graphrec_dist.benchmarks.data_build",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--users", type=int, default=53424)
     parser.add_argument("--books-from", default=None)
     parser.add_argument("--seed", type=int, default=0)

@@ -7,7 +7,7 @@ have rank k, like a model scored by k-dimensional embeddings. The table says how
 quality survives each rank; where rank 64 already loses what separates a 64-dimensional model from
 EASE, more dimensions are the lever (docs/TRAINING.md, round 6).
 
-    python -m graphrec_dist.benchmarks.rank_probe BUNDLE_DIR [--ranks 16,32,64,128,256] [--lam 200]
+    python benchmarks/experiments/rank_probe.py BUNDLE_DIR [--ranks 16,32,64,128,256] [--lam 200]
 """
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m graphrec_dist.benchmarks.rank_probe",
+    parser = argparse.ArgumentParser(prog="python benchmarks/experiments/rank_probe.py",
                                      description="EASE truncated to rank k: the quality a k-dimensional "
                                                  "embedding model can reach on a bundle.")
     parser.add_argument("bundle", help="a bundle directory (graphrec-dist data build)")
