@@ -21,6 +21,7 @@ from typing import Any, Optional
 import torch
 
 from graphrec_dist import launch_ray, run_dir
+from graphrec_dist.cli import parse_args as parse_cli_args
 from graphrec_dist.config import Config, load_config
 from graphrec_dist.data.partition import load_user_shard, partition_counts
 from graphrec_dist.data.prepare import ensure_bundle, prepare_bundle
@@ -198,7 +199,7 @@ def _profile(cfg: Config, steps: int, ctx: DistContext) -> dict[str, Any]:
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     """``main``'s arguments; ``--launcher`` may sit before, among or after the overrides."""
-    return build_parser().parse_intermixed_args(argv)
+    return parse_cli_args(build_parser(), argv)
 
 
 def build_parser() -> argparse.ArgumentParser:
