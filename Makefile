@@ -22,8 +22,8 @@ help:
 	@echo "make bench  - install everything, run the reduced benchmark suite"
 
 # What `graphrec-dist train` needs: torch, the sampling backend, the package with its core
-# dependencies. The demo installs only this; Ray, the test tools and the top-k indexes (~100 s
-# more) come with `make install`.
+# dependencies. The demo installs only this; Ray, the test tools, the top-k indexes and TensorBoard
+# (~100 s more) come with `make install`.
 $(CORE_STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH_SPEC)"
@@ -36,7 +36,7 @@ $(CORE_STAMP): pyproject.toml
 	touch $(CORE_STAMP)
 
 $(STAMP): $(CORE_STAMP)
-	$(PIP) install -e '.[ray,dev,index]'
+	$(PIP) install -e '.[ray,dev,index,tensorboard]'
 	touch $(STAMP)
 
 install-core: $(CORE_STAMP)

@@ -283,6 +283,9 @@ class RunConfig:
     out_dir: str = "runs/default"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     progress: bool = True  # tqdm bars on rank 0
+    # TensorBoard event files in out_dir/tensorboard (rank 0; the tensorboard extra): opt-in,
+    # so a run folder's contents do not depend on what is installed (graphrec_dist.tracking).
+    tensorboard: bool = False
 
 
 @dataclass

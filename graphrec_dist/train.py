@@ -34,6 +34,7 @@ from graphrec_dist.io_utils import write_text_atomic
 from graphrec_dist.logging_utils import get_logger, setup_logging
 from graphrec_dist.models.base import Recommender
 from graphrec_dist.plots import plot_training_curves
+from graphrec_dist.tracking import TensorBoardLog
 from graphrec_dist.trainer import Trainer, TrainHooks, TrainResult, fit_closed_form, metric_key
 
 log = get_logger("train")
@@ -91,6 +92,8 @@ def run_training(cfg: Config, ctx: DistContext, hooks: Optional[TrainHooks] = No
 
 def _run(cfg: Config, ctx: DistContext, hooks: TrainHooks) -> TrainResult:
     out_dir = Path(cfg.run.out_dir)
+    board = TensorBoardLog(out_dir, cfg.run.tensorboard, ctx.is_main)  # no package: every rank stops here
+    hooks = board.wrap(hooks)
     bundle = load_data(cfg, ctx)
     model = run_dir.new_model(cfg, bundle, ctx.device)
     if hooks.on_start:
@@ -100,12 +103,16 @@ def _run(cfg: Config, ctx: DistContext, hooks: TrainHooks) -> TrainResult:
         trainer.resume()  # a checkpoint it refuses stops the run before anything in out_dir changes
     if ctx.is_main:
         write_text_atomic(out_dir / run_dir.CONFIG, cfg.to_yaml())
-    if trainer is None:
-        state = fit_closed_form(cfg, ctx, model, bundle, hooks)
-    else:
-        state = trainer.fit()
-        if trainer.best_model is not None:
-            model.load_state_dict(trainer.best_model)
+    board.start(trainer.state.global_step if trainer is not None else 0)
+    try:
+        if trainer is None:
+            state = fit_closed_form(cfg, ctx, model, bundle, hooks)
+        else:
+            state = trainer.fit()
+            if trainer.best_model is not None:
+                model.load_state_dict(trainer.best_model)
+    finally:
+        board.close()
     test = evaluate_model(model, bundle, "test", cfg.eval, ctx)
     result = TrainResult(out_dir, test, state.best_val, state.best_epoch, state.history, state.global_step,
                          state.stopped_early, model, inductive_tests(model, bundle, cfg, ctx))

@@ -58,13 +58,16 @@ class TrainHooks:
     ``on_checkpoint(info, checkpoint)`` runs on every rank after each mid-epoch checkpoint
     (``train.checkpoint_every``; info: epoch, step, step_in_epoch), so a launcher can keep it too;
     ``on_phase(name)`` runs inside :meth:`Trainer.step` as each phase ends (``forward``, which
-    includes the loss; ``backward``; ``optimizer``), so a profiler can time the real step."""
+    includes the loss; ``backward``; ``optimizer``), so a profiler can time the real step;
+    ``on_step(global_step, loss, lr)`` runs on every rank after each step with this rank's batch
+    loss and the learning rate after the step (e.g. TensorBoard, :mod:`graphrec_dist.tracking`)."""
 
     resume_from: Optional[Callable[[], Optional[Path]]] = None
     on_epoch_end: Optional[Callable[[dict[str, Any], Optional[Path]], None]] = None
     on_checkpoint: Optional[Callable[[dict[str, Any], Optional[Path]], None]] = None
     on_start: Optional[Callable[[Recommender], None]] = None
     on_phase: Optional[Callable[[str], None]] = None
+    on_step: Optional[Callable[[int, float, float], None]] = None
 
 
 @dataclass
@@ -401,6 +404,8 @@ class Trainer:
             st.epoch_count += n
             st.step_in_epoch += 1
             st.global_step += 1
+            if self.hooks.on_step:
+                self.hooks.on_step(st.global_step, loss, self.optimizer.param_groups[0]["lr"])
             if tc.checkpoint_every and st.global_step % tc.checkpoint_every == 0 and st.step_in_epoch < self.steps:
                 st.epoch_time_s += time.perf_counter() - start
                 start = time.perf_counter()
