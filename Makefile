@@ -23,8 +23,8 @@ help:
 	@echo "make gpu-check - on a machine with one CUDA GPU: every GPU code path at debug size (~4 min)"
 
 # What `graphrec-dist train` needs: torch, the sampling backend, the package with its core
-# dependencies. The demo installs only this; Ray, the test tools and the top-k indexes (~100 s
-# more) come with `make install`.
+# dependencies. The demo installs only this; Ray, the test tools, the top-k indexes and TensorBoard
+# (~100 s more) come with `make install`.
 $(CORE_STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH_SPEC)"
@@ -37,7 +37,7 @@ $(CORE_STAMP): pyproject.toml
 	touch $(CORE_STAMP)
 
 $(STAMP): $(CORE_STAMP)
-	$(PIP) install -e '.[ray,dev,index]'
+	$(PIP) install -e '.[ray,dev,index,tensorboard]'
 	touch $(STAMP)
 
 install-core: $(CORE_STAMP)

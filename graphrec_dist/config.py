@@ -310,6 +310,10 @@ class DistConfig:
     ray_address: Optional[str] = None  # None: start or join a local Ray
     storage_path: Optional[str] = None  # Ray Train storage (folder, shared FS or cloud URI)
     max_failures: int = 0  # Ray: restarts of a failed worker group
+    # Ray: the fewest workers a restart may go on with when a worker's node is gone (Ray Train's
+    # elastic scaling, num_workers=(min_workers, num_workers)); null: always num_workers. Exact
+    # with dist.sharding=users, since its checkpoints resume on any number of ranks (elastic.py).
+    min_workers: Optional[int] = None
     # "replicate": every rank holds the whole bundle and every parameter (DDP splits the seed
     # edges). "users": rank r holds only its block of users (their id embeddings, optimizer state,
     # edges and splits) and the replicated item side; full-graph graphsage only (docs/SCALING.md).
@@ -317,6 +321,8 @@ class DistConfig:
 
     def __post_init__(self) -> None:
         _require(self.num_workers >= 1, "dist.num_workers", "an integer >= 1")
+        _require(self.min_workers is None or 1 <= self.min_workers <= self.num_workers, "dist.min_workers",
+                 f"null or an integer in 1..dist.num_workers ({self.num_workers})")
 
 
 @dataclass
@@ -324,6 +330,9 @@ class RunConfig:
     out_dir: str = "runs/default"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     progress: bool = True  # tqdm bars on rank 0
+    # TensorBoard event files in out_dir/tensorboard (rank 0; the tensorboard extra): opt-in,
+    # so a run folder's contents do not depend on what is installed (graphrec_dist.tracking).
+    tensorboard: bool = False
 
 
 @dataclass

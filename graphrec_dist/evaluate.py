@@ -28,6 +28,7 @@ import torch
 
 from graphrec_dist import metrics
 from graphrec_dist.breakdown import by_popularity
+from graphrec_dist.cli import parse_args
 from graphrec_dist.config import EvalConfig
 from graphrec_dist.data.bundle import Bundle, pairs_csr
 from graphrec_dist.distributed import DistContext, all_reduce_sum, barrier, cleanup, init_distributed, shard
@@ -438,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """``graphrec-dist evaluate``: load the model, evaluate on every rank, print JSON on rank 0."""
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     if args.by_popularity < 0:
         raise ConfigError(f"--by-popularity: expected a number of groups >= 1 (0 = none), got {args.by_popularity}")
     source = Path(args.run or args.checkpoint)

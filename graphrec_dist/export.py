@@ -27,6 +27,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from graphrec_dist.cli import parse_args
 from graphrec_dist.distributed import DistContext, all_gather_object, barrier, cleanup, init_distributed, shard
 from graphrec_dist.errors import UserError
 from graphrec_dist.index import INDEXES, scorer_index, top_k_unseen
@@ -150,7 +151,7 @@ def _write_rest(tmp: Path, scorer, bundle, cfg, run: str, k: int, counts, ctx: D
 
 
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     ctx = init_distributed("auto", "cpu")
     try:
         params = {"faiss": {"nprobe": args.nprobe}, "usearch": {"expansion": args.expansion}}.get(args.index, {})

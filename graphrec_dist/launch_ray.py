@@ -95,7 +95,10 @@ def build_trainer(cfg: Config, run_training: RunTraining):
     dc = cfg.dist
     if dc.use_gpu and dc.device == "cpu":
         raise ConfigError("config keys 'dist.use_gpu=true' and 'dist.device=cpu' contradict each other")
-    scaling = ScalingConfig(num_workers=dc.num_workers, use_gpu=dc.use_gpu,
+    # dist.min_workers: Ray Train's elastic scaling restarts a failed group on as many workers as
+    # the cluster has left (at least min_workers), and grows it again when nodes come back.
+    workers = dc.num_workers if dc.min_workers is None else (dc.min_workers, dc.num_workers)
+    scaling = ScalingConfig(num_workers=workers, use_gpu=dc.use_gpu,
                             resources_per_worker={"CPU": dc.cpus_per_worker, **({"GPU": 1} if dc.use_gpu else {})})
     run = RunConfig(name=f"{Path(cfg.run.out_dir).name}_{time.strftime('%Y-%m-%d_%H-%M-%S')}",
                     storage_path=dc.storage_path, failure_config=FailureConfig(max_failures=dc.max_failures),

@@ -17,6 +17,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from graphrec_dist.cli import parse_args
 from graphrec_dist.distributed import DistContext
 from graphrec_dist.errors import UserError
 from graphrec_dist.run_dir import load_run
@@ -136,7 +137,7 @@ def format_text(result: dict[str, Any]) -> str:
 
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     """Load the run, score one user against every item, print the top-k and the history."""
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     if args.k < 1:
         raise UserError(f"--k {args.k}: expected a positive integer")
     cfg, model, bundle = load_run(args.run, list(args.overrides))

@@ -7,6 +7,7 @@ load it back. Rank 0 writes every file, each atomically (temporary name + rename
     test_metrics.json       the best model's test metrics, with ``model``, ``best_epoch``, ``split``
     inductive_metrics.json  the cold-item / new-user protocols, when the bundle was built with them
     training_curves.png     loss and validation curves (:mod:`graphrec_dist.plots`)
+    tensorboard/            TensorBoard event files, with ``run.tensorboard=true`` (:mod:`graphrec_dist.tracking`)
 
 A checkpoint is one ``torch.save`` file of a dict with at least ``model`` (the unwrapped model's
 state) and ``config``; the trainer adds the optimizer, scheduler, its bookkeeping, every rank's

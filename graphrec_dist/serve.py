@@ -30,6 +30,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from graphrec_dist.cli import parse_args
 from graphrec_dist.distributed import DistContext
 from graphrec_dist.errors import UserError
 from graphrec_dist.index import INDEXES, scorer_index, top_k_unseen
@@ -200,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     # One request is one small matrix-vector product: more threads than one only contend with the
     # event loop and the other clients' requests on the same cores.

@@ -20,7 +20,7 @@ from typing import Any, Optional
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from graphrec_dist import run_dir
+from graphrec_dist import elastic, run_dir
 from graphrec_dist.config import Config, from_dict
 from graphrec_dist.distributed import (
     COMM,
@@ -58,13 +58,16 @@ class TrainHooks:
     ``on_checkpoint(info, checkpoint)`` runs on every rank after each mid-epoch checkpoint
     (``train.checkpoint_every``; info: epoch, step, step_in_epoch), so a launcher can keep it too;
     ``on_phase(name)`` runs inside :meth:`Trainer.step` as each phase ends (``forward``, which
-    includes the loss; ``backward``; ``optimizer``), so a profiler can time the real step."""
+    includes the loss; ``backward``; ``optimizer``), so a profiler can time the real step;
+    ``on_step(global_step, loss, lr)`` runs on every rank after each step with this rank's batch
+    loss and the learning rate after the step (e.g. TensorBoard, :mod:`graphrec_dist.tracking`)."""
 
     resume_from: Optional[Callable[[], Optional[Path]]] = None
     on_epoch_end: Optional[Callable[[dict[str, Any], Optional[Path]], None]] = None
     on_checkpoint: Optional[Callable[[dict[str, Any], Optional[Path]], None]] = None
     on_start: Optional[Callable[[Recommender], None]] = None
     on_phase: Optional[Callable[[str], None]] = None
+    on_step: Optional[Callable[[int, float, float], None]] = None
 
 
 @dataclass
@@ -293,7 +296,7 @@ class Trainer:
         if self.ctx.is_main:
             files = [run_dir.shard_path(main, step, r, world).name for r in range(world)]
             manifest = {"world_size": world, "num_users": self.bundle.shard.num_users, "owned": sorted(self.owned),
-                        "files": files}
+                        "files": files, "data_hash": elastic.data_hash(self.bundle)}
             blob = checkpoint_state(self.cfg, self.model, self.state, world, rng=states, loss_sums=sums,
                                     scheduler=self.scheduler.state_dict() if self.scheduler else None,
                                     model_state={k: v for k, v in model_state.items() if k not in self.owned},
@@ -316,12 +319,21 @@ class Trainer:
                               f"dist.sharding={now}; {hint}")
         if not sharding:
             return state["model"], state.get("optimizer"), state
-        if sharding["world_size"] != self.ctx.world_size or sharding["num_users"] != self.bundle.shard.num_users:
-            raise ConfigError(f"train.resume: {path} holds {sharding['num_users']} users sharded over "
-                              f"{sharding['world_size']} ranks; this run has {self.bundle.shard.num_users} users on "
-                              f"{self.ctx.world_size} ranks (resume with the same number of ranks); {hint}")
-        own = run_dir.shard_state(path, state, self.ctx.rank, "cpu", hint)
+        if sharding["num_users"] != self.bundle.shard.num_users:
+            raise ConfigError(f"train.resume: {path} holds {sharding['num_users']} users; this run's data has "
+                              f"{self.bundle.shard.num_users}; {hint}")
+        if sharding["world_size"] == self.ctx.world_size:
+            own = run_dir.shard_state(path, state, self.ctx.rank, "cpu", hint)
+        else:  # another world size: this rank's new block of users, read from the files that hold it
+            elastic.check_data(path, state, self.bundle, hint)
+            own = elastic.recut_rows(path, state, self.bundle, self._owned_index(), "cpu", hint)
         return {**state["model"], **own["model"]}, own.get("optimizer"), own
+
+    def _owned_index(self) -> dict[str, int]:
+        """Owned parameter name -> its index in the optimizer's state dict (torch numbers the
+        parameters in param-group order)."""
+        order = {id(p): i for i, p in enumerate(p for group in self.optimizer.param_groups for p in group["params"])}
+        return {name: order[id(p)] for name, p in self.model.named_parameters() if name in self.owned}
 
     def restore(self, path: Path) -> None:
         hint = "pass train.resume=never (starts over, replacing the run's checkpoints) or another run.out_dir"
@@ -338,6 +350,11 @@ class Trainer:
         if saved != self.cfg.model:
             raise ConfigError(f"train.resume: {path} was trained with a different 'model' config; {hint}")
         run_dir.check_mid_epoch_resume(self.cfg, self.model.kind, state, path, hint)
+        # Saved on another number of ranks: said before training starts, exact or not (module elastic).
+        state, note, exact = elastic.for_world(path, state, self.ctx.world_size, self.sharded, self.bundle,
+                                               self.cfg.train)
+        if note and self.ctx.is_main:
+            (log.info if exact else log.warning)(note)
         model_state, optimizer_state, data_state = self._load_states(path, state, hint)
         try:
             self.model.load_state_dict(model_state)
@@ -408,6 +425,8 @@ class Trainer:
             st.epoch_count += n
             st.step_in_epoch += 1
             st.global_step += 1
+            if self.hooks.on_step:
+                self.hooks.on_step(st.global_step, loss, self.optimizer.param_groups[0]["lr"])
             if tc.checkpoint_every and st.global_step % tc.checkpoint_every == 0 and st.step_in_epoch < self.steps:
                 st.epoch_time_s += time.perf_counter() - start
                 start = time.perf_counter()

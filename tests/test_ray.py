@@ -5,6 +5,7 @@ every wait is bounded. Both tests use ``configs/debug.yaml`` (2 epochs x 4 steps
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -23,6 +24,7 @@ import pytest
 
 from graphrec_dist import run_dir
 from graphrec_dist.config import load_config
+from graphrec_dist.errors import ConfigError
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray is not installed")
 
@@ -156,6 +158,11 @@ def test_trainer_settings_come_from_the_dist_section(tmp_path, monkeypatch):
     assert trainer.scaling_config.resources_per_worker == {"CPU": 2}
     assert trainer.run_config.failure_config.max_failures == 2
     assert launch_ray.resolve_paths(load_config(CONFIG, ["dist.storage_path=s3://b/p"])).dist.storage_path == "s3://b/p"
+    # dist.min_workers: Ray Train's elastic scaling, from min_workers up to num_workers.
+    elastic = launch_ray.build_trainer(load_config(CONFIG, ["dist.num_workers=3", "dist.min_workers=1"]), run_training)
+    assert elastic.scaling_config.num_workers == (1, 3)
+    with pytest.raises(ConfigError, match="dist.min_workers"):
+        load_config(CONFIG, ["dist.num_workers=2", "dist.min_workers=3"])
 
 
 @pytest.mark.slow
@@ -249,26 +256,31 @@ def _head_logs(temp: Path, lines: int = 20) -> str:
     return "\n".join(parts) or f"(no head logs under {temp})"
 
 
-@pytest.fixture
-def ray_cluster():
+@contextlib.contextmanager
+def _cluster(num_cpus: int = 2, loopback: bool = True):
     """A real one-node cluster: ``ray start --head --block`` on 127.0.0.1 with its own temp dir, a
     GCS port Ray picks and free ports for the dashboard, its agent and the client server; yields
-    (address, environment with RAY_ADDRESS, temp dir). Afterwards its whole process tree is killed:
-    ``ray stop`` would stop every Ray on the machine (this module's own, and anyone else's), so it
-    is not used.
+    (address, environment with RAY_ADDRESS, temp dir, the head's ``ray start`` process). Afterwards
+    its whole process tree is killed: ``ray stop`` would stop every Ray on the machine (this
+    module's own, and anyone else's), so it is not used.
 
     The ports are not Ray's defaults because this module's ``local_ray`` (and any other Ray on the
     machine) already holds them: its dashboard agent listens on 52365, and a second agent that
     cannot bind it stays alive with its HTTP service disabled, so the head never takes a job
-    (docs/RAY.md). The dashboard's metrics port (44227) is set by ``DASHBOARD_METRIC_PORT``."""
+    (docs/RAY.md). The dashboard's metrics port (44227) is set by ``DASHBOARD_METRIC_PORT``.
+
+    ``loopback=False``: the GCS and raylets use the host's address, which other nodes need (Ray
+    refuses to join a second node to a loopback-only cluster); the dashboard stays on 127.0.0.1."""
     temp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
     # Token auth off: the cluster listens on loopback only, and the clients would otherwise need
     # a token file in the home directory.
     env = {**os.environ, **RAY_ENV, "RAY_AUTH_MODE": "disabled", "DASHBOARD_METRIC_PORT": str(_free_port()),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env.pop("RAY_ADDRESS", None)
+    if not loopback:
+        env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "1"
     cmd = [RAY_CLI, "start", "--head", "--block", "--node-ip-address=127.0.0.1", "--port=0", f"--temp-dir={temp}",
-           "--num-cpus=2", "--disable-usage-stats", "--dashboard-host=127.0.0.1",
+           f"--num-cpus={num_cpus}", "--disable-usage-stats", "--dashboard-host=127.0.0.1",
            f"--dashboard-port={_free_port()}", f"--dashboard-agent-listen-port={_free_port()}",
            f"--ray-client-server-port={_free_port()}"]
     with open(temp / "head.log", "w") as log:
@@ -280,17 +292,45 @@ def ray_cluster():
             assert time.monotonic() < deadline, "ray start --head did not come up in 120 s"
             time.sleep(0.5)
         address = (temp / "ray_current_cluster").read_text().strip()
-        assert address.startswith("127.0.0.1:")
-        yield address, {**env, "RAY_ADDRESS": address}, temp
+        assert address.startswith("127.0.0.1:") or not loopback
+        yield address, {**env, "RAY_ADDRESS": address}, temp, head
     finally:
         bounded.kill_tree(head.pid)
         head.wait(30)
         shutil.rmtree(temp, ignore_errors=True)
 
 
+@pytest.fixture
+def ray_cluster():
+    """:func:`_cluster` with 2 CPUs: (address, environment, temp dir)."""
+    with _cluster() as (address, env, temp, _):
+        yield address, env, temp
+
+
 def _outcome(out: Path) -> tuple[list[dict], dict]:
     return ([json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()],
             json.loads((out / "test_metrics.json").read_text()))
+
+
+def _submit(job_id: str, args: list[str], env: dict, temp: Path, wait: bool = True) -> None:
+    """``ray job submit`` of ``launch/ray_train.py ARGS`` with the repository as working dir (the
+    job's driver runs on the cluster); with ``wait=False`` it returns once the job is accepted."""
+    cmd = [RAY_CLI, "job", "submit", "--working-dir", ".", "--submission-id", job_id,
+           *([] if wait else ["--no-wait"]), "--", "python", "launch/ray_train.py", *args]
+    # The head accepts connections a few seconds before its dashboard agent takes jobs; Ray then
+    # answers "No available agent to submit job, please try again later": retry that, and only
+    # that. An agent that is not up after 90 s never will be (e.g. it could not bind its port):
+    # that fails, with the head's logs.
+    agent_deadline = time.monotonic() + 90
+    while True:
+        submit = bounded.run(cmd, RUN_TIMEOUT_S, cwd=ROOT, env=env)
+        if submit.returncode == 0 or "No available agent" not in submit.stdout + submit.stderr:
+            break
+        if time.monotonic() > agent_deadline:
+            pytest.fail("ray job submit: the head's job agent did not come up in 90 s ('No available agent to "
+                        f"submit job')\n{_head_logs(temp)}")
+        time.sleep(3)
+    assert submit.returncode == 0, (submit.stdout + submit.stderr)[-3000:] + "\n" + _head_logs(temp)
 
 
 @pytest.mark.slow
@@ -308,22 +348,87 @@ def test_a_real_cluster_runs_a_submitted_job_and_a_driver_that_joins_it(ray_clus
     _assert_same_run(*_outcome(tmp_path / "joined"), torchrun_reference)
     # 2. ray job submit: the repository as working dir, the job's driver runs on the cluster.
     job_id = f"graphrec-test-{os.getpid()}"
-    cmd = [RAY_CLI, "job", "submit", "--working-dir", ".", "--submission-id", job_id, "--",
-           "python", "launch/ray_train.py", *args, f"run.out_dir={tmp_path / 'job'}"]
-    # The head accepts connections a few seconds before its dashboard agent takes jobs; Ray then
-    # answers "No available agent to submit job, please try again later": retry that, and only
-    # that. An agent that is not up after 90 s never will be (e.g. it could not bind its port):
-    # that fails, with the head's logs.
-    agent_deadline = time.monotonic() + 90
-    while True:
-        submit = bounded.run(cmd, RUN_TIMEOUT_S, cwd=ROOT, env=env)
-        if submit.returncode == 0 or "No available agent" not in submit.stdout + submit.stderr:
-            break
-        if time.monotonic() > agent_deadline:
-            pytest.fail("ray job submit: the head's job agent did not come up in 90 s ('No available agent to "
-                        f"submit job')\n{_head_logs(temp)}")
-        time.sleep(3)
-    assert submit.returncode == 0, (submit.stdout + submit.stderr)[-3000:] + "\n" + _head_logs(temp)
+    _submit(job_id, [*args, f"run.out_dir={tmp_path / 'job'}"], env, temp)
     status = bounded.run([RAY_CLI, "job", "status", job_id], 60, cwd=ROOT, env=env)
     assert f"Job '{job_id}' succeeded" in status.stdout, status.stdout + status.stderr
     _assert_same_run(*_outcome(tmp_path / "job"), torchrun_reference)
+
+
+def _join_node(address: str, env: dict, num_cpus: int = 1) -> subprocess.Popen:
+    """A second Ray node on this machine (``ray start --address --block``), with free ports for
+    what would collide with the head's; it runs until its process tree is killed."""
+    cmd = [RAY_CLI, "start", f"--address={address}", "--block", "--node-ip-address=127.0.0.1",
+           f"--num-cpus={num_cpus}", "--disable-usage-stats", f"--dashboard-agent-listen-port={_free_port()}",
+           f"--dashboard-agent-grpc-port={_free_port()}", f"--metrics-export-port={_free_port()}",
+           f"--runtime-env-agent-port={_free_port()}"]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _wait_for_cpus(env: dict, cpus: int, deadline: float) -> None:
+    while f"/{cpus}.0 CPU" not in bounded.run([RAY_CLI, "status"], 60, env=env).stdout:
+        assert time.monotonic() < deadline, f"the cluster never had {cpus} CPUs"
+        time.sleep(2)
+
+
+def _job_status(job_id: str, env: dict, deadline: float) -> str:
+    """The job's terminal status line, polling ``ray job status`` until it has one."""
+    while True:
+        status = bounded.run([RAY_CLI, "job", "status", job_id], 60, cwd=ROOT, env=env).stdout
+        if any(word in status for word in ("succeeded", "failed", "stopped")):
+            return status
+        assert time.monotonic() < deadline, f"job {job_id} did not end in time: {status}"
+        time.sleep(3)
+
+
+@pytest.fixture(scope="module")
+def sharded_reference(tmp_path_factory, data_dirs):
+    """The uninterrupted torchrun run of the sharded debug config on 2 ranks: (history, test metrics)."""
+    from test_sharding import _train_cmd
+
+    out = tmp_path_factory.mktemp("sharded_torchrun") / "run"
+    proc = bounded.run(_train_cmd(out, data_dirs, 2), RUN_TIMEOUT_S, cwd=ROOT,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return _outcome(out)
+
+
+@pytest.mark.slow
+@pytest.mark.multiproc
+def test_a_sharded_job_goes_on_with_fewer_workers_when_a_node_is_lost(sharded_reference, data_dirs, tmp_path):
+    from test_sharding import SHARDED
+
+    # Two one-CPU nodes, one worker each. Rank 1 stops after step 7 (mid-epoch 1); once Ray has
+    # registered step 6's checkpoint, the second node is killed whole (its raylet and its worker),
+    # so its CPU is gone. Ray Train's elastic scaling (dist.min_workers=1) restarts the group on
+    # the one worker the cluster has left, which re-cuts the users of step 6's 2-rank checkpoint.
+    out = tmp_path / "job"
+    with _cluster(num_cpus=1, loopback=False) as (address, env, temp, head):
+        node = _join_node(address, env)
+        try:
+            deadline = time.monotonic() + RUN_TIMEOUT_S
+            _wait_for_cpus(env, 2, deadline)
+            job_id = f"graphrec-elastic-{os.getpid()}"
+            _submit(job_id, [str(CONFIG), *data_dirs, *SHARDED, f"run.out_dir={out}", "dist.num_workers=2",
+                             "dist.min_workers=1", "dist.cpus_per_worker=1", "dist.max_failures=1",
+                             "train.fail_after_step=7", "train.fail_mode=hang"], env, temp, wait=False)
+            while not ((out / "hang_rank1.pid").is_file() and 6 in _registered_steps(out / "ray")):
+                assert time.monotonic() < deadline, "the job never reached step 7:\n" + _head_logs(temp)
+                time.sleep(0.5)
+            bounded.kill_tree(node.pid)
+            killed_at = time.monotonic()
+            status = _job_status(job_id, env, killed_at + RUN_TIMEOUT_S)
+            logs = bounded.run([RAY_CLI, "job", "logs", job_id], 60, cwd=ROOT, env=env).stdout
+            assert "succeeded" in status, status + logs[-3000:]
+        finally:
+            bounded.kill_tree(node.pid)
+            node.wait(30)
+    assert "(users sharded over 2 ranks) on 1 ranks: the user rows" in logs, logs[-3000:]
+    history, test = _outcome(out)
+    ref_history, ref_test = sharded_reference
+    assert [row["step"] for row in history] == [row["step"] for row in ref_history]
+    for row, ref in zip(history, ref_history):
+        assert row["loss"] == pytest.approx(ref["loss"], rel=1e-5, abs=1e-5), row["epoch"]
+        assert row["val_ndcg@10"] == pytest.approx(ref["val_ndcg@10"], abs=1e-4), row["epoch"]
+    for key in ("ndcg@10", "hit@10", "ndcg@20", "mrr"):
+        assert test[key] == pytest.approx(ref_test[key], abs=1e-4), key
+    print(f"node lost after step 7; the job resumed on 1 worker and ended {time.monotonic() - killed_at:.1f} s later")

@@ -5,12 +5,13 @@ sharded batches, negatives and initial user rows are the same for any W; the sha
 process is the replicated model's computation. Under torchrun (2 gloo ranks, debug data): the
 sharded run equals the 1-process run of the same config to float summation order, a finished
 sharded run is evaluated whole by ``evaluate --run`` with the same metrics, and a rank killed
-mid-epoch resumes exactly.
+mid-epoch resumes exactly, on 2 ranks again or on 1 or 3 (the users re-cut).
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -206,13 +207,33 @@ def test_a_killed_sharded_rank_resumes_exactly(tmp_path, data_dirs, two_ranks: P
     assert proc.returncode != 0, err[-3000:]
     state = torch.load(out / "last.pt", weights_only=False)
     assert state["trainer"]["global_step"] == 6 and all((out / f).is_file() for f in state["sharding"]["files"])
+    # The killed run's folder as a cluster would find it, resumed on 1 and on 3 ranks as well.
+    elsewhere = {world: tmp_path / f"on{world}" for world in (1, 3)}
+    for folder in elsewhere.values():
+        shutil.copytree(out, folder)
     again = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "at epoch 1 step 2" in again.stderr
     assert _outcome(out) == _outcome(two_ranks)
-    # Another number of ranks cannot take these user rows over: exit 2, naming both.
-    other = bounded.run(_train_cmd(out, data_dirs, 1), RUN_TIMEOUT_S, cwd=ROOT, env=_env())
-    assert other.returncode == 2 and "sharded over 2 ranks" in other.stderr
+    # Elastic: the users re-cut for 1 or 3 ranks (each reads the rows it owns now, with their
+    # optimizer moments) continue the 2-rank trajectory, to float summation order.
+    want_rows, want_test = _outcome(two_ranks)
+    for world, folder in elsewhere.items():
+        proc = bounded.run(_train_cmd(folder, data_dirs, world), RUN_TIMEOUT_S, cwd=ROOT, env=_env())
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        said = f"(users sharded over 2 ranks) on {world} ranks: the user rows"
+        assert said in proc.stderr and "continues exactly" in proc.stderr, proc.stderr[-3000:]
+        assert proc.stderr.index(said) < proc.stderr.index("at epoch 1 step 2")
+        rows, test = _outcome(folder)
+        assert [r["epoch"] for r in rows] == [r["epoch"] for r in want_rows]
+        for got, want in zip(rows, want_rows):
+            assert got["loss"] == pytest.approx(want["loss"], rel=1e-5, abs=1e-5), (world, got["epoch"])
+            for key in [k for k in want if k.startswith("val_")]:
+                assert got[key] == pytest.approx(want[key], abs=1e-4), (world, key)
+        for key in ("ndcg@10", "hit@10", "ndcg@20", "mrr"):
+            assert test[key] == pytest.approx(want_test[key], abs=1e-4), (world, key)
+        manifest = torch.load(folder / "last.pt", weights_only=False)["sharding"]
+        assert manifest["world_size"] == world and not list(folder.glob("last.step*.rank*of2.pt"))
 
 
 def _same_bundle(a, b) -> None:

@@ -20,6 +20,7 @@ from graphrec_dist.benchmarks.common import BenchError, section_payload, write_s
 from graphrec_dist.benchmarks.plan import QUALITY_MODELS, BenchPlan, full_plan, reduced_plan
 from graphrec_dist.benchmarks.quality import MAIN_PRESET
 from graphrec_dist.benchmarks.report import generate
+from graphrec_dist.cli import parse_args
 from graphrec_dist.config import parse_override
 from graphrec_dist.errors import UserError
 from graphrec_dist.logging_utils import get_logger, setup_logging
@@ -65,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=None, help="repeats per timed figure (medians are reported)")
     p.add_argument("--reuse", action="store_true", help="reuse datasets and training runs of an earlier invocation")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override appended to every training run (repeatable), e.g. train.num_workers=1")
+                   help="config override appended to every training run (repeatable), e.g. train.num_workers=1; "
+                        "a bare section.key=value anywhere on the line does the same")
     p.add_argument("--quality-epochs", default=None, metavar="N|preset",
                    help="epochs of every trained model in the quality table: a number, or 'preset' for each "
                         "preset's own epochs and validation schedule (default: 5 reduced, preset with --full)")
@@ -173,7 +175,7 @@ def run_section(name: str, plan: BenchPlan, command: str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> BenchResult:
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     setup_logging(0, "INFO")
     plan = make_plan(args)
     sections = [] if args.report_only else parse_sections(args.sections, args.full)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from graphrec_dist.cli import parse_args
 from graphrec_dist.config import load_config
 from graphrec_dist.data.download import DEFAULT_BASE_URL, download
 from graphrec_dist.data.partition import PARTITIONS, partition_counts, write_partitions
@@ -99,7 +100,7 @@ def _build(args: argparse.Namespace) -> DataResult:
 
 def main(argv: list[str] | None = None) -> DataResult:
     """Run one data subcommand; bad input raises a UserError (the dispatcher turns it into exit 2)."""
-    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    args = parse_args(build_parser(), list(sys.argv[1:] if argv is None else argv))
     setup_logging(0, "INFO")
     if args.action == "download":
         files = download(args.out, args.base_url or DEFAULT_BASE_URL, only=args.only, retries=args.retries,
