@@ -66,8 +66,10 @@ LAYERS: list[tuple[str, ...]] = [
     ("models",),  # recommenders and the sparse products and samplers they run on
     ("sampling", "losses", "metrics", "breakdown", "index", "plots"),  # batches, losses, measures, top-k
     ("run_dir",),  # the run folder's files, load_run
+    ("elastic",),  # re-cutting a user-sharded checkpoint for another number of ranks
     ("evaluate",),  # sharded full ranking of a model or a run
     ("trainer",),  # the gradient loop
+    ("tracking",),  # TensorBoard event files of a run (hooks of the trainer)
     # The commands. cli.py imports its subcommands by name when called (importlib); the commands'
     # `if __name__ == "__main__":` blocks import cli.run_command, and only run as scripts.
     ("train", "launch_ray", "tune", "recommend", "export", "serve", "cli", "__main__"),
