@@ -6,7 +6,9 @@ wrong type or an invalid value raises :class:`ConfigError` naming the key and wh
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -461,6 +463,29 @@ def read_yaml(path: str | Path, what: str = "config file") -> dict[str, Any]:
     if not isinstance(tree, dict):
         raise ConfigError(f"{what} {p}: expected a mapping at the top level")
     return tree
+
+
+# A command-line token that is a config override, not an option or a positional.
+OVERRIDE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+=")
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``parser``'s arguments with ``section.key=value`` overrides read wherever they stand.
+
+    argparse gives a ``nargs="*"`` positional only the first run of positionals, so an override
+    after an option (``data build CONFIG --out O data.split.seed=3``) would be an "unrecognized
+    argument". ``parse_intermixed_args`` fixes that for flat parsers but refuses subparsers
+    (``data build``); leftovers of ``parse_known_args`` that look like overrides work for both.
+    They join ``args.overrides`` after the ones argparse placed, which keeps the command-line order
+    (argparse fills the positional at its first run), so a later override of a key still wins.
+    """
+    args, extra = parser.parse_known_args(argv)
+    stray = [token for token in extra if not OVERRIDE.match(token)]
+    if stray or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra:
+        args.overrides = list(args.overrides or []) + extra
+    return args
 
 
 def parse_override(item: str) -> tuple[str, Any]:

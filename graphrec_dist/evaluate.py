@@ -28,8 +28,7 @@ import torch
 
 from graphrec_dist import metrics
 from graphrec_dist.breakdown import by_popularity
-from graphrec_dist.cli import parse_args
-from graphrec_dist.config import EvalConfig
+from graphrec_dist.config import EvalConfig, parse_args
 from graphrec_dist.data.bundle import Bundle, pairs_csr
 from graphrec_dist.distributed import DistContext, all_reduce_sum, barrier, cleanup, init_distributed, shard
 from graphrec_dist.errors import ConfigError, DataError

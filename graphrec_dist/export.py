@@ -27,7 +27,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from graphrec_dist.cli import parse_args
+from graphrec_dist.config import parse_args
 from graphrec_dist.distributed import DistContext, all_gather_object, barrier, cleanup, init_distributed, shard
 from graphrec_dist.errors import UserError
 from graphrec_dist.index import INDEXES, scorer_index, top_k_unseen

@@ -17,7 +17,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from graphrec_dist.cli import parse_args
+from graphrec_dist.config import parse_args
 from graphrec_dist.distributed import DistContext
 from graphrec_dist.errors import UserError
 from graphrec_dist.run_dir import load_run

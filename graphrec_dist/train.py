@@ -21,8 +21,7 @@ from typing import Any, Optional
 import torch
 
 from graphrec_dist import launch_ray, run_dir
-from graphrec_dist.cli import parse_args as parse_cli_args
-from graphrec_dist.config import Config, load_config
+from graphrec_dist.config import Config, load_config, parse_args as parse_cli_args
 from graphrec_dist.data.partition import load_user_shard, partition_counts
 from graphrec_dist.data.prepare import ensure_bundle, prepare_bundle
 from graphrec_dist.data.store import load_bundle

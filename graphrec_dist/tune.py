@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from graphrec_dist.config import Config, load_config, parse_grid
+from graphrec_dist.config import Config, load_config, parse_args, parse_grid
 from graphrec_dist.distributed import DistContext
 from graphrec_dist.errors import ConfigError
 from graphrec_dist.evaluate import evaluate_model
@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     """``graphrec-dist tune``; returns tune.json's content."""
-    args = build_parser().parse_intermixed_args(argv)
+    args = parse_args(build_parser(), argv)
     cfg = load_config(args.config, args.overrides)
     setup_logging(0, cfg.run.log_level)
     out = Path(args.out) if args.out else Path(f"{cfg.run.out_dir}-tune")

@@ -56,8 +56,9 @@ def test_tune_chooses_the_best_validation_point_and_tests_only_the_chosen_one(tm
 def test_a_trained_grid_point_is_never_tested(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(ROOT)
     out = tmp_path / "tune"
-    record = tune_main([*_debug(tmp_path), "model.name=mf", "train.max_steps=2", "--grid", "train.lr=0.01,0.001",
-                        "--out", str(out)])
+    # overrides may also stand after the options
+    record = tune_main([*_debug(tmp_path), "--grid", "train.lr=0.01,0.001", "--out", str(out), "model.name=mf",
+                        "train.max_steps=2"])
     assert len(record["points"]) == 2 and all(p["val"] is not None for p in record["points"])
     for i in range(2):
         point = out / "points" / f"{i:02d}"

@@ -20,8 +20,7 @@ from graphrec_dist.benchmarks.common import BenchError, section_payload, write_s
 from graphrec_dist.benchmarks.plan import QUALITY_MODELS, BenchPlan, full_plan, reduced_plan
 from graphrec_dist.benchmarks.quality import MAIN_PRESET
 from graphrec_dist.benchmarks.report import generate
-from graphrec_dist.cli import parse_args
-from graphrec_dist.config import parse_override
+from graphrec_dist.config import parse_args, parse_override
 from graphrec_dist.errors import UserError
 from graphrec_dist.logging_utils import get_logger, setup_logging
 

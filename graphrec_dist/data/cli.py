@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from graphrec_dist.cli import parse_args
-from graphrec_dist.config import load_config
+from graphrec_dist.config import load_config, parse_args
 from graphrec_dist.data.download import DEFAULT_BASE_URL, download
 from graphrec_dist.data.partition import PARTITIONS, partition_counts, write_partitions
 from graphrec_dist.data.prepare import build_bundle, ensure_synth
