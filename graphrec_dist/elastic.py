@@ -21,7 +21,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from graphrec_dist import run_dir
+from graphrec_dist import checkpoint
 from graphrec_dist.config import TrainConfig
 from graphrec_dist.data.bundle import USER, Bundle
 from graphrec_dist.distributed import shard
@@ -79,10 +79,10 @@ def recut_rows(path: Path, state: dict[str, Any], bundle: Bundle, param_index: d
         old = shard(n, r, old_world)
         lo, hi = max(old.start, sh.start), min(old.stop, sh.stop)
         if lo < hi:
-            own = run_dir.shard_state(path, state, r, map_location, what_to_do)
+            own = checkpoint.shard_state(path, state, r, map_location, what_to_do)
             pieces.append((own, lo - old.start, hi - old.start))
     if not pieces:  # a rank without users (more ranks than users) still needs the replicated state
-        pieces = [(run_dir.shard_state(path, state, 0, map_location, what_to_do), 0, 0)]
+        pieces = [(checkpoint.shard_state(path, state, 0, map_location, what_to_do), 0, 0)]
     model = {key: torch.cat([own["model"][key][a:b] for own, a, b in pieces]) for key in man["owned"]}
     optimizer = pieces[0][0]["optimizer"]
     for key in man["owned"]:

@@ -28,6 +28,7 @@ import torch
 
 from graphrec_dist import metrics
 from graphrec_dist.breakdown import by_popularity
+from graphrec_dist.checkpoint import load_run
 from graphrec_dist.config import EvalConfig, parse_args
 from graphrec_dist.data.bundle import Bundle, pairs_csr
 from graphrec_dist.distributed import DistContext, all_reduce_sum, barrier, cleanup, init_distributed, shard
@@ -36,7 +37,6 @@ from graphrec_dist.io_utils import atomic_path
 from graphrec_dist.logging_utils import get_logger, setup_logging
 from graphrec_dist.models.base import Scorer
 from graphrec_dist.models.sparse import csr_rows
-from graphrec_dist.run_dir import load_run
 
 OTHER_SPLIT = {"val": "test", "test": "val", "cold_val": "cold_test", "cold_test": "cold_val",
                "cold_user_val": "cold_user_test", "cold_user_test": "cold_user_val"}

@@ -27,13 +27,13 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from graphrec_dist.checkpoint import load_run
 from graphrec_dist.config import parse_args
 from graphrec_dist.distributed import DistContext, all_gather_object, barrier, cleanup, init_distributed, shard
 from graphrec_dist.errors import UserError
 from graphrec_dist.index import INDEXES, scorer_index, top_k_unseen
 from graphrec_dist.models.base import EmbeddingScorer
 from graphrec_dist.models.sparse import csr_rows
-from graphrec_dist.run_dir import load_run
 
 
 def build_parser() -> argparse.ArgumentParser:

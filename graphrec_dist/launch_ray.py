@@ -25,7 +25,7 @@ from typing import Any, Optional
 
 import torch
 
-from graphrec_dist import run_dir
+from graphrec_dist import checkpoint, run_dir
 from graphrec_dist.config import Config, from_dict
 from graphrec_dist.distributed import DistContext, launcher_context
 from graphrec_dist.errors import ConfigError, UserError
@@ -175,7 +175,7 @@ def restore_checkpoint(cfg: Config) -> tuple[Optional[Path], Optional[Path]]:
     """
     reported = _import_ray().train.get_checkpoint()
     if reported is None:
-        return run_dir.resume_path(cfg.run.out_dir, cfg.train.resume), None
+        return checkpoint.resume_path(cfg.run.out_dir, cfg.train.resume), None
     local = Path(tempfile.mkdtemp(prefix="graphrec-ray-resume-"))
     reported.to_directory(str(local))
     return local / run_dir.LAST, local

@@ -17,10 +17,10 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from graphrec_dist.checkpoint import load_run
 from graphrec_dist.config import parse_args
 from graphrec_dist.distributed import DistContext
 from graphrec_dist.errors import UserError
-from graphrec_dist.run_dir import load_run
 
 COLUMN = 56  # characters per side in the text layout
 

@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 import torch
 
-from graphrec_dist import launch_ray, run_dir
+from graphrec_dist import checkpoint, launch_ray, run_dir
 from graphrec_dist.config import Config, load_config, parse_args as parse_cli_args
 from graphrec_dist.data.partition import load_user_shard, partition_counts
 from graphrec_dist.data.prepare import ensure_bundle, prepare_bundle
@@ -34,7 +34,7 @@ from graphrec_dist.logging_utils import get_logger, setup_logging
 from graphrec_dist.models.base import Recommender
 from graphrec_dist.plots import plot_training_curves
 from graphrec_dist.tracking import TensorBoardLog
-from graphrec_dist.trainer import Trainer, TrainHooks, TrainResult, fit_closed_form, metric_key
+from graphrec_dist.trainer import Trainer, TrainHooks, TrainResult, TrainState, metric_key
 
 log = get_logger("train")
 
@@ -81,6 +81,26 @@ def threads(cfg: Config) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def fit_closed_form(cfg: Config, ctx: DistContext, model: Recommender, bundle, hooks: TrainHooks) -> TrainState:
+    """Closed-form models: fit once (every rank), validate, save as both best and last."""
+    start = time.perf_counter()
+    model.fit(bundle, ctx)
+    val = evaluate_model(model, bundle, "val", cfg.eval, ctx)
+    row = {"epoch": 0, "step": 0, "fit_time_s": round(time.perf_counter() - start, 3),
+           **{f"val_{k}": v for k, v in val.items()}, "best_epoch": 0}
+    state = TrainState(epoch=1, best_metric=val[metric_key(cfg)], best_epoch=0, best_val=val, history=[row])
+    path = None
+    if ctx.is_main:
+        blob = checkpoint.checkpoint_state(cfg, model, state, ctx.world_size, bundle_hash=bundle.content_hash())
+        for name in (run_dir.BEST, run_dir.LAST):
+            path = checkpoint.save_checkpoint(Path(cfg.run.out_dir) / name, blob)
+        run_dir.write_history(cfg.run.out_dir, [row])
+    barrier(ctx)
+    if hooks.on_epoch_end:
+        hooks.on_epoch_end(row, path)
+    return state
 
 
 def run_training(cfg: Config, ctx: DistContext, hooks: Optional[TrainHooks] = None) -> TrainResult:

@@ -1,10 +1,10 @@
 """The gradient training loop: :class:`Trainer` for ``sampled`` and ``triplet`` models.
 
-It owns batches (per-rank sampling seeds), the warm-up forward and DDP wrap, atomic save/restore of
-everything needed to resume, the epoch loop (``fit`` / ``train_epoch`` / ``step`` / ``end_epoch``)
-and early stopping on the validation metric (``track_best``). Closed-form models are fitted by
-:func:`fit_closed_form` and saved in the same checkpoint format (:func:`checkpoint_state`). Entry
-points that build the data and model and call these live in :mod:`graphrec_dist.train`.
+It owns batches (per-rank sampling seeds), the warm-up forward and DDP wrap, when to save and what
+to restore (the format is :mod:`graphrec_dist.checkpoint`'s), the epoch loop (``fit`` /
+``train_epoch`` / ``step`` / ``end_epoch``) and early stopping on the validation metric
+(``track_best``). Entry points that build the data and model and call these, and the fit of
+closed-form models, live in :mod:`graphrec_dist.train`.
 """
 from __future__ import annotations
 
@@ -13,15 +13,16 @@ import os
 import resource
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from graphrec_dist import elastic, run_dir
-from graphrec_dist.config import Config, from_dict
+from graphrec_dist import checkpoint, elastic, run_dir
+from graphrec_dist.checkpoint import checkpoint_state
+from graphrec_dist.config import Config
 from graphrec_dist.distributed import (
     COMM,
     DistContext,
@@ -152,38 +153,6 @@ def metric_key(cfg: Config) -> str:
     return "ndcg@10" if 10 in cfg.eval.ks else f"ndcg@{cfg.eval.ks[0]}"
 
 
-def checkpoint_state(cfg: Config, model: Recommender, state: TrainState, world_size: int,
-                     model_state: Optional[dict[str, Any]] = None, **extra) -> dict[str, Any]:
-    """The one checkpoint format of every model kind: model (``model_state``, else the whole
-    model's), config, trainer bookkeeping, world size and ``bundle_hash`` (the data's
-    :meth:`~graphrec_dist.data.bundle.Bundle.content_hash`), plus what gradient training adds
-    (``optimizer``, ``scheduler``, ``rng``, ``loss_sums``; ``sharding``: the manifest of a
-    user-sharded checkpoint)."""
-    return {"model": model.state_dict() if model_state is None else model_state, "config": cfg.to_dict(),
-            "trainer": asdict(state), "world_size": world_size, "bundle_hash": None,
-            "optimizer": None, "scheduler": None, "rng": None, "loss_sums": None, **extra}
-
-
-def fit_closed_form(cfg: Config, ctx: DistContext, model: Recommender, bundle, hooks: TrainHooks) -> TrainState:
-    """Closed-form models: fit once (every rank), validate, save as both best and last."""
-    start = time.perf_counter()
-    model.fit(bundle, ctx)
-    val = evaluate_model(model, bundle, "val", cfg.eval, ctx)
-    row = {"epoch": 0, "step": 0, "fit_time_s": round(time.perf_counter() - start, 3),
-           **{f"val_{k}": v for k, v in val.items()}, "best_epoch": 0}
-    state = TrainState(epoch=1, best_metric=val[metric_key(cfg)], best_epoch=0, best_val=val, history=[row])
-    path = None
-    if ctx.is_main:
-        blob = checkpoint_state(cfg, model, state, ctx.world_size, bundle_hash=bundle.content_hash())
-        for name in (run_dir.BEST, run_dir.LAST):
-            path = run_dir.save_checkpoint(Path(cfg.run.out_dir) / name, blob)
-        run_dir.write_history(cfg.run.out_dir, [row])
-    barrier(ctx)
-    if hooks.on_epoch_end:
-        hooks.on_epoch_end(row, path)
-    return state
-
-
 class Trainer:
     """Gradient training of a ``sampled`` or ``triplet`` model; see :func:`graphrec_dist.train.run_training`."""
 
@@ -237,7 +206,7 @@ class Trainer:
     def _warmup_batch(self):
         """A small first batch, drawn without touching the RNG streams that training uses."""
         tc = self.cfg.train
-        rng = run_dir.rng_state()
+        rng = checkpoint.rng_state()
         if self.model.kind == "triplet":
             batch = next(iter(self.triplets.epoch(0)))
         else:
@@ -245,7 +214,7 @@ class Trainer:
             batch = next(iter(make_link_loader(self.bundle, len(ids), tc.num_neighbors, tc.neg_per_pos, 0,
                                                edge_ids=ids, graph=self.graph,
                                                exclude_seed_edges=tc.exclude_seed_edges)))
-        run_dir.set_rng_state(rng)
+        checkpoint.set_rng_state(rng)
         return batch
 
     def wrap(self) -> torch.nn.Module:
@@ -264,46 +233,23 @@ class Trainer:
     def save(self, name: str) -> Optional[Path]:
         """Gather every rank's RNG state and partial epoch loss, then rank 0 writes ``name``
         atomically; all ranks wait."""
-        mine = (self._rng_after_step or run_dir.rng_state(), (self.state.epoch_loss_sum, self.state.epoch_count))
+        mine = (self._rng_after_step or checkpoint.rng_state(), (self.state.epoch_loss_sum, self.state.epoch_count))
         gathered = all_gather_object(mine, self.ctx)
         states, sums = [g[0] for g in gathered], [g[1] for g in gathered]
         path, tc = None, self.cfg.train
         hang = (self._fault_armed and tc.fail_mode == "hang_in_save" and name == run_dir.LAST
                 and tc.fail_after_step == self.state.global_step)
+        stall = (lambda tmp: hang_until_killed(self.out_dir, self.ctx.rank)) if hang else None
         if self.sharded:
-            return self._save_sharded(name, states, sums, hang)
+            return checkpoint.save_sharded(self.out_dir / name, self.cfg, self.ctx, self.model, self.owned,
+                                           self.bundle, self.state, self.optimizer, self.scheduler, states, sums,
+                                           lambda: elastic.data_hash(self.bundle), stall)
         if self.ctx.is_main:
             blob = checkpoint_state(self.cfg, self.model, self.state, self.ctx.world_size,
                                     bundle_hash=self.bundle.content_hash(),
                                     optimizer=self.optimizer.state_dict(), rng=states, loss_sums=sums,
                                     scheduler=self.scheduler.state_dict() if self.scheduler else None)
-            stall = (lambda tmp: hang_until_killed(self.out_dir, self.ctx.rank)) if hang else None
-            path = run_dir.save_checkpoint(self.out_dir / name, blob, before_rename=stall)
-        barrier(self.ctx)
-        return path
-
-    def _save_sharded(self, name: str, states: list, sums: list, hang: bool) -> Optional[Path]:
-        """Every rank writes its rows and optimizer state; then rank 0 the replicated part and the
-        manifest (renamed last), then drops older steps' files (run_dir's module docstring)."""
-        main, step, world = self.out_dir / name, self.state.global_step, self.ctx.world_size
-        model_state = self.model.state_dict()
-        mine = {"model": {k: model_state[k] for k in self.owned}, "config": self.cfg.to_dict(),
-                "optimizer": self.optimizer.state_dict(), "bundle_hash": self.bundle.content_hash(),
-                "rows": [self.bundle.shard.start, self.bundle.shard.stop]}
-        run_dir.save_checkpoint(run_dir.shard_path(main, step, self.ctx.rank, world), mine)
-        barrier(self.ctx)
-        path = None
-        if self.ctx.is_main:
-            files = [run_dir.shard_path(main, step, r, world).name for r in range(world)]
-            manifest = {"world_size": world, "num_users": self.bundle.shard.num_users, "owned": sorted(self.owned),
-                        "files": files, "data_hash": elastic.data_hash(self.bundle)}
-            blob = checkpoint_state(self.cfg, self.model, self.state, world, rng=states, loss_sums=sums,
-                                    scheduler=self.scheduler.state_dict() if self.scheduler else None,
-                                    model_state={k: v for k, v in model_state.items() if k not in self.owned},
-                                    sharding=manifest)
-            stall = (lambda tmp: hang_until_killed(self.out_dir, self.ctx.rank)) if hang else None
-            path = run_dir.save_checkpoint(main, blob, before_rename=stall)
-            run_dir.remove_stale_shards(main, files)
+            path = checkpoint.save_checkpoint(self.out_dir / name, blob, before_rename=stall)
         barrier(self.ctx)
         return path
 
@@ -323,7 +269,7 @@ class Trainer:
             raise ConfigError(f"train.resume: {path} holds {sharding['num_users']} users; this run's data has "
                               f"{self.bundle.shard.num_users}; {hint}")
         if sharding["world_size"] == self.ctx.world_size:
-            own = run_dir.shard_state(path, state, self.ctx.rank, "cpu", hint)
+            own = checkpoint.shard_state(path, state, self.ctx.rank, "cpu", hint)
         else:  # another world size: this rank's new block of users, read from the files that hold it
             elastic.check_data(path, state, self.bundle, hint)
             own = elastic.recut_rows(path, state, self.bundle, self._owned_index(), "cpu", hint)
@@ -340,16 +286,9 @@ class Trainer:
         # Read onto the CPU whatever the training device: the RNG states must stay CPU byte tensors
         # (torch.set_rng_state takes nothing else), and load_state_dict copies the model's and the
         # optimizer's tensors to where the parameters are.
-        state = run_dir.load_checkpoint(path, map_location="cpu", what_to_do=hint)
-        # Read with today's defaults: a checkpoint made before an option existed still resumes.
-        try:
-            saved = from_dict(state["config"]).model
-        except ConfigError as exc:  # an option since removed, or a value no longer accepted
-            raise ConfigError(f"train.resume: {path} was trained with a different 'model' config ({exc}); "
-                              f"{hint}") from None
-        if saved != self.cfg.model:
-            raise ConfigError(f"train.resume: {path} was trained with a different 'model' config; {hint}")
-        run_dir.check_mid_epoch_resume(self.cfg, self.model.kind, state, path, hint)
+        state = checkpoint.load_checkpoint(path, map_location="cpu", what_to_do=hint)
+        checkpoint.check_same_model(self.cfg, state, path, hint)
+        checkpoint.check_mid_epoch_resume(self.cfg, self.model.kind, state, path, hint)
         # Saved on another number of ranks: said before training starts, exact or not (module elastic).
         state, note, exact = elastic.for_world(path, state, self.ctx.world_size, self.sharded, self.bundle,
                                                self.cfg.train)
@@ -359,22 +298,22 @@ class Trainer:
         try:
             self.model.load_state_dict(model_state)
         except RuntimeError as exc:  # same model config, other data (e.g. other node counts)
-            raise ConfigError(f"train.resume: {path} does not fit this data ({run_dir.mismatch_summary(exc)}); "
+            raise ConfigError(f"train.resume: {path} does not fit this data ({checkpoint.mismatch_summary(exc)}); "
                               f"{hint}") from None
         # Same node counts, other edges or splits (a shard: this rank's file records its shard's hash).
-        run_dir.check_same_data(data_state, self.bundle, path, hint)
+        checkpoint.check_same_data(data_state, self.bundle, path, hint)
         self.optimizer.load_state_dict(optimizer_state)
         if self.scheduler and state.get("scheduler"):
             self.scheduler.load_state_dict(state["scheduler"])
         self.state = TrainState(**state["trainer"])
         if self.state.step_in_epoch > 0 and state.get("world_size") == self.ctx.world_size:
-            run_dir.set_rng_state(state["rng"][self.ctx.rank])
+            checkpoint.set_rng_state(state["rng"][self.ctx.rank])
             # "trainer" holds rank 0's partial epoch loss; each rank takes back its own.
             if "loss_sums" in state:
                 self.state.epoch_loss_sum, self.state.epoch_count = state["loss_sums"][self.ctx.rank]
         best = path.parent / run_dir.BEST
         if best.is_file():
-            best_state = run_dir.load_checkpoint(best, map_location="cpu", what_to_do=hint)
+            best_state = checkpoint.load_checkpoint(best, map_location="cpu", what_to_do=hint)
             self.best_model = self._load_states(best, best_state, hint)[0]
         log.info("resumed from %s at epoch %d step %d", path, self.state.epoch, self.state.step_in_epoch)
 
@@ -383,7 +322,7 @@ class Trainer:
         """Restore the checkpoint that ``train.resume`` (or the launcher) names, if any. The caller
         runs this before writing anything, so a checkpoint it refuses leaves the run as it was."""
         tc = self.cfg.train
-        resume = self.hooks.resume_from() if self.hooks.resume_from else run_dir.resume_path(self.out_dir, tc.resume)
+        resume = self.hooks.resume_from() if self.hooks.resume_from else checkpoint.resume_path(self.out_dir, tc.resume)
         if resume is not None:
             self.restore(Path(resume))
             self._fault_armed = False
@@ -430,7 +369,7 @@ class Trainer:
             if tc.checkpoint_every and st.global_step % tc.checkpoint_every == 0 and st.step_in_epoch < self.steps:
                 st.epoch_time_s += time.perf_counter() - start
                 start = time.perf_counter()
-                self._rng_after_step = run_dir.rng_state()
+                self._rng_after_step = checkpoint.rng_state()
                 path = self.save(run_dir.LAST)
                 self._rng_after_step = None
                 if self.hooks.on_checkpoint:

@@ -64,7 +64,7 @@ def same_metrics(run: str, printed: str) -> None:
 
 
 def serve(run: str) -> None:
-    from graphrec_dist.run_dir import load_run
+    from graphrec_dist.checkpoint import load_run
 
     user = str(load_run(run)[2].users["user_id"].iloc[0])
     proc = subprocess.Popen([sys.executable, "-m", "graphrec_dist", "serve", "--run", run, "--port", "0"],

@@ -145,7 +145,7 @@ def _toy_run(tmp_path: Path) -> Path:
 
     from test_sampling import toy_bundle
 
-    from graphrec_dist import run_dir
+    from graphrec_dist import checkpoint, run_dir
     from graphrec_dist.config import load_config
     from graphrec_dist.data.store import save_bundle
     from graphrec_dist.models import build_model
@@ -153,7 +153,7 @@ def _toy_run(tmp_path: Path) -> Path:
     bundle_dir = save_bundle(toy_bundle(), tmp_path / "bundle")
     cfg = load_config(None, [f"data.bundle_dir={bundle_dir}", "model.name=mf", "model.emb_dim=8"])
     state = {"model": build_model(cfg, toy_bundle()).state_dict(), "config": cfg.to_dict()}
-    run_dir.save_checkpoint(tmp_path / "run" / run_dir.BEST, state)
+    checkpoint.save_checkpoint(tmp_path / "run" / run_dir.BEST, state)
     return tmp_path / "run"
 
 

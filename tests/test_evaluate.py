@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch_geometric.data import HeteroData
 
-from graphrec_dist import evaluate, run_dir
+from graphrec_dist import checkpoint, evaluate, run_dir
 from graphrec_dist.config import EvalConfig, load_config
 from graphrec_dist.data.bundle import Bundle
 from graphrec_dist.distributed import DistContext
@@ -382,7 +382,7 @@ def test_cli_user_errors_exit_2(tmp_path, capsys):
     _exit_2_naming(["--run", str(empty)], capsys, str(empty), "best.pt", "last.pt")
     run = tmp_path / "run"
     cfg = load_config(None, [f"data.bundle_dir={tmp_path / 'no_bundle'}"])
-    run_dir.save_checkpoint(run / run_dir.BEST, {"model": {"w": torch.zeros(1000)}, "config": cfg.to_dict()})
+    checkpoint.save_checkpoint(run / run_dir.BEST, {"model": {"w": torch.zeros(1000)}, "config": cfg.to_dict()})
     whole = (run / run_dir.BEST).read_bytes()
     _exit_2_naming(["--run", str(run), "eval.protocol=bogus"], capsys, "eval.protocol", "bogus")
     (run / run_dir.BEST).write_bytes(whole[:len(whole) // 2])
@@ -474,7 +474,7 @@ def test_a_run_trained_on_a_gpu_is_evaluated_on_a_machine_without_one(tmp_path, 
                 "train.max_steps=2"])
     saved = json.loads((run / "test_metrics.json").read_text())
     for name in ("best.pt", "last.pt"):  # as a CUDA run writes them
-        state = run_dir.load_checkpoint(run / name)
+        state = checkpoint.load_checkpoint(run / name)
         state["config"]["dist"].update(device="cuda", backend="nccl")
         torch.save(state, run / name)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

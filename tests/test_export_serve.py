@@ -14,7 +14,7 @@ import pytest
 import torch
 from test_sampling import toy_bundle
 
-from graphrec_dist import run_dir as ckpt
+from graphrec_dist import checkpoint as ckpt
 from graphrec_dist.cli import main as cli_main
 from graphrec_dist.config import load_config
 from graphrec_dist.data.store import save_bundle

@@ -65,7 +65,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("data",),  # sources, the Graph3 builder, splits, the cached Bundle
     ("models",),  # recommenders and the sparse products and samplers they run on
     ("sampling", "losses", "metrics", "breakdown", "index", "plots"),  # batches, losses, measures, top-k
-    ("run_dir",),  # the run folder's files, load_run
+    ("run_dir",),  # the run folder's files
+    ("checkpoint",),  # the checkpoint format, random states, sharded files, load_run
     ("elastic",),  # re-cutting a user-sharded checkpoint for another number of ranks
     ("evaluate",),  # sharded full ranking of a model or a run
     ("trainer",),  # the gradient loop

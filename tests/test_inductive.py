@@ -9,6 +9,7 @@ import pytest
 import torch
 from test_sampling import toy_bundle
 
+from graphrec_dist.checkpoint import save_checkpoint
 from graphrec_dist.cli import main as cli_main
 from graphrec_dist.config import SplitConfig, load_config
 from graphrec_dist.data import interactions as inter
@@ -18,7 +19,7 @@ from graphrec_dist.errors import ConfigError
 from graphrec_dist.models import build_model
 from graphrec_dist.models.content_knn import content_similarity
 from graphrec_dist.recommend import main as recommend_main
-from graphrec_dist.run_dir import BEST, save_checkpoint
+from graphrec_dist.run_dir import BEST
 
 CTX = DistContext()
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import bounded
 import pytest
 
-from graphrec_dist import run_dir
+from graphrec_dist import checkpoint, run_dir
 from graphrec_dist.config import load_config
 from graphrec_dist.errors import ConfigError
 
@@ -196,9 +196,9 @@ def test_ray_restarts_a_failed_worker_group_from_the_last_checkpoint(local_ray, 
     _assert_same_run(trained.history, trained.test_metrics, torchrun_reference)
     # The final checkpoint loads: its state is the end of training, and its best model rebuilds.
     with result.checkpoint.as_directory() as folder:
-        state = run_dir.load_checkpoint(Path(folder) / run_dir.LAST)
+        state = checkpoint.load_checkpoint(Path(folder) / run_dir.LAST)
         assert (state["trainer"]["epoch"], state["trainer"]["global_step"]) == (2, 8)
-        _, model, _ = run_dir.load_run(Path(folder) / run_dir.BEST)
+        _, model, _ = checkpoint.load_run(Path(folder) / run_dir.BEST)
         assert sum(p.numel() for p in model.parameters()) > 0
 
 

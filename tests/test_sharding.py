@@ -22,7 +22,7 @@ import torch
 from test_faults import _kill_then_resume
 from test_sampling import toy_bundle
 
-from graphrec_dist import evaluate, run_dir
+from graphrec_dist import checkpoint, evaluate
 from graphrec_dist.config import load_config
 from graphrec_dist.data.bundle import RATES, REV_RATES
 from graphrec_dist.data.partition import destination_stats, shard_bundle
@@ -193,7 +193,7 @@ def test_two_sharded_ranks_train_what_one_process_trains(one_process: Path, two_
     # The run read back whole (user rows reassembled in rank order) scores as the sharded evaluator did.
     whole = evaluate.main(["--run", str(two_ranks), "--split", "test"])
     assert whole["ndcg@10"] == pytest.approx(two[1]["ndcg@10"], abs=1e-12)
-    _, model, bundle = run_dir.load_run(two_ranks)
+    _, model, bundle = checkpoint.load_run(two_ranks)
     assert model.encoder.emb["user"].weight.shape[0] == bundle.num_users
 
 

@@ -7,13 +7,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from graphrec_dist.checkpoint import load_checkpoint
 from graphrec_dist.cli import main as cli_main
 from graphrec_dist.config import load_config
 from graphrec_dist.data.store import load_bundle
 from graphrec_dist.distributed import DistContext
 from graphrec_dist.errors import ConfigError
 from graphrec_dist.models.base import TripletBatch
-from graphrec_dist.run_dir import load_checkpoint, new_model
+from graphrec_dist.run_dir import new_model
 from graphrec_dist.train import TrainHooks, main, profile_steps, run_training
 from graphrec_dist.trainer import Trainer, batch_loss
 

@@ -18,11 +18,12 @@ from graphrec_dist.benchmarks.common import GOODBOOKS_USERS, call_in_child, medi
 from graphrec_dist.benchmarks.datasets import ensure_bundle
 from graphrec_dist.benchmarks.plan import SPEED_OVERRIDES, SPEED_PRESET, BenchPlan, run_overrides
 from graphrec_dist.benchmarks.training import profile
+from graphrec_dist.checkpoint import load_run
 from graphrec_dist.config import load_config
 from graphrec_dist.data.prepare import prepare_bundle
 from graphrec_dist.distributed import DistContext
 from graphrec_dist.evaluate import evaluate_scorer
-from graphrec_dist.run_dir import load_run, new_model
+from graphrec_dist.run_dir import new_model
 
 
 def eval_child(run_dir: str | None = None, config_path: str | None = None, overrides: list[str] | None = None,

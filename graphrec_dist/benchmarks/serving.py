@@ -32,7 +32,7 @@ import scipy.sparse as sp
 import torch
 from scipy.sparse.linalg import svds
 
-from graphrec_dist import run_dir as runs
+from graphrec_dist import checkpoint, run_dir as runs
 from graphrec_dist.benchmarks.common import BenchError, call_in_child, python_cmd
 from graphrec_dist.benchmarks.datasets import ensure_bundle
 from graphrec_dist.benchmarks.plan import BenchPlan, bundle_dir, data_overrides
@@ -53,7 +53,7 @@ def make_run_child(run_dir: str, config_path: str, overrides: list[str]) -> dict
     cfg = load_config(config_path, overrides)
     bundle = load_bundle(cfg.data.bundle_dir)
     model = runs.new_model(cfg, bundle)
-    runs.save_checkpoint(Path(run_dir) / runs.BEST, {"model": model.state_dict(), "config": cfg.to_dict()})
+    checkpoint.save_checkpoint(Path(run_dir) / runs.BEST, {"model": model.state_dict(), "config": cfg.to_dict()})
     return {"users": bundle.num_users, "items": bundle.num_books}
 
 

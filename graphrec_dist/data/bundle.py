@@ -139,7 +139,7 @@ class Bundle:
         """sha256 (first 16 hex digits) of what training reads: node counts, every edge type's
         ``edge_index`` and ``edge_weight``, and every split. Two bundles with the same node counts
         but other edges or splits differ; titles, ids and meta.json do not count. A checkpoint
-        records it so that a resume on other data is refused (:func:`graphrec_dist.run_dir.check_same_data`)."""
+        records it so that a resume on other data is refused (:func:`graphrec_dist.checkpoint.check_same_data`)."""
         if self._content_hash is None:
             digest = hashlib.sha256()
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from test_sampling import toy_bundle
 
-from graphrec_dist import run_dir
+from graphrec_dist import checkpoint, run_dir
 from graphrec_dist.cli import main as cli_main
 from graphrec_dist.config import load_config
 from graphrec_dist.data.store import save_bundle
@@ -16,15 +16,15 @@ from graphrec_dist.models import build_model
 
 
 def test_save_and_load_round_trip(tmp_path: Path) -> None:
-    state = {"model": {"w": torch.arange(3.0)}, "config": {"a": 1}, "rng": [run_dir.rng_state()]}
-    run_dir.save_checkpoint(tmp_path / "x.pt", state)
-    back = run_dir.load_checkpoint(tmp_path / "x.pt")
+    state = {"model": {"w": torch.arange(3.0)}, "config": {"a": 1}, "rng": [checkpoint.rng_state()]}
+    checkpoint.save_checkpoint(tmp_path / "x.pt", state)
+    back = checkpoint.load_checkpoint(tmp_path / "x.pt")
     assert torch.equal(back["model"]["w"], torch.arange(3.0)) and back["config"] == {"a": 1}
 
 
 def test_a_failed_save_keeps_the_old_checkpoint_and_leaves_no_temp_file(tmp_path: Path, monkeypatch) -> None:
     path = tmp_path / "last.pt"
-    run_dir.save_checkpoint(path, {"model": {"v": torch.tensor(1)}, "config": {}})
+    checkpoint.save_checkpoint(path, {"model": {"v": torch.tensor(1)}, "config": {}})
 
     def broken_save(obj, f):
         Path(f).write_bytes(b"half a checkpoint")
@@ -32,9 +32,9 @@ def test_a_failed_save_keeps_the_old_checkpoint_and_leaves_no_temp_file(tmp_path
 
     monkeypatch.setattr(torch, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
-        run_dir.save_checkpoint(path, {"model": {"v": torch.tensor(2)}, "config": {}})
+        checkpoint.save_checkpoint(path, {"model": {"v": torch.tensor(2)}, "config": {}})
     monkeypatch.undo()
-    assert int(run_dir.load_checkpoint(path)["model"]["v"]) == 1
+    assert int(checkpoint.load_checkpoint(path)["model"]["v"]) == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
 
 
@@ -42,27 +42,27 @@ def test_broken_or_foreign_files_are_data_errors_naming_the_file(tmp_path: Path)
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(DataError, match="bad.pt"):
-        run_dir.load_checkpoint(bad)
+        checkpoint.load_checkpoint(bad)
     torch.save({"weights": 1}, tmp_path / "other.pt")
     with pytest.raises(DataError, match="not a graphrec_dist checkpoint"):
-        run_dir.load_checkpoint(tmp_path / "other.pt")
+        checkpoint.load_checkpoint(tmp_path / "other.pt")
     with pytest.raises(DataError, match="not found"):
-        run_dir.load_checkpoint(tmp_path / "missing.pt")
+        checkpoint.load_checkpoint(tmp_path / "missing.pt")
 
 
 def test_resume_path_modes(tmp_path: Path) -> None:
-    assert run_dir.resume_path(tmp_path, "auto") is None
+    assert checkpoint.resume_path(tmp_path, "auto") is None
     (tmp_path / "last.pt").write_bytes(b"x")
-    assert run_dir.resume_path(tmp_path, "auto") == tmp_path / "last.pt"
-    assert run_dir.resume_path(tmp_path, "never") is None
+    assert checkpoint.resume_path(tmp_path, "auto") == tmp_path / "last.pt"
+    assert checkpoint.resume_path(tmp_path, "never") is None
     with pytest.raises(UserError, match="train.resume=nope.pt"):
-        run_dir.resume_path(tmp_path, "nope.pt")
+        checkpoint.resume_path(tmp_path, "nope.pt")
 
 
 def test_rng_state_round_trip() -> None:
-    state = run_dir.rng_state()
+    state = checkpoint.rng_state()
     first = (torch.rand(2), np.random.rand(), random.random())
-    run_dir.set_rng_state(state)
+    checkpoint.set_rng_state(state)
     second = (torch.rand(2), np.random.rand(), random.random())
     assert torch.equal(first[0], second[0]) and first[1:] == second[1:]
 
@@ -73,14 +73,14 @@ def test_load_run_rebuilds_the_trained_model_with_overrides(tmp_path: Path) -> N
     torch.manual_seed(3)
     model = build_model(cfg, toy_bundle())
     run = tmp_path / "run"
-    run_dir.save_checkpoint(run / run_dir.BEST, {"model": model.state_dict(), "config": cfg.to_dict()})
-    cfg2, model2, bundle2 = run_dir.load_run(run, ["eval.ks=[5]"])
+    checkpoint.save_checkpoint(run / run_dir.BEST, {"model": model.state_dict(), "config": cfg.to_dict()})
+    cfg2, model2, bundle2 = checkpoint.load_run(run, ["eval.ks=[5]"])
     assert cfg2.eval.ks == [5] and cfg2.model.emb_dim == 8
     users = torch.arange(4)
     expected = model.scorer(bundle2, DistContext()).scores(users)
     assert torch.allclose(model2.scorer(bundle2, DistContext()).scores(users), expected)
     with pytest.raises(DataError, match="holds no best.pt"):
-        run_dir.load_run(tmp_path / "bundle")
+        checkpoint.load_run(tmp_path / "bundle")
 
 
 def _damaged(whole: bytes, how: str) -> bytes:
@@ -99,10 +99,10 @@ def test_a_damaged_checkpoint_is_refused_naming_the_file(tmp_path: Path, how: st
     # A flipped byte in a tensor loads without complaint from torch.load (wrong weights); the
     # archive's CRC-32 check is what refuses it.
     path = tmp_path / "last.pt"
-    run_dir.save_checkpoint(path, {"model": {"w": torch.full((64,), 1.25)}, "trainer": {"epoch": 3}, "config": {}})
+    checkpoint.save_checkpoint(path, {"model": {"w": torch.full((64,), 1.25)}, "trainer": {"epoch": 3}, "config": {}})
     path.write_bytes(_damaged(path.read_bytes(), how))
     with pytest.raises(DataError, match=f"checkpoint {path} is truncated or garbled .*; use another"):
-        run_dir.load_checkpoint(path, what_to_do="use another")
+        checkpoint.load_checkpoint(path, what_to_do="use another")
 
 
 @pytest.fixture()
@@ -113,7 +113,7 @@ def toy_run(tmp_path: Path) -> Path:
     torch.manual_seed(0)
     state = {"model": build_model(cfg, toy_bundle()).state_dict(), "config": cfg.to_dict()}
     for name in (run_dir.BEST, run_dir.LAST):
-        run_dir.save_checkpoint(tmp_path / "run" / name, state)
+        checkpoint.save_checkpoint(tmp_path / "run" / name, state)
     return tmp_path / "run"
 
 
