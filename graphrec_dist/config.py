@@ -7,6 +7,7 @@ wrong type or an invalid value raises :class:`ConfigError` naming the key and wh
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import re
 import types
@@ -109,6 +110,43 @@ class ContentBlendConfig:
 
 
 @dataclass
+class PathConfig:
+    """graphsage's high-rank path term user -> rated item -> related item over the item-item
+    ``relations`` ("co_items": each item's top ``top_k`` co-interacted items from training pairs;
+    "similar": the TF-IDF similarity edges), weighted by learned per-relation scales and (with
+    ``edge_weights``) per-edge offsets; a user's sum is divided by |history|^``norm``. No
+    relations: no path term."""
+
+    relations: list[str] = field(default_factory=list)
+    top_k: int = 50
+    norm: float = 0.5
+    edge_weights: bool = True
+    # share of each history's items dropped while training the path term (a denoising autoencoder's
+    # input dropout: the term must predict an item from part of the history, not lean on one item)
+    dropout: float = 0.0
+    # score a training positive with co-interaction weights that leave its own user out
+    leave_user_out: bool = True
+    init: float = 1.0  # initial per-relation scale alpha_r
+    # Decoupled decay of the per-edge offsets (edge_weights): each step multiplies them by
+    # 1 - lr * decay, lr being train.lr (scheduled), or edge_lr when that is set.
+    decay: float = 0.0
+    # The offsets' own step. None: Adam at train.lr, whose per-parameter normalised step moves an
+    # edge seen once as far as one seen in every batch. A number: momentum SGD at that step (Adam's
+    # moments with eps=1, far above the offsets' gradients, so the step is lr times the running
+    # mean gradient): a frequent edge moves further than a rare one, as in a ridge regression.
+    edge_lr: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        _require(set(self.relations) <= {"co_items", "similar"} and len(set(self.relations)) == len(self.relations),
+                 "model.path.relations", "a list of distinct relations out of co_items, similar")
+        _require(self.top_k >= 1, "model.path.top_k", "an integer >= 1")
+        _require(0.0 <= self.dropout < 1.0, "model.path.dropout", "a number in [0, 1)")
+        _require(self.decay >= 0, "model.path.decay", "a number >= 0")
+        _require(self.edge_lr is None or self.edge_lr > 0, "model.path.edge_lr",
+                 "a positive number, or null for train.lr under Adam")
+
+
+@dataclass
 class ModelConfig:
     name: ModelName = "graphsage"
     emb_dim: int = 64  # learnable id embedding per node type
@@ -149,28 +187,8 @@ class ModelConfig:
     # graphsage: a book->book relation from training co-interactions, each item's top ``co_items``
     # items by the cosine of their user sets (weighted edges; 0 = no such relation).
     co_items: int = 0
-    # graphsage: the high-rank path term user -> rated item -> related item over these item-item
-    # relations ("co_items": each item's top ``path_top_k`` co-interacted items from training pairs;
-    # "similar": the TF-IDF similarity edges), weighted by learned per-relation scales and (with
-    # ``path_edge_weights``) per-edge offsets; a user's sum is divided by |history|^path_norm.
-    path: list[str] = field(default_factory=list)
-    path_top_k: int = 50
-    path_norm: float = 0.5
-    path_edge_weights: bool = True
-    # share of each history's items dropped while training the path term (a denoising autoencoder's
-    # input dropout: the term must predict an item from part of the history, not lean on one item)
-    path_dropout: float = 0.0
-    # score a training positive with co-interaction weights that leave its own user out
-    path_leave_user_out: bool = True
-    path_init: float = 1.0  # initial per-relation scale alpha_r
-    # Decoupled decay of the per-edge offsets (path_edge_weights): each step multiplies them by
-    # 1 - lr * path_decay, lr being train.lr (scheduled), or path_edge_lr when that is set.
-    path_decay: float = 0.0
-    # The offsets' own step. None: Adam at train.lr, whose per-parameter normalised step moves an
-    # edge seen once as far as one seen in every batch. A number: momentum SGD at that step (Adam's
-    # moments with eps=1, far above the offsets' gradients, so the step is lr times the running
-    # mean gradient): a frequent edge moves further than a rare one, as in a ridge regression.
-    path_edge_lr: Optional[float] = None
+    # graphsage: the high-rank path term over item-item relations (model.path.*; models/paths.py).
+    path: PathConfig = field(default_factory=PathConfig)
 
     def __post_init__(self) -> None:
         _require(self.emb_dim > 0, "model.emb_dim", "a positive integer")
@@ -185,13 +203,6 @@ class ModelConfig:
         _require(0.0 <= self.emb_dropout < 1.0, "model.emb_dropout", "a number in [0, 1)")
         _require(0.0 <= self.history_dropout < 1.0, "model.history_dropout", "a number in [0, 1)")
         _require(0.0 <= self.id_dropout < 1.0, "model.id_dropout", "a number in [0, 1)")
-        _require(set(self.path) <= {"co_items", "similar"} and len(set(self.path)) == len(self.path),
-                 "model.path", "a list of distinct relations out of co_items, similar")
-        _require(self.path_top_k >= 1, "model.path_top_k", "an integer >= 1")
-        _require(0.0 <= self.path_dropout < 1.0, "model.path_dropout", "a number in [0, 1)")
-        _require(self.path_decay >= 0, "model.path_decay", "a number >= 0")
-        _require(self.path_edge_lr is None or self.path_edge_lr > 0, "model.path_edge_lr",
-                 "a positive number, or null for train.lr under Adam")
         _require(self.co_items >= 0, "model.co_items", "an integer >= 0 (0 = no co-interaction relation)")
         _require(self.lightgcn_layers >= 0, "model.lightgcn_layers", "an integer >= 0 (0 = matrix factorisation)")
 
@@ -240,20 +251,10 @@ class TrainConfig:
     num_threads: int = 0  # torch intra-op threads per process (0: torch's default); 1 suits a busy box
     seed: int = 0
     lr_schedule: Literal["none", "cosine"] = "none"
-    amp: bool = True  # bf16 autocast; only takes effect on CUDA (unless amp_on_cpu)
-    # test-only: train.amp on the CPU as well (bf16 autocast on the CPU), so a machine without a GPU
-    # runs the mixed-precision code path that a CUDA run takes; CPU results change with it.
-    amp_on_cpu: bool = False
+    amp: bool = True  # bf16 autocast; only takes effect on CUDA (unless debug.amp_on_cpu)
     patience: int = 5  # evaluations without validation NDCG@10 improving before stopping
     resume: str = "auto"  # auto | never | path to a checkpoint
     checkpoint_every: int = 0  # steps between mid-epoch checkpoints (0 = end of epoch only)
-    # test-only: fail after this global step (fault tests); a run that resumes from a checkpoint
-    # does not fail again, so the same command run again completes.
-    fail_after_step: Optional[int] = None
-    # test-only, what happens at fail_after_step: "raise" an exception; "hang": the last rank writes
-    # its pid to out_dir/hang_rank{r}.pid and sleeps (a test SIGKILLs it); "hang_in_save": rank 0
-    # does the same while saving that step's checkpoint, between the temp file and the rename.
-    fail_mode: Literal["raise", "hang", "hang_in_save"] = "raise"
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, "train.epochs", "an integer >= 1")
@@ -347,6 +348,22 @@ class TuneConfig:
 
 
 @dataclass
+class DebugConfig:
+    """Switches for tests: injected faults and code paths a CPU-only machine would not take."""
+
+    # fail after this global step (fault tests); a run that resumes from a checkpoint does not
+    # fail again, so the same command run again completes.
+    fail_after_step: Optional[int] = None
+    # what happens at fail_after_step: "raise" an exception; "hang": the last rank writes its pid
+    # to out_dir/hang_rank{r}.pid and sleeps (a test SIGKILLs it); "hang_in_save": rank 0 does the
+    # same while saving that step's checkpoint, between the temp file and the rename.
+    fail_mode: Literal["raise", "hang", "hang_in_save"] = "raise"
+    # train.amp on the CPU as well (bf16 autocast on the CPU), so a machine without a GPU runs the
+    # mixed-precision code path that a CUDA run takes; CPU results change with it.
+    amp_on_cpu: bool = False
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -355,6 +372,7 @@ class Config:
     dist: DistConfig = field(default_factory=DistConfig)
     run: RunConfig = field(default_factory=RunConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
+    debug: DebugConfig = field(default_factory=DebugConfig)
 
     def __post_init__(self) -> None:
         # The loader samples one hop per entry and the model runs one layer per hop: a mismatch
@@ -379,7 +397,7 @@ def _sharding_requirements(cfg: Config) -> list[tuple[str, bool, str]]:
     """What user-sharded training supports, as (key, holds, expected). Why each one:
     - full-graph graphsage only: a sampled subgraph needs neighbours that live on other ranks;
     - sum/mean aggregation: a rank's partial sums over its users add up to the exact aggregate;
-    - the random ops left out (dropouts, path_dropout) would draw differently on each rank, so the
+    - the random ops left out (dropouts, path.dropout) would draw differently on each rank, so the
       replicated item side would drift apart between ranks;
     - co-interaction relations (model.co_items, co_items paths) count every user's training pairs;
     - the evaluator's sampled protocol and per-user export deal out global user blocks."""
@@ -392,8 +410,8 @@ def _sharding_requirements(cfg: Config) -> list[tuple[str, bool, str]]:
             ("model.dropout", m.dropout == 0, "0"),
             ("model.history_dropout", m.history_dropout == 0, "0"),
             ("model.co_items", m.co_items == 0, "0"),
-            ("model.path", "co_items" not in m.path, "no co_items (similar paths are supported)"),
-            ("model.path_dropout", m.path_dropout == 0, "0"),
+            ("model.path.relations", "co_items" not in m.path.relations, "no co_items (similar paths are supported)"),
+            ("model.path.dropout", m.path.dropout == 0, "0"),
             ("eval.protocol", e.protocol == "full", "full"),
             ("eval.export_per_user", not e.export_per_user, "false")]
 
@@ -412,7 +430,8 @@ def parse_grid(entries: list[str] | tuple[str, ...]) -> dict[str, list[Any]]:
             values = None
         if not values:
             raise ConfigError(f"grid entry '{entry}': expected section.key=value1,value2,...")
-        if key.split(".")[0] in ("run", "tune") or not _is_option(Config, key.split(".")):
+        key = new_key(key, values[0])
+        if key.split(".")[0] in ("run", "tune", "debug") or not _is_option(Config, key.split(".")):
             raise ConfigError(f"grid entry '{entry}': '{key}' is not an option that can be tuned "
                               "(a section.key of data, model, train, eval or dist)")
         grid[key] = values
@@ -442,10 +461,21 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 
 
 def apply_overrides(tree: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """Apply ``section.key=value`` overrides to a nested mapping in place and return it."""
+    """Apply ``section.key=value`` overrides to a nested mapping in place and return it. The
+    mapping's old spellings are moved first and an override's key is read in today's spelling
+    (:data:`MOVED`), so either spelling overrides either; one key given in both spellings with
+    different values is a ConfigError."""
+    upgrade(tree)
+    given: dict[str, tuple[str, Any]] = {}
     for item in overrides:
         key, value = parse_override(item)
-        _set_dotted(tree, key, value)
+        new = new_key(key, value)
+        spelled, before = given.get(new, (key, value))
+        if spelled != key and before != value:
+            raise ConfigError(f"overrides '{spelled}={before}' and '{key}={value}' set the same option "
+                              f"'{new}' to different values; give it once, as '{new}'")
+        given[new] = (key, value)
+        _set_dotted(tree, new, value)
     return tree
 
 
@@ -511,15 +541,71 @@ def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-# Keys that older runs wrote into their config.yaml and checkpoints: read and ignored, so those load.
-RETIRED = {"eval": {"infer_batch"}}
+# Keys that older runs wrote into their config.yaml and checkpoints (and older presets and
+# override lists spell), in their place today: every saved run and older config still loads.
+# A key moved into a section of the same name (``model.path``, once the list of relations) moves
+# only when its value is not already a mapping. Moves apply in this order.
+MOVED = {
+    "model.path": "model.path.relations",
+    "model.path_top_k": "model.path.top_k",
+    "model.path_norm": "model.path.norm",
+    "model.path_edge_weights": "model.path.edge_weights",
+    "model.path_dropout": "model.path.dropout",
+    "model.path_leave_user_out": "model.path.leave_user_out",
+    "model.path_init": "model.path.init",
+    "model.path_decay": "model.path.decay",
+    "model.path_edge_lr": "model.path.edge_lr",
+    "train.fail_after_step": "debug.fail_after_step",
+    "train.fail_mode": "debug.fail_mode",
+    "train.amp_on_cpu": "debug.amp_on_cpu",
+}
+# Keys read and ignored: options since removed.
+RETIRED = ("eval.infer_batch",)
+
+
+def new_key(key: str, value: Any = None) -> str:
+    """Today's spelling of the dotted ``key`` set to ``value`` (:data:`MOVED`)."""
+    new = MOVED.get(key)
+    if new is None or (new.startswith(key + ".") and isinstance(value, dict)):
+        return key
+    return new
+
+
+def upgrade(tree: dict[str, Any]) -> dict[str, Any]:
+    """Move every old spelling in the nested mapping ``tree`` to its place today and drop retired
+    keys, in place; returns ``tree``. An option given in both spellings with different values is a
+    ConfigError naming both."""
+    for old, new in MOVED.items():
+        parent, leaf = _parent(tree, old)
+        if parent is None or leaf not in parent or new_key(old, parent[leaf]) == old:
+            continue
+        value = parent.pop(leaf)
+        there, name = _parent(tree, new)
+        if there is not None and name in there and there[name] != value:
+            raise ConfigError(f"config key '{old}' is the old spelling of '{new}', and both are given with different "
+                              f"values ({value!r} and {there[name]!r}); keep '{new}' only")
+        _set_dotted(tree, new, value)
+    for key in RETIRED:
+        parent, leaf = _parent(tree, key)
+        if parent is not None:
+            parent.pop(leaf, None)
+    return tree
+
+
+def _parent(tree: Any, key: str) -> tuple[Optional[dict[str, Any]], str]:
+    """(the mapping that holds the dotted ``key``'s last part, that part); None when a section on
+    the way is missing or not a mapping (the schema check reports the latter)."""
+    *path, leaf = key.split(".")
+    node = tree
+    for part in path:
+        node = node.get(part) if isinstance(node, dict) else None
+    return (node if isinstance(node, dict) else None), leaf
 
 
 def from_dict(tree: dict[str, Any]) -> Config:
-    """Build and validate a :class:`Config` from a nested mapping."""
-    tree = {name: {k: v for k, v in body.items() if k not in RETIRED[name]}
-            if name in RETIRED and isinstance(body, dict) else body for name, body in tree.items()}
-    return _build(Config, tree, prefix="")
+    """Build and validate a :class:`Config` from a nested mapping (``tree`` itself is not changed;
+    old spellings are read in their place today, :func:`upgrade`)."""
+    return _build(Config, upgrade(copy.deepcopy(tree)), prefix="")
 
 
 def _build(cls: type, tree: Any, prefix: str) -> Any:

@@ -227,9 +227,9 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     resumed_at = reported_step(local)
     if resumed_at is not None:
         log.info("restarted by Ray Train: resuming from the checkpoint of global step %d", resumed_at)
-    if resume is not None and cfg.train.fail_after_step is not None:
+    if resume is not None and cfg.debug.fail_after_step is not None:
         # The injected fault is for the first attempt only, so that the restarted group completes.
-        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, fail_after_step=None))
+        cfg = dataclasses.replace(cfg, debug=dataclasses.replace(cfg.debug, fail_after_step=None))
     # Mid-epoch checkpoints go to Ray too, so a restart loses at most train.checkpoint_every steps.
     hooks = TrainHooks(resume_from=lambda: resume, on_epoch_end=report, on_checkpoint=report)
     try:

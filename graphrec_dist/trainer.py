@@ -181,13 +181,13 @@ class Trainer:
         self.best_model: Optional[dict[str, Any]] = None
         self._rng_after_step: Optional[dict[str, Any]] = None
         self._comm = (0, 0.0, 1)  # sharded: (all-reduce bytes, seconds, steps) of the last epoch
-        self._fault_armed = True  # train.fail_after_step acts on a fresh run only, not after a resume
+        self._fault_armed = True  # debug.fail_after_step acts on a fresh run only, not after a resume
         if model.kind == "sampled":
             self.graph = model.message_graph(bundle)
         elif not self.sharded:
             self.triplets = TripletLoader(bundle, tc.batch_size, tc.neg_per_pos, tc.seed, ctx.rank,
                                           ctx.world_size, tc.edges_per_epoch)
-        self.amp = tc.amp and (ctx.device.type == "cuda" or tc.amp_on_cpu)
+        self.amp = tc.amp and (ctx.device.type == "cuda" or cfg.debug.amp_on_cpu)
 
     # -- batches ---------------------------------------------------------------------------
     def batches(self, epoch: int, start: int) -> Iterable:
@@ -236,9 +236,9 @@ class Trainer:
         mine = (self._rng_after_step or checkpoint.rng_state(), (self.state.epoch_loss_sum, self.state.epoch_count))
         gathered = all_gather_object(mine, self.ctx)
         states, sums = [g[0] for g in gathered], [g[1] for g in gathered]
-        path, tc = None, self.cfg.train
-        hang = (self._fault_armed and tc.fail_mode == "hang_in_save" and name == run_dir.LAST
-                and tc.fail_after_step == self.state.global_step)
+        path, dc = None, self.cfg.debug
+        hang = (self._fault_armed and dc.fail_mode == "hang_in_save" and name == run_dir.LAST
+                and dc.fail_after_step == self.state.global_step)
         stall = (lambda tmp: hang_until_killed(self.out_dir, self.ctx.rank)) if hang else None
         if self.sharded:
             return checkpoint.save_sharded(self.out_dir / name, self.cfg, self.ctx, self.model, self.owned,
@@ -375,7 +375,7 @@ class Trainer:
                 if self.hooks.on_checkpoint:
                     self.hooks.on_checkpoint({"epoch": epoch, "step": st.global_step,
                                               "step_in_epoch": st.step_in_epoch}, path)
-            if self._fault_armed and tc.fail_after_step is not None and st.global_step == tc.fail_after_step:
+            if self._fault_armed and self.cfg.debug.fail_after_step == st.global_step:
                 self._fail()
             if self._out_of_steps():
                 break
@@ -383,11 +383,11 @@ class Trainer:
         self._comm = (COMM.bytes, COMM.seconds, max(st.step_in_epoch - first_step, 1))
 
     def _fail(self) -> None:
-        """``train.fail_after_step`` has come (fault tests): raise, or with ``fail_mode=hang`` the
+        """``debug.fail_after_step`` has come (fault tests): raise, or with ``fail_mode=hang`` the
         last rank stops here until it is killed while the others run on into the next all-reduce."""
-        mode = self.cfg.train.fail_mode
+        mode = self.cfg.debug.fail_mode
         if mode == "raise":
-            raise RuntimeError(f"train.fail_after_step={self.cfg.train.fail_after_step}: simulated failure")
+            raise RuntimeError(f"debug.fail_after_step={self.cfg.debug.fail_after_step}: simulated failure")
         if mode == "hang" and self.ctx.rank == self.ctx.world_size - 1:
             hang_until_killed(self.out_dir, self.ctx.rank)
 

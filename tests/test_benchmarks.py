@@ -138,7 +138,7 @@ def test_path_product_bench_times_each_product_and_leaves_the_dense_threshold_as
 
     plan, _ = tiny
     ratio = _Relation.DENSE_RATIO
-    res = path_product.main(["configs/demo.yaml", *data_overrides(plan, TINY_USERS), "model.path=[similar]",
+    res = path_product.main(["configs/demo.yaml", *data_overrides(plan, TINY_USERS), "model.path.relations=[similar]",
                              "--rounds", "3"])
     for key in ("csr_ms", "enumerated_ms", "dense_ms", "csr_madds", "enumerated_madds", "scatter_cost", "density"):
         assert _finite_positive(res[key]), key
@@ -723,7 +723,7 @@ def test_a_run_made_before_an_option_existed_is_reused_while_the_option_is_at_it
 
     def save(**changes: object) -> None:
         saved = load_config(None, overrides).to_dict()
-        del saved["model"]["path_edge_lr"]  # the run predates this option
+        del saved["model"]["path"]["edge_lr"]  # the run predates this option
         for dotted, value in changes.items():
             section, key = dotted.split("__")
             saved[section][key] = value

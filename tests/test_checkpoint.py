@@ -1,9 +1,12 @@
+import copy
+import json
 import random
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from test_sampling import toy_bundle
 
 from graphrec_dist import checkpoint, run_dir
@@ -148,3 +151,42 @@ def test_a_checkpoint_of_other_data_exits_2_naming_both(toy_run: Path, capsys, c
     _exits_2([*command, str(toy_run), f"data.bundle_dir={other}"], capsys, str(toy_run / run_dir.BEST), str(other),
              "does not fit", "size mismatch", "data.bundle_dir=")
     assert _snapshot(toy_run.parent) == before
+
+
+def old_layout(tree: dict) -> dict:
+    """A config mapping as runs saved it before ``model.path`` and ``debug`` were sections: the
+    path options flat in ``model`` (``model.path`` the list of relations), the test switches in
+    ``train``, and ``eval.infer_batch``, retired before that."""
+    tree = copy.deepcopy(tree)
+    path = tree["model"].pop("path")
+    tree["model"]["path"] = path.pop("relations")
+    tree["model"].update({f"path_{key}": value for key, value in path.items()})
+    tree["train"].update(tree.pop("debug"))
+    tree["eval"]["infer_batch"] = 4096
+    return tree
+
+
+def test_a_run_saved_in_the_previous_config_layout_evaluates_to_its_own_test_metrics(tmp_path: Path, capsys) -> None:
+    from graphrec_dist import evaluate, train
+
+    run = tmp_path / "run"
+    train.main(["configs/debug.yaml", f"data.raw_dir={tmp_path / 'raw'}", f"data.bundle_dir={tmp_path / 'bundle'}",
+                f"run.out_dir={run}", "train.epochs=1", "train.max_steps=3", "train.mode=full_graph",
+                "model.path.relations=[similar]", "model.path.top_k=7", "model.path.init=0.5"])
+    saved = json.loads((run / run_dir.TEST_METRICS).read_text())
+    cfg = load_config(run / run_dir.CONFIG)
+    (run / run_dir.CONFIG).write_text(yaml.safe_dump(old_layout(cfg.to_dict()), sort_keys=False))
+    for name in (run_dir.BEST, run_dir.LAST):
+        state = checkpoint.load_checkpoint(run / name)
+        state["config"] = old_layout(state["config"])
+        assert "path_top_k" in state["config"]["model"] and "debug" not in state["config"]
+        torch.save(state, run / name)
+    assert load_config(run / run_dir.CONFIG) == cfg
+    checkpoint.check_same_model(cfg, checkpoint.load_checkpoint(run / run_dir.LAST), run / run_dir.LAST, "")
+    capsys.readouterr()
+    assert cli_main(["evaluate", "--run", str(run), "--split", "test"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    result = evaluate.main(["--run", str(run), "--split", "test"])
+    metrics = [k for k in saved if "@" in k or k in ("mrr", "num_users")]
+    assert len(metrics) > 4 and {k: printed[k] for k in metrics} == {k: saved[k] for k in metrics}
+    assert {k: result[k] for k in metrics} == {k: saved[k] for k in metrics}

@@ -111,3 +111,40 @@ def test_a_saved_config_with_a_retired_key_still_loads() -> None:
     saved = load_config(None, []).to_dict()
     saved["eval"]["infer_batch"] = 4096  # written by runs made before the key was retired
     assert from_dict(saved) == load_config(None, [])
+
+
+def test_old_flat_spellings_map_to_the_nested_path_and_debug_sections() -> None:
+    cfg = load_config("configs/demo.yaml", ["model.path_top_k=10", "train.fail_after_step=3",
+                                            "train.fail_mode=hang", "train.amp_on_cpu=true", "model.path=[co_items]"])
+    assert (cfg.model.path.top_k, cfg.model.path.relations) == (10, ["co_items"])
+    assert cfg.model.path.init == 0.0  # the preset's nested values stay when a list replaces the relations
+    assert (cfg.debug.fail_after_step, cfg.debug.fail_mode, cfg.debug.amp_on_cpu) == (3, "hang", True)
+    assert cfg == load_config("configs/demo.yaml", ["model.path.top_k=10", "debug.fail_after_step=3",
+                                                    "debug.fail_mode=hang", "debug.amp_on_cpu=true",
+                                                    "model.path.relations=[co_items]"])
+    saved = load_config(None, []).to_dict()  # a YAML file or saved config in the old layout
+    saved["model"].update(path=["similar"], path_norm=0.0, path_edge_lr=0.5)
+    saved["train"]["fail_after_step"] = 4
+    del saved["debug"]
+    cfg = from_dict(saved)
+    assert (cfg.model.path.relations, cfg.model.path.norm, cfg.model.path.edge_lr) == (["similar"], 0.0, 0.5)
+    assert cfg.debug.fail_after_step == 4 and "path_norm" in saved["model"]  # the mapping given is not changed
+
+
+def test_both_spellings_with_different_values_are_refused() -> None:
+    with pytest.raises(ConfigError, match=r"'model.path_top_k=10' and 'model.path.top_k=20'.*model.path.top_k"):
+        load_config(None, ["model.path_top_k=10", "model.path.top_k=20"])
+    with pytest.raises(ConfigError, match=r"'train.fail_after_step' is the old spelling of 'debug.fail_after_step'"):
+        from_dict({"train": {"fail_after_step": 3}, "debug": {"fail_after_step": 5}})
+    assert from_dict({"train": {"fail_after_step": 3}, "debug": {"fail_after_step": 3}}).debug.fail_after_step == 3
+    assert load_config(None, ["model.path.top_k=20", "model.path_top_k=20"]).model.path.top_k == 20
+    assert load_config(None, ["model.path.top_k=20", "model.path.top_k=30"]).model.path.top_k == 30  # last wins
+
+
+def test_a_tune_grid_may_name_an_old_spelling() -> None:
+    from graphrec_dist.config import parse_grid
+
+    assert parse_grid(["model.path_top_k=10,50", "model.path=[similar],[]"]) == {
+        "model.path.top_k": [10, 50], "model.path.relations": [["similar"], []]}
+    with pytest.raises(ConfigError, match="debug.fail_after_step"):
+        parse_grid(["train.fail_after_step=1,2"])

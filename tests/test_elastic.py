@@ -41,7 +41,7 @@ def test_a_replicated_checkpoint_of_another_world_size_warns_before_training(tmp
             f"run.out_dir={tmp_path / 'run'}", "train.edges_per_epoch=1024", "train.batch_size=128",
             "train.checkpoint_every=3", "eval.ks=[10]", "train.lr_schedule=cosine"]
     with pytest.raises(RuntimeError, match="simulated failure"):
-        main([*args, "train.fail_after_step=4"])  # its last checkpoint: step 3 of epoch 0
+        main([*args, "debug.fail_after_step=4"])  # its last checkpoint: step 3 of epoch 0
     last = tmp_path / "run" / "last.pt"
     state = torch.load(last, weights_only=False)  # as if 2 DDP ranks had saved it mid-epoch
     state.update(world_size=2, rng=state["rng"] * 2, loss_sums=state["loss_sums"] * 2)

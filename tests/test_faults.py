@@ -2,7 +2,7 @@
 checkpoint. torchrun ends non-zero; the same command again resumes (``train.resume=auto``) and ends
 exactly where an uninterrupted run of the same config ends.
 
-The trainer's test-only ``train.fail_mode`` stops the victim at a known point and has it write its
+The trainer's test-only ``debug.fail_mode`` stops the victim at a known point and has it write its
 pid (``hang_rank{r}.pid``); the test then sends SIGKILL, so the steps lost are the same every run.
 The default block sampler is used: ``train.sampler=pyg`` with ``train.num_workers>0`` does not
 resume mid-epoch exactly (a restarted loader worker re-seeds from the epoch's start).
@@ -97,7 +97,7 @@ def test_torchrun_rank_killed_mid_epoch_resumes_exactly(tmp_path, data_dirs, ref
     out = tmp_path / "run"
     # Rank 1 stops after step 7 (mid-epoch 1) and is killed there; rank 0 runs on into step 8's
     # gradient all-reduce. The last checkpoint is step 6's, so step 7 is lost and redone.
-    cmd = torchrun_cmd(out, data_dirs, "train.fail_after_step=7", "train.fail_mode=hang")
+    cmd = torchrun_cmd(out, data_dirs, "debug.fail_after_step=7", "debug.fail_mode=hang")
     proc, err, exit_s = _kill_then_resume(out, cmd, "hang_rank1.pid")
     assert proc.returncode != 0, err[-3000:]
     assert _checkpoint_step(out / "last.pt") == (6, 2)
@@ -115,7 +115,7 @@ def test_torchrun_rank_killed_mid_epoch_resumes_exactly(tmp_path, data_dirs, ref
 def test_rank0_killed_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, data_dirs, reference):
     out = tmp_path / "run"
     # Rank 0 has written step 6's checkpoint to its temp file and stops before the rename.
-    cmd = torchrun_cmd(out, data_dirs, "train.fail_after_step=6", "train.fail_mode=hang_in_save")
+    cmd = torchrun_cmd(out, data_dirs, "debug.fail_after_step=6", "debug.fail_mode=hang_in_save")
     proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     pid = _wait_for(out / "hang_rank0.pid", proc, RUN_TIMEOUT_S)
     temp = list(out.glob(".last.pt.*.tmp"))

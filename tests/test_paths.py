@@ -171,9 +171,9 @@ def test_restricted_scores_are_the_full_tables_columns_and_pairs_with_the_same_g
 def test_graphsage_with_paths_scores_training_and_ranking_alike(mode) -> None:
     """A positive's training score leaves it out of its user's history; with no self loops that
     changes no path into it, so with one positive per user training and ranking scores agree (with
-    path_norm 0: the normaliser counts the history, which is one item shorter in training)."""
-    model, bundle = _model("graphsage", "train.mode=sampled", mode, "model.path=[co_items,similar]",
-                           "model.path_top_k=5", "model.path_norm=0", "model.path_leave_user_out=false")
+    path.norm 0: the normaliser counts the history, which is one item shorter in training)."""
+    model, bundle = _model("graphsage", "train.mode=sampled", mode, "model.path.relations=[co_items,similar]",
+                           "model.path.top_k=5", "model.path.norm=0", "model.path.leave_user_out=false")
     assert model.path is not None and model.path.num_edges > 0
     with torch.no_grad():
         model.path.alpha.fill_(3.0)  # a term large enough to matter
@@ -207,7 +207,7 @@ def test_a_shared_softmax_step_scores_the_drawn_items_as_the_full_table_does() -
     only those: the same positives, negatives and drawn columns as the full table, and the loss
     competes with exactly those items."""
     model, bundle = _model("graphsage", "train.mode=full_graph", "train.loss=softmax", "train.softmax_negatives=64",
-                           "model.path=[co_items,similar]", "model.path_top_k=5")
+                           "model.path.relations=[co_items,similar]", "model.path.top_k=5")
     with torch.no_grad():
         model.path.alpha.fill_(3.0)
     model.eval()
@@ -227,9 +227,10 @@ def test_a_shared_softmax_step_scores_the_drawn_items_as_the_full_table_does() -
 
 
 def test_path_co_items_is_refused_under_user_sharding() -> None:
-    with pytest.raises(ConfigError, match="model.path"):
-        load_config("configs/debug.yaml", ["dist.sharding=users", "train.mode=full_graph", "model.path=[co_items]"])
-    load_config("configs/debug.yaml", ["dist.sharding=users", "train.mode=full_graph", "model.path=[similar]"])
+    sharded = ["dist.sharding=users", "train.mode=full_graph"]
+    with pytest.raises(ConfigError, match="model.path.relations"):
+        load_config("configs/debug.yaml", [*sharded, "model.path.relations=[co_items]"])
+    load_config("configs/debug.yaml", [*sharded, "model.path.relations=[similar]"])
 
 
 def test_a_model_without_side_relations_gets_no_similar_paths() -> None:
@@ -240,7 +241,7 @@ def test_a_model_without_side_relations_gets_no_similar_paths() -> None:
     bundle.graph[SIMILAR].edge_weight = torch.tensor([0.5, 0.4, 0.3])
 
     def path_edges(name: str, *extra: str) -> int:
-        cfg = load_config(None, [f"model.name={name}", "model.emb_dim=8", "model.path=[similar]", *extra])
+        cfg = load_config(None, [f"model.name={name}", "model.emb_dim=8", "model.path.relations=[similar]", *extra])
         return build_model(cfg, bundle).path.num_edges
 
     assert path_edges("graphsage") == 3
@@ -250,8 +251,8 @@ def test_a_model_without_side_relations_gets_no_similar_paths() -> None:
 
 def test_path_edge_lr_gives_the_offsets_a_gradient_sized_step_of_their_own() -> None:
     """Under Adam every offset with a gradient moves by ~lr, however small and rare its gradient;
-    with model.path_edge_lr the offsets take momentum-SGD steps (lr x gradient) in their own group,
-    decayed by 1 - path_edge_lr * path_decay, and every other parameter keeps train.lr under Adam."""
+    with model.path.edge_lr the offsets take momentum-SGD steps (lr x gradient) in their own group,
+    decayed by 1 - path.edge_lr * path.decay, and every other parameter keeps train.lr under Adam."""
     from graphrec_dist.trainer import param_groups
 
     bundle = toy_bundle()
@@ -259,7 +260,7 @@ def test_path_edge_lr_gives_the_offsets_a_gradient_sized_step_of_their_own() -> 
     bundle.graph[SIMILAR].edge_weight = torch.tensor([0.5, 0.4, 0.3])
 
     def first_step(*extra: str) -> tuple[list[dict], torch.Tensor, torch.Tensor]:
-        cfg = load_config(None, ["model.emb_dim=8", "model.path=[similar]", "model.path_edge_weights=true",
+        cfg = load_config(None, ["model.emb_dim=8", "model.path.relations=[similar]", "model.path.edge_weights=true",
                                  "train.lr=0.01", *extra])
         model = build_model(cfg, bundle)
         groups = param_groups(model, 0.0)
@@ -275,11 +276,11 @@ def test_path_edge_lr_gives_the_offsets_a_gradient_sized_step_of_their_own() -> 
     groups, adam, grad = first_step()
     assert len(groups) == 1 and groups[0]["weight_decay"] == 0.0
     assert torch.allclose(adam[:2], -0.01 * grad[:2].sign(), rtol=1e-3)  # ~lr whatever the gradient
-    groups, sgd, grad = first_step("model.path_edge_lr=100", "model.path_decay=0.001")
+    groups, sgd, grad = first_step("model.path.edge_lr=100", "model.path.decay=0.001")
     own = [g for g in groups if g.get("eps") == 1.0]
     assert len(groups) == 2 and len(own) == 1 and own[0]["lr"] == 100 and own[0]["weight_decay"] == 0.001
     assert [p.numel() for p in own[0]["params"]] == [3]
     assert torch.allclose(sgd[:2], -100 * grad[:2], rtol=1e-3)  # the gradient's size, times lr
     assert sgd[2].item() == pytest.approx(1.0 * (1 - 100 * 0.001))  # decayed, no gradient
-    with pytest.raises(ConfigError, match="model.path_edge_lr"):
-        load_config(None, ["model.path_edge_lr=0"])
+    with pytest.raises(ConfigError, match="model.path.edge_lr"):
+        load_config(None, ["model.path.edge_lr=0"])

@@ -188,7 +188,7 @@ def test_ray_restarts_a_failed_worker_group_from_the_last_checkpoint(local_ray, 
 
     # 4 steps per epoch and rank: step 6 is mid-way through epoch 1; the last reported checkpoint
     # is the end of epoch 0 (step 4), so steps 5-6 are redone once and nothing else.
-    cfg, result = _ray_run(local_ray, tmp_path, data_dirs, "train.fail_after_step=6", "dist.max_failures=1")
+    cfg, result = _ray_run(local_ray, tmp_path, data_dirs, "debug.fail_after_step=6", "dist.max_failures=1")
     assert result.metrics["resumed_at_step"] == 4
     trained = launch_ray.to_train_result(cfg, result)
     assert trained.global_step == 8
@@ -223,8 +223,8 @@ def test_ray_survives_a_worker_killed_mid_epoch(local_ray, torchrun_reference, d
         os.kill(pid, signal.SIGKILL)
         killed["at"] = time.monotonic()
 
-    cfg, result = _ray_run(local_ray, tmp_path, data_dirs, "train.checkpoint_every=2", "train.fail_after_step=7",
-                           "train.fail_mode=hang", "dist.max_failures=1", meanwhile=kill_worker)
+    cfg, result = _ray_run(local_ray, tmp_path, data_dirs, "train.checkpoint_every=2", "debug.fail_after_step=7",
+                           "debug.fail_mode=hang", "dist.max_failures=1", meanwhile=kill_worker)
     recovery_s = time.monotonic() - killed["at"]
     assert result.metrics["resumed_at_step"] == 6
     trained = launch_ray.to_train_result(cfg, result)
@@ -410,7 +410,7 @@ def test_a_sharded_job_goes_on_with_fewer_workers_when_a_node_is_lost(sharded_re
             job_id = f"graphrec-elastic-{os.getpid()}"
             _submit(job_id, [str(CONFIG), *data_dirs, *SHARDED, f"run.out_dir={out}", "dist.num_workers=2",
                              "dist.min_workers=1", "dist.cpus_per_worker=1", "dist.max_failures=1",
-                             "train.fail_after_step=7", "train.fail_mode=hang"], env, temp, wait=False)
+                             "debug.fail_after_step=7", "debug.fail_mode=hang"], env, temp, wait=False)
             while not ((out / "hang_rank1.pid").is_file() and 6 in _registered_steps(out / "ray")):
                 assert time.monotonic() < deadline, "the job never reached step 7:\n" + _head_logs(temp)
                 time.sleep(0.5)

@@ -42,7 +42,7 @@ SHARDED = ["dist.sharding=users", "train.mode=full_graph", "train.loss=softmax",
            "model.id_dropout=0.1", "train.l2=0", "train.edges_per_epoch=1024", "train.lr=0.005",
            "train.checkpoint_every=2", "train.resume=auto",
            # the path term over TF-IDF similar books: item-side parameters fed by every rank's users
-           "model.path=[similar]"]
+           "model.path.relations=[similar]"]
 TIMING = ("epoch_time_s", "edges_per_s", "allreduce_s_per_step", "peak_rss_mib")
 
 
@@ -202,7 +202,7 @@ def test_two_sharded_ranks_train_what_one_process_trains(one_process: Path, two_
 def test_a_killed_sharded_rank_resumes_exactly(tmp_path, data_dirs, two_ranks: Path) -> None:
     out = tmp_path / "run"
     # Rank 1 stops after global step 7 and is killed; the last checkpoint is step 6's.
-    cmd = _train_cmd(out, data_dirs, 2, "train.fail_after_step=7", "train.fail_mode=hang")
+    cmd = _train_cmd(out, data_dirs, 2, "debug.fail_after_step=7", "debug.fail_mode=hang")
     proc, err, _ = _kill_then_resume(out, cmd, "hang_rank1.pid")
     assert proc.returncode != 0, err[-3000:]
     state = torch.load(out / "last.pt", weights_only=False)

@@ -184,7 +184,7 @@ def test_row_totals_aggregate_a_shared_source_like_the_matmul() -> None:
 
 
 def test_spmm_under_bf16_autocast_multiplies_and_differentiates_in_float32() -> None:
-    """Under autocast (CUDA's train.amp; train.amp_on_cpu here) the product and its backward run
+    """Under autocast (CUDA's train.amp; debug.amp_on_cpu here) the product and its backward run
     in the adjacency's float32 on x as given, and x's gradient comes back in x's dtype."""
     edge_index = torch.tensor([SRC, DST])
     pair = adjacency_pair(edge_index, torch.tensor(WEIGHT), NUM_NODES, torch.device("cpu"))

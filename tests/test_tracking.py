@@ -61,7 +61,7 @@ def test_a_resumed_run_has_each_step_once_and_sharded_runs_log_their_traffic(dat
     out = tmp_path / "run"
     sharded = ["dist.sharding=users", "train.mode=full_graph", "train.loss=softmax", "train.checkpoint_every=2"]
     with pytest.raises(RuntimeError, match="simulated failure"):
-        main(tiny(data_overrides, out, *sharded, "train.fail_after_step=5"))
+        main(tiny(data_overrides, out, *sharded, "debug.fail_after_step=5"))
     result = main(tiny(data_overrides, out, *sharded))  # train.resume=auto: from step 4
     events = read_events(out)
     # Step 5 was logged by the first attempt and again after the resume: shown once.

@@ -63,7 +63,7 @@ def test_resumed_run_ends_with_the_same_metrics_as_an_uninterrupted_one(data_ove
     full = main(["configs/debug.yaml", *small(data_overrides, tmp_path / "a", *base)])
     # 8 steps per epoch: the last checkpoint before step 11 is mid-epoch 1 (step 9).
     with pytest.raises(RuntimeError, match="simulated failure"):
-        main(["configs/debug.yaml", *small(data_overrides, tmp_path / "b", *base, "train.fail_after_step=11")])
+        main(["configs/debug.yaml", *small(data_overrides, tmp_path / "b", *base, "debug.fail_after_step=11")])
     assert len(read_rows(tmp_path / "b")) == 1
     resumed = main(["configs/debug.yaml", *small(data_overrides, tmp_path / "b", *base)])
     assert resumed.test_metrics == full.test_metrics
@@ -87,7 +87,7 @@ def test_pyg_loader_workers_refuse_a_mid_epoch_checkpoint(data_overrides, tmp_pa
     out = tmp_path / "run"
     base = ["train.sampler=pyg", "train.num_workers=1", "train.checkpoint_every=3"]
     with pytest.raises(RuntimeError, match="simulated failure"):
-        main(["configs/debug.yaml", *small(data_overrides, out, *base, "train.fail_after_step=5")])
+        main(["configs/debug.yaml", *small(data_overrides, out, *base, "debug.fail_after_step=5")])
     assert load_checkpoint(out / "last.pt")["trainer"]["step_in_epoch"] == 3
     err = _resume_exits_2(out, small(data_overrides, out, *base), capsys)
     assert f"train.resume: {out / 'last.pt'} was saved mid-epoch (epoch 0, step 3)" in err
@@ -96,7 +96,7 @@ def test_pyg_loader_workers_refuse_a_mid_epoch_checkpoint(data_overrides, tmp_pa
     shutil.rmtree(out)
     with pytest.raises(RuntimeError, match="simulated failure"):
         main(["configs/debug.yaml", *small(data_overrides, out, *base, "train.num_workers=0",
-                                           "train.fail_after_step=5")])
+                                           "debug.fail_after_step=5")])
     err = _resume_exits_2(out, small(data_overrides, out, *base), capsys)
     assert "train.num_workers=0 then, 1 now" in err and "resume with train.num_workers=0 as it was saved" in err
 
@@ -191,7 +191,7 @@ def test_resume_takes_a_checkpoint_made_before_an_option_existed(data_overrides,
     main(["configs/debug.yaml", *small(data_overrides, out, "train.max_steps=2")])
     last = out / "last.pt"
     state = torch.load(last, weights_only=False)
-    del state["config"]["model"]["path_edge_lr"]
+    del state["config"]["model"]["path"]["edge_lr"]
     torch.save(state, last)
     assert main(["configs/debug.yaml", *small(data_overrides, out, "train.max_steps=4")]).global_step == 4
     state = torch.load(last, weights_only=False)
@@ -279,8 +279,8 @@ def test_resume_refuses_other_data_with_the_same_node_counts(data_overrides, fin
 MASKED_SOFTMAX = ["train.loss=softmax", "train.softmax_per_user=true", "train.mask_seen=true"]
 AMP_MODELS = {
     "graphsage_full_graph": ["train.mode=full_graph", *MASKED_SOFTMAX, "model.score=cosine", "model.temperature=0.2",
-                             "model.item_bias=true", "model.id_dropout=0.1", "model.path=[similar]",
-                             "model.path_edge_weights=false", "train.num_neighbors=[1]"],
+                             "model.item_bias=true", "model.id_dropout=0.1", "model.path.relations=[similar]",
+                             "model.path.edge_weights=false", "train.num_neighbors=[1]"],
     "graphsage_blocks": ["train.sampler=blocks"],
     "graphsage_pyg": ["train.sampler=pyg"],
     "lightgcn": ["model.name=lightgcn", *MASKED_SOFTMAX],
@@ -291,7 +291,7 @@ AMP_MODELS = {
 
 @pytest.mark.parametrize("model", sorted(AMP_MODELS))
 def test_one_bf16_autocast_step_with_backward_for_every_model(data_overrides, tmp_path: Path, model: str) -> None:
-    """train.amp_on_cpu runs the autocast path a CUDA run takes: a step, its backward and the
+    """debug.amp_on_cpu runs the autocast path a CUDA run takes: a step, its backward and the
     evaluation work in bf16, and the loss is the float32 run's to bf16 precision."""
     autocast_seen: list[bool] = []
 
@@ -302,7 +302,7 @@ def test_one_bf16_autocast_step_with_backward_for_every_model(data_overrides, tm
     losses = {}
     for amp in (False, True):
         overrides = small(data_overrides, tmp_path / f"amp_{amp}", *AMP_MODELS[model], "train.epochs=1",
-                          "train.max_steps=2", f"train.amp_on_cpu={str(amp).lower()}")
+                          "train.max_steps=2", f"debug.amp_on_cpu={str(amp).lower()}")
         cfg = load_config("configs/debug.yaml", overrides)
         result = run_training(cfg, DistContext(), TrainHooks(on_start=watch if amp else None))
         losses[amp] = result.history[0]["loss"]
@@ -319,7 +319,7 @@ def test_resume_restores_the_rng_state_whatever_device_the_tensors_were_mapped_t
     out = tmp_path / "run"
     base = small(data_overrides, out, "train.checkpoint_every=3")
     with pytest.raises(RuntimeError, match="simulated failure"):
-        main(["configs/debug.yaml", *base, "train.fail_after_step=4"])
+        main(["configs/debug.yaml", *base, "debug.fail_after_step=4"])
     saved = load_checkpoint(out / "last.pt")
     assert saved["trainer"]["step_in_epoch"] == 3  # a mid-epoch checkpoint: its RNG state is restored
     cfg = load_config("configs/debug.yaml", base)

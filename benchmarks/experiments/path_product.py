@@ -2,7 +2,7 @@
 
     python benchmarks/experiments/path_product.py CONFIG [overrides ...] [--rounds 6]
 
-The term (``model.path``, default ``[co_items]`` if the config has none) scores a training batch's
+The term (``model.path.relations``, default ``[co_items]`` if the config has none) scores a training batch's
 distinct users over every item: forward and the values' gradient, as training does. Rounds
 alternate between the CSR kernel (edges x users multiply-adds), the enumeration of history
 entries' out-edges and the dense [items x items] product, so that a busy machine slows all alike.
@@ -27,8 +27,8 @@ from graphrec_dist.models.sparse import csr_rows
 def compare(config: str, overrides: list[str], rounds: int = 6) -> dict[str, float]:
     torch.set_num_threads(1)
     cfg = load_config(config, overrides)
-    if not cfg.model.path:
-        cfg = load_config(config, [*overrides, "model.path=[co_items]"])
+    if not cfg.model.path.relations:
+        cfg = load_config(config, [*overrides, "model.path.relations=[co_items]"])
     bundle = prepare_bundle(cfg.data)
     term = build_path_term(cfg.model, bundle)
     indptr, items = history_csr(bundle.train, bundle.num_users)

@@ -119,7 +119,7 @@ class GraphSAGERecommender(NewUserInference, Recommender):
                         BOOK: book_counts == 0}
         # model.path: the high-rank path term over each user's training items (models/paths.py).
         self.path = build_path_term(model_cfg, bundle, graph)
-        self.path_decay, self.path_edge_lr = model_cfg.path_decay, model_cfg.path_edge_lr
+        self.path_decay, self.path_edge_lr = model_cfg.path.decay, model_cfg.path.edge_lr
         self._history = history_csr(bundle.train, bundle.num_users) if self.path is not None else None
         # train.softmax_negatives: a full-graph step's softmax competes with that many shared items,
         # drawn here so that the path term scores only those (PathTerm.restricted_scores).
@@ -144,9 +144,9 @@ class GraphSAGERecommender(NewUserInference, Recommender):
         self.dist = ctx
 
     def group_overrides(self) -> dict[str, dict[str, float]]:
-        """Optimizer settings of the path term's per-edge offsets: their decay (``model.path_decay``;
+        """Optimizer settings of the path term's per-edge offsets: their decay (``model.path.decay``;
         a free weight per edge would otherwise fit the training pairs, as an unregularised sparse
-        item-item model does) and, with ``model.path_edge_lr``, a momentum-SGD step of their own
+        item-item model does) and, with ``model.path.edge_lr``, a momentum-SGD step of their own
         (Adam with eps=1: the offsets' gradients are ~1e-4, so Adam's denominator is ~1)."""
         if self.path is None or self.path.delta is None:
             return {}
@@ -309,7 +309,7 @@ class GraphSAGERecommender(NewUserInference, Recommender):
         if self.path is None:
             return pos_score, neg_score, None
         # The term runs on the CPU with the graph, in float32: a CUDA run's autocast never reaches
-        # it, and train.amp_on_cpu's must not either (its CSR kernel has no bf16).
+        # it, and debug.amp_on_cpu's must not either (its CSR kernel has no bf16).
         with torch.autocast("cpu", enabled=False):
             distinct, row = torch.unique(users.cpu(), return_inverse=True)
             exclude = torch.stack([row, pos.cpu()], dim=1)

@@ -2,14 +2,14 @@
 
 A score that is a dot product of d-dimensional embeddings has rank at most d. This term adds, for
 user u and item i, the weights of the paths from u's training items to i over item-item relations
-of the graph itself (``model.path``):
+of the graph itself (``model.path.relations``):
 
     path(u, i) = |N(u)|^-norm  *  sum over relations r, items j in N(u), edges j -> i of r:
                  alpha_r * a_e + delta_e
 
 ``a_e`` is the edge's own weight (the TF-IDF cosine of ``similar``; the co-interaction cosine of
-``co_items``, each item's top ``model.path_top_k`` from training pairs only), ``alpha_r`` a learned
-per-relation scale and ``delta_e`` a learned per-edge offset (``model.path_edge_weights``): both
+``co_items``, each item's top ``model.path.top_k`` from training pairs only), ``alpha_r`` a learned
+per-relation scale and ``delta_e`` a learned per-edge offset (``model.path.edge_weights``): both
 are trained end to end by graphsage's own loss, as its embeddings are. Its rank is bounded by the
 number of items, not by the embedding width.
 
@@ -217,7 +217,7 @@ class PathTerm(nn.Module):
         self._corrects = any(bool(r.loo.any()) for r in self.relations)
         self.alpha = nn.Parameter(torch.ones(len(relations)))
         self.delta = nn.Parameter(torch.zeros(ends[-1])) if edge_weights else None
-        self.dropout = 0.0  # model.path_dropout, applied by the model while training
+        self.dropout = 0.0  # model.path.dropout, applied by the model while training
 
     @staticmethod
     def _leave_user_out(rel: _Relation, item_counts: Tensor) -> Tensor:
@@ -377,16 +377,16 @@ class PathTerm(nn.Module):
 
 def build_path_term(model_cfg, bundle: Bundle, graph=None) -> Optional[PathTerm]:
     """The :class:`PathTerm` of the model section ``model_cfg`` over ``graph``'s relations (see
-    :func:`path_relations`; None when ``model.path`` is empty)."""
-    m = model_cfg
-    if not m.path:
+    :func:`path_relations`; None when ``model.path.relations`` is empty)."""
+    p = model_cfg.path
+    if not p.relations:
         return None
     counts = torch.bincount(bundle.train[:, 1], minlength=bundle.num_books)
-    term = PathTerm(bundle.num_books, path_relations(bundle, list(m.path), m.path_top_k, graph), m.path_norm,
-                    m.path_edge_weights, counts if m.path_leave_user_out else None)
-    term.dropout = m.path_dropout
+    term = PathTerm(bundle.num_books, path_relations(bundle, list(p.relations), p.top_k, graph), p.norm,
+                    p.edge_weights, counts if p.leave_user_out else None)
+    term.dropout = p.dropout
     with torch.no_grad():
-        term.alpha.fill_(m.path_init)
+        term.alpha.fill_(p.init)
     return term
 
 
