@@ -5,12 +5,12 @@ import pytest
 import torch
 from test_sampling import toy_bundle
 
+from graphrec_dist.checkpoint import save_checkpoint
 from graphrec_dist.cli import main as cli_main
 from graphrec_dist.config import load_config
 from graphrec_dist.data.store import save_bundle
 from graphrec_dist.models import build_model
 from graphrec_dist.recommend import format_text, main
-from graphrec_dist.checkpoint import save_checkpoint
 from graphrec_dist.run_dir import BEST
 
 
